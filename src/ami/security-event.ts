@@ -1,0 +1,125 @@
+// Turns AMI messages into typed security events (ami-security-reference.md §2–§4).
+import { type IpFamily, parseIp } from '../common/ip.js';
+import { type SecurityEventName, isSecurityEventName } from '../common/security-events.js';
+import type { AmiMessage } from './parser.js';
+
+export type Transport = 'UDP' | 'TCP' | 'TLS' | 'WS' | 'WSS';
+
+export interface AmiAddress {
+  readonly family: IpFamily;
+  /** Absent when Asterisk omitted the transport segment (3-part form). */
+  readonly transport: Transport | null;
+  readonly ip: string;
+  readonly port: number | null;
+}
+
+export interface EventTime {
+  /** As Asterisk wrote it, in Asterisk's local time zone. */
+  readonly text: string;
+  readonly epochMs: number;
+}
+
+export interface SecurityEvent {
+  readonly name: SecurityEventName;
+  readonly severity: string;
+  readonly service: string;
+  readonly eventVersion: string;
+  readonly accountId: string;
+  readonly sessionId: string;
+  /** null when Asterisk wrote `(null)`. */
+  readonly localAddress: AmiAddress | null;
+  readonly remoteAddress: AmiAddress | null;
+  readonly eventTime: EventTime | null;
+  readonly aclName: string | null;
+  readonly requestType: string | null;
+}
+
+export type Classified =
+  | { readonly kind: 'security'; readonly event: SecurityEvent }
+  | { readonly kind: 'non-security'; readonly name: string }
+  | { readonly kind: 'unknown'; readonly name: string }
+  | { readonly kind: 'malformed'; readonly name: string; readonly reason: string };
+
+const TRANSPORTS: ReadonlySet<string> = new Set(['UDP', 'TCP', 'TLS', 'WS', 'WSS']);
+const NULL_TEXT = '(null)';
+
+/** Parses `IPV4|IPV6/[transport/]addr/port`; `(null)` address = null. Returns a string on error. */
+export function parseAmiAddress(text: string): AmiAddress | null | string {
+  const parts = text.split('/');
+  if (parts.length !== 3 && parts.length !== 4) return `expected 3 or 4 "/"-separated parts in ${JSON.stringify(text)}`;
+  const [familyText, ...rest] = parts;
+  if (familyText !== 'IPV4' && familyText !== 'IPV6') return `unknown address family in ${JSON.stringify(text)}`;
+  let transport: Transport | null = null;
+  if (rest.length === 3) {
+    const t = rest.shift() ?? '';
+    if (!TRANSPORTS.has(t)) return `unknown transport in ${JSON.stringify(text)}`;
+    transport = t as Transport;
+  }
+  const [addrText = '', portText = ''] = rest;
+  if (addrText === NULL_TEXT) return null;
+  const parsed = parseIp(addrText);
+  if (parsed === null) return `invalid IP address in ${JSON.stringify(text)}`;
+  // IPv4-mapped IPv6 normalizes to IPv4; a plain IPv6 text under IPV4 is inconsistent.
+  if (familyText === 'IPV4' && parsed.family !== 'ipv4') return `IPV4 prefix with an IPv6 address in ${JSON.stringify(text)}`;
+  let port: number | null = null;
+  if (portText !== NULL_TEXT) {
+    if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) return `invalid port in ${JSON.stringify(text)}`;
+    port = Number(portText);
+  }
+  return { family: parsed.family, transport, ip: parsed.ip, port };
+}
+
+const EVENT_TV = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?([+-])(\d{2}):?(\d{2})$/;
+
+/** Parses Asterisk's `%FT%T.%q%z` (e.g. 2026-01-15T10:23:45.123+0100). */
+export function parseEventTime(text: string): EventTime | null {
+  const m = EVENT_TV.exec(text);
+  if (m === null) return null;
+  const n = (i: number): number => Number(m[i] ?? '0');
+  const ms = Number((m[7] ?? '0').padEnd(3, '0').slice(0, 3));
+  const offsetMinutes = (m[8] === '-' ? -1 : 1) * (n(9) * 60 + n(10));
+  const utc = Date.UTC(n(1), n(2) - 1, n(3), n(4), n(5), n(6), ms) - offsetMinutes * 60_000;
+  return Number.isFinite(utc) ? { text, epochMs: utc } : null;
+}
+
+function address(msg: AmiMessage, header: string): AmiAddress | null | string {
+  const value = msg.get(header);
+  if (value === undefined) return `missing ${header}`;
+  const parsed = parseAmiAddress(value);
+  return typeof parsed === 'string' ? `${header}: ${parsed}` : parsed;
+}
+
+/** Classifies an event message; never throws. */
+export function classifyEvent(msg: AmiMessage): Classified {
+  const name = msg.get('Event') ?? '';
+  if (!isSecurityEventName(name)) {
+    const privilege = msg.get('Privilege') ?? '';
+    return privilege.split(',').includes('security') ? { kind: 'unknown', name } : { kind: 'non-security', name };
+  }
+  const severity = msg.get('Severity');
+  const service = msg.get('Service');
+  if (severity === undefined || service === undefined) {
+    return { kind: 'malformed', name, reason: 'missing Severity or Service' };
+  }
+  const remote = address(msg, 'RemoteAddress');
+  if (typeof remote === 'string') return { kind: 'malformed', name, reason: remote };
+  const local = address(msg, 'LocalAddress');
+  const eventTimeText = msg.get('EventTV');
+  return {
+    kind: 'security',
+    event: {
+      name,
+      severity,
+      service,
+      eventVersion: msg.get('EventVersion') ?? '',
+      accountId: msg.get('AccountID') ?? '',
+      sessionId: msg.get('SessionID') ?? '',
+      // LocalAddress is informational only: a bad one does not void the event.
+      localAddress: typeof local === 'string' ? null : local,
+      remoteAddress: remote,
+      eventTime: eventTimeText === undefined ? null : parseEventTime(eventTimeText),
+      aclName: msg.get('ACLName') ?? null,
+      requestType: msg.get('RequestType') ?? null,
+    },
+  };
+}

@@ -1,0 +1,174 @@
+// The `ami2ban` command line: run, check-config, replay.
+import { readFileSync } from 'node:fs';
+import { type Config, type Env, loadConfig } from './config/config.js';
+import { formatDuration } from './config/duration.js';
+import { VARIABLES } from './config/variables.js';
+import { ConfigError, errorMessage } from './errors.js';
+import { type Logger, createLogger } from './log/logger.js';
+import { buildDaemon } from './service/build.js';
+import type { Daemon } from './service/daemon.js';
+import { eventSummary } from './service/pipeline.js';
+import { replay } from './service/replay.js';
+
+export interface CliIo {
+  readonly env: Env;
+  /** Which variables came from the .env file, for check-config. */
+  readonly fromDotenv: ReadonlySet<string>;
+  readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly stderr: NodeJS.WritableStream;
+  readonly version: string;
+  /** Resolves when the process is asked to stop (SIGTERM/SIGINT). */
+  readonly stopSignal: Promise<string>;
+}
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_CONFIG = 2;
+
+const USAGE = `usage: ami2ban <command>
+
+commands:
+  run                   start the daemon (AMI → engine → firewall)
+  check-config          print the effective configuration (secrets masked), or the errors
+  replay FILE [--json]  feed an AMI capture or an Asterisk security log through the engine
+                        and print every ban decision
+  help                  this text
+  version               print the version
+
+Configuration comes from environment variables and an optional .env file; see README.md.
+`;
+
+function write(stream: NodeJS.WritableStream, text: string): void {
+  stream.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function configOrExit(io: CliIo, purpose: 'daemon' | 'replay'): Config | number {
+  try {
+    return loadConfig(io.env, { purpose });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      write(io.stderr, `ami2ban: ${err.message}`);
+      return EXIT_CONFIG;
+    }
+    throw err;
+  }
+}
+
+function checkConfig(io: CliIo): number {
+  const config = configOrExit(io, 'daemon');
+  if (typeof config === 'number') return config;
+  const width = Math.max(...VARIABLES.map((v) => v.name.length));
+  const lines = VARIABLES.map((v) => {
+    const set = io.env[v.name];
+    const explicit = set !== undefined && (set.trim() !== '' || ['BAN_IGNOREIP', 'BAN_MULTIPLIERS'].includes(v.name));
+    const source = explicit ? (io.fromDotenv.has(v.name) ? '.env' : 'env') : 'default';
+    let value = explicit ? set.trim() : (v.default ?? '');
+    if (v.secret === true && value !== '') value = '********';
+    return `${v.name.padEnd(width)}  ${(value === '' ? '(empty)' : value).padEnd(40)}  ${source}`;
+  });
+  write(io.stdout, `configuration is valid\n\n${lines.join('\n')}`);
+  return EXIT_OK;
+}
+
+function replayCommand(io: CliIo, args: readonly string[]): number {
+  const json = args.includes('--json');
+  const files = args.filter((a) => a !== '--json');
+  const unknown = files.filter((a) => a.startsWith('-'));
+  if (files.length !== 1 || unknown.length > 0) {
+    write(io.stderr, 'usage: ami2ban replay FILE [--json]');
+    return EXIT_CONFIG;
+  }
+  const config = configOrExit(io, 'replay');
+  if (typeof config === 'number') return config;
+  const file = files[0] ?? '';
+  let input: Buffer;
+  try {
+    input = readFileSync(file);
+  } catch (err) {
+    write(io.stderr, `ami2ban: cannot read ${file}: ${errorMessage(err)}`);
+    return EXIT_FAILURE;
+  }
+  const result = replay(input, config.ban);
+  const banSeconds = (s: number): number => (s === Number.POSITIVE_INFINITY ? -1 : Math.round(s));
+  if (json) {
+    for (const b of result.bans) {
+      write(io.stdout, JSON.stringify({ ip: b.ip, at: new Date(b.at).toISOString(), failures: b.failures, banSeconds: banSeconds(b.banSeconds) }));
+    }
+    return EXIT_OK;
+  }
+  const rows = result.bans.map((b) => [new Date(b.at).toISOString(), b.ip, String(b.failures), formatDuration(b.banSeconds), eventSummary(b.events)]);
+  const header = ['TIME', 'ADDRESS', 'FAILURES', 'BAN', 'EVENTS'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const fmt = (r: readonly string[]): string => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  const s = result.skipped;
+  write(
+    io.stdout,
+    [
+      `${file} (${result.format}): ${result.securityEvents} security events, ${result.failures} failures counted, ${result.bans.length} bans`,
+      `skipped: ${s.nonSecurity} non-security, ${s.unknown} unknown, ${s.malformed} malformed, ${s.noTime} without EventTV`,
+      '',
+      fmt(header),
+      ...rows.map(fmt),
+    ].join('\n'),
+  );
+  return EXIT_OK;
+}
+
+async function run(io: CliIo): Promise<number> {
+  const config = configOrExit(io, 'daemon');
+  if (typeof config === 'number') return config;
+  const logger: Logger = createLogger({
+    level: config.log.level,
+    format: config.log.format,
+    isTTY: io.stdout.isTTY === true,
+    secrets: [config.ami.secret.reveal()],
+  });
+  logger.info('starting', {
+    version: io.version,
+    ami: `${config.ami.host}:${config.ami.port}`,
+    user: config.ami.username,
+    firewall: config.firewall,
+    maxRetry: config.ban.maxRetry,
+    findTime: formatDuration(config.ban.findTime),
+    banTime: formatDuration(config.ban.banTime),
+    events: config.ban.events.join(','),
+    ignoreIp: config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`).join(','),
+  });
+  let daemon: Daemon;
+  try {
+    daemon = buildDaemon(config, logger);
+    await daemon.start();
+  } catch (err) {
+    logger.error('start failed', { error: errorMessage(err) });
+    return EXIT_FAILURE;
+  }
+  const signal = await io.stopSignal;
+  logger.info('stopping', { signal });
+  await daemon.stop();
+  return EXIT_OK;
+}
+
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  const [command, ...args] = argv;
+  switch (command) {
+    case 'run':
+      return run(io);
+    case 'check-config':
+      return checkConfig(io);
+    case 'replay':
+      return replayCommand(io, args);
+    case 'version':
+    case '--version':
+      write(io.stdout, io.version);
+      return EXIT_OK;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      write(command === undefined ? io.stderr : io.stdout, USAGE);
+      return command === undefined ? EXIT_CONFIG : EXIT_OK;
+    default:
+      write(io.stderr, `ami2ban: unknown command "${command}"\n\n${USAGE}`);
+      return EXIT_CONFIG;
+  }
+}

@@ -1,0 +1,245 @@
+import { readFileSync } from 'node:fs';
+import { isSecurityEventName } from '../common/security-events.js';
+import { type Cidr, parseCidr, splitList } from '../common/ip.js';
+import { ConfigError, type ConfigProblem, errorMessage } from '../errors.js';
+import { PERMANENT, parseDuration } from './duration.js';
+import { Secret } from './secret.js';
+import { OWN_PREFIXES, VARIABLES } from './variables.js';
+
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+export type LogFormat = 'auto' | 'json' | 'text';
+export type FirewallKind = 'dry-run';
+
+export interface AmiConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly username: string;
+  readonly secret: Secret;
+  /** Durations in seconds. */
+  readonly pingInterval: number;
+  readonly pingTimeout: number;
+  readonly reconnectMax: number;
+}
+
+export interface BanPolicyConfig {
+  readonly events: readonly string[];
+  readonly maxRetry: number;
+  /** Durations in seconds; banTime may be Infinity (permanent). */
+  readonly findTime: number;
+  readonly banTime: number;
+  readonly increment: boolean;
+  readonly factor: number;
+  readonly multipliers: readonly number[];
+  readonly maxTime: number;
+  readonly rndTime: number;
+  readonly ignoreIp: readonly Cidr[];
+  readonly collapseWindow: number;
+  readonly maxTracked: number;
+}
+
+export interface Config {
+  readonly ami: AmiConfig;
+  readonly ban: BanPolicyConfig;
+  readonly firewall: FirewallKind;
+  readonly stateDir: string;
+  readonly log: { readonly level: LogLevel; readonly format: LogFormat };
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface LoadOptions {
+  readonly readFile?: (path: string) => string;
+  /** `replay` needs no AMI credentials. */
+  readonly purpose?: 'daemon' | 'replay';
+}
+
+const DEFAULTS: ReadonlyMap<string, string | undefined> = new Map(VARIABLES.map((v) => [v.name, v.default]));
+const KNOWN: ReadonlySet<string> = new Set(VARIABLES.map((v) => v.name));
+
+class Reader {
+  readonly problems: ConfigProblem[] = [];
+
+  constructor(private readonly env: Env) {}
+
+  /** The value, or the default; an empty value counts as unset unless `emptyIsValue`. */
+  raw(name: string, emptyIsValue = false): string | undefined {
+    const v = this.env[name];
+    if (v !== undefined && (emptyIsValue || v.trim() !== '')) return v.trim();
+    return DEFAULTS.get(name);
+  }
+
+  fail(variable: string, problem: string): void {
+    this.problems.push({ variable, problem });
+  }
+
+  int(name: string, min: number, max: number): number {
+    const raw = this.raw(name) ?? '';
+    if (/^\d+$/.test(raw)) {
+      const n = Number(raw);
+      if (n >= min && n <= max) return n;
+    }
+    this.fail(name, `"${raw}" is not valid; expected a whole number from ${min} to ${max}`);
+    return min;
+  }
+
+  number(name: string, minExclusive: number): number {
+    const raw = this.raw(name) ?? '';
+    const n = Number(raw);
+    if (raw !== '' && Number.isFinite(n) && n > minExclusive) return n;
+    this.fail(name, `"${raw}" is not valid; expected a number greater than ${minExclusive}`);
+    return minExclusive + 1;
+  }
+
+  duration(name: string, opts: { permanent?: boolean; min?: number } = {}): number {
+    const raw = this.raw(name) ?? '';
+    const allowPermanent = opts.permanent === true;
+    const min = opts.min ?? 0;
+    const seconds = parseDuration(raw, allowPermanent);
+    if (seconds !== null && (seconds === PERMANENT || seconds >= min)) return seconds;
+    const forms = `600, 90s, 10m, 1h, 1d, 1w${allowPermanent ? ' or -1 (permanent)' : ''}`;
+    const bound = min > 0 ? ` of at least ${min}s` : '';
+    this.fail(name, `"${raw}" is not valid; expected a duration${bound} such as ${forms}`);
+    return min;
+  }
+
+  bool(name: string): boolean {
+    const raw = (this.raw(name) ?? '').toLowerCase();
+    if (['true', 'yes', 'on', '1'].includes(raw)) return true;
+    if (['false', 'no', 'off', '0'].includes(raw)) return false;
+    this.fail(name, `"${raw}" is not valid; expected true or false`);
+    return false;
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], hint = ''): T {
+    const raw = this.raw(name) ?? '';
+    const found = allowed.find((a) => a === raw.toLowerCase());
+    if (found !== undefined) return found;
+    this.fail(name, `"${raw}" is not valid; expected one of ${allowed.join(', ')}${hint}`);
+    return allowed[0] as T;
+  }
+}
+
+function readSecret(r: Reader, readFile: (path: string) => string): Secret {
+  const inline = r.raw('AMI_SECRET');
+  const file = r.raw('AMI_SECRET_FILE');
+  if (inline !== undefined && file !== undefined) {
+    r.fail('AMI_SECRET', 'both AMI_SECRET and AMI_SECRET_FILE are set; expected only one');
+    return new Secret('');
+  }
+  if (file !== undefined) {
+    try {
+      const value = readFile(file).replace(/\r?\n$/, '');
+      if (value === '') r.fail('AMI_SECRET_FILE', `file "${file}" is empty; expected the AMI secret`);
+      return new Secret(value);
+    } catch (err) {
+      r.fail('AMI_SECRET_FILE', `cannot read "${file}" (${errorMessage(err)}); expected a readable file holding the AMI secret`);
+      return new Secret('');
+    }
+  }
+  if (inline === undefined) {
+    r.fail('AMI_SECRET', 'not set; expected the secret of the manager.conf user (or AMI_SECRET_FILE)');
+    return new Secret('');
+  }
+  return new Secret(inline);
+}
+
+function readEvents(r: Reader): string[] {
+  const names = splitList(r.raw('BAN_EVENTS', true) ?? '');
+  const unknown = names.filter((n) => !isSecurityEventName(n));
+  if (unknown.length > 0) {
+    r.fail('BAN_EVENTS', `unknown event name(s) ${unknown.join(', ')}; expected Asterisk security event names such as InvalidAccountID`);
+  } else if (names.length === 0) {
+    r.fail('BAN_EVENTS', 'empty; expected at least one security event name');
+  }
+  return names;
+}
+
+function readMultipliers(r: Reader): number[] {
+  const items = splitList(r.raw('BAN_MULTIPLIERS', true) ?? '');
+  const values = items.map(Number);
+  if (values.some((v) => !Number.isFinite(v) || v <= 0)) {
+    r.fail('BAN_MULTIPLIERS', `"${items.join(' ')}" is not valid; expected positive numbers separated by spaces or commas`);
+    return [];
+  }
+  return values;
+}
+
+function readIgnoreIp(r: Reader): Cidr[] {
+  const cidrs: Cidr[] = [];
+  const bad: string[] = [];
+  for (const item of splitList(r.raw('BAN_IGNOREIP', true) ?? '')) {
+    const parsed = parseCidr(item);
+    if (typeof parsed === 'string') bad.push(parsed);
+    else cidrs.push(parsed);
+  }
+  if (bad.length > 0) r.fail('BAN_IGNOREIP', `${bad.join('; ')}; expected IPv4/IPv6 addresses or CIDRs`);
+  return cidrs;
+}
+
+function checkUnknown(r: Reader, env: Env): void {
+  for (const name of Object.keys(env)) {
+    if (KNOWN.has(name) || !OWN_PREFIXES.some((p) => name.startsWith(p))) continue;
+    const near = [...KNOWN].find((k) => k.startsWith(name.slice(0, 6)) && Math.abs(k.length - name.length) <= 3);
+    r.fail(name, `unknown variable${near === undefined ? '' : ` (did you mean ${near}?)`}`);
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !(value instanceof Secret) && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Parses the environment once; throws one ConfigError naming every bad variable. */
+export function loadConfig(env: Env, options: LoadOptions = {}): Config {
+  const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const r = new Reader(env);
+  checkUnknown(r, env);
+
+  const host = r.raw('AMI_HOST') ?? '';
+  if (!/^[A-Za-z0-9.:_-]+$/.test(host)) r.fail('AMI_HOST', `"${host}" is not valid; expected a host name or IP address`);
+  const needAmi = options.purpose !== 'replay';
+  const username = r.raw('AMI_USERNAME');
+  if (username === undefined && needAmi) r.fail('AMI_USERNAME', 'not set; expected the manager.conf user that has `read = security`');
+  const pingInterval = r.duration('AMI_PING_INTERVAL', { min: 1 });
+  const pingTimeout = r.duration('AMI_PING_TIMEOUT', { min: 1 });
+  const ami: AmiConfig = {
+    host,
+    port: r.int('AMI_PORT', 1, 65535),
+    username: username ?? '',
+    secret: needAmi ? readSecret(r, readFile) : new Secret(''),
+    pingInterval,
+    pingTimeout,
+    reconnectMax: r.duration('AMI_RECONNECT_MAX', { min: 1 }),
+  };
+
+  const banTime = r.duration('BAN_BANTIME', { permanent: true, min: 1 });
+  const maxTime = r.duration('BAN_MAXTIME', { min: 1 });
+  const ban: BanPolicyConfig = {
+    events: readEvents(r),
+    maxRetry: r.int('BAN_MAXRETRY', 1, 1000),
+    findTime: r.duration('BAN_FINDTIME', { min: 1 }),
+    banTime,
+    increment: r.bool('BAN_INCREMENT'),
+    factor: r.number('BAN_FACTOR', 0),
+    multipliers: readMultipliers(r),
+    maxTime,
+    rndTime: r.duration('BAN_RNDTIME'),
+    ignoreIp: readIgnoreIp(r),
+    collapseWindow: r.duration('BAN_COLLAPSE_WINDOW'),
+    maxTracked: r.int('BAN_MAX_TRACKED', 1, 100_000_000),
+  };
+
+  const firewall = r.oneOf<FirewallKind>('FIREWALL', ['dry-run'], ' (the nftables backend is not part of this build yet)');
+  const stateDir = r.raw('STATE_DIR') ?? '';
+  if (!stateDir.startsWith('/')) r.fail('STATE_DIR', `"${stateDir}" is not valid; expected an absolute directory path`);
+  const log = {
+    level: r.oneOf<LogLevel>('LOG_LEVEL', ['error', 'warn', 'info', 'debug']),
+    format: r.oneOf<LogFormat>('LOG_FORMAT', ['auto', 'json', 'text']),
+  };
+
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return deepFreeze({ ami, ban, firewall, stateDir, log });
+}

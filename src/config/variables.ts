@@ -1,0 +1,42 @@
+// Every environment variable ami2ban reads: name, default (as text) and meaning.
+// The README's configuration table and `.env.example` are checked against this list.
+
+export interface VariableDoc {
+  readonly name: string;
+  /** Default as the operator would write it; undefined = required or none. */
+  readonly default: string | undefined;
+  readonly meaning: string;
+  readonly secret?: boolean;
+}
+
+export const DEFAULT_BAN_EVENTS = 'InvalidAccountID,ChallengeResponseFailed,FailedACL,InvalidPassword,UnexpectedAddress';
+
+export const VARIABLES: readonly VariableDoc[] = [
+  { name: 'AMI_HOST', default: '127.0.0.1', meaning: 'Asterisk manager (AMI) host' },
+  { name: 'AMI_PORT', default: '5038', meaning: 'Asterisk manager (AMI) TCP port' },
+  { name: 'AMI_USERNAME', default: undefined, meaning: 'the manager.conf user (needs `read = security`); required' },
+  { name: 'AMI_SECRET', default: undefined, meaning: 'its secret; this or AMI_SECRET_FILE is required', secret: true },
+  { name: 'AMI_SECRET_FILE', default: undefined, meaning: 'a file holding the secret (container secrets); trailing newline ignored' },
+  { name: 'AMI_PING_INTERVAL', default: '15s', meaning: 'how often a keep-alive Ping is sent' },
+  { name: 'AMI_PING_TIMEOUT', default: '5s', meaning: 'a Ping (or login) unanswered this long drops the connection and reconnects' },
+  { name: 'AMI_RECONNECT_MAX', default: '30s', meaning: 'cap of the jittered exponential reconnect backoff (starts near 0.5 s)' },
+  { name: 'BAN_EVENTS', default: DEFAULT_BAN_EVENTS, meaning: 'security events that count as failures (only with Severity Error)' },
+  { name: 'BAN_MAXRETRY', default: '3', meaning: 'failures within BAN_FINDTIME that trigger a ban' },
+  { name: 'BAN_FINDTIME', default: '10m', meaning: 'sliding window in which failures are counted' },
+  { name: 'BAN_BANTIME', default: '1h', meaning: 'ban duration; -1 = permanent' },
+  { name: 'BAN_INCREMENT', default: 'false', meaning: 'lengthen the ban of an address banned before (fail2ban bantime.increment)' },
+  { name: 'BAN_FACTOR', default: '1', meaning: 'bantime.factor of the increment formula' },
+  { name: 'BAN_MULTIPLIERS', default: '', meaning: 'bantime.multipliers, e.g. `1 5 30 60 300 720 1440 2880`; empty = the 2^n formula' },
+  { name: 'BAN_MAXTIME', default: '1w', meaning: 'cap of an incremented ban time' },
+  { name: 'BAN_RNDTIME', default: '0', meaning: 'random 0..rndtime added to an incremented ban time' },
+  { name: 'BAN_IGNOREIP', default: '127.0.0.1/8,::1', meaning: 'addresses and CIDRs (v4 and v6) never counted nor banned, comma or space separated; empty = none' },
+  { name: 'BAN_COLLAPSE_WINDOW', default: '2s', meaning: 'events of one address with one SessionID within this time count as one failure' },
+  { name: 'BAN_MAX_TRACKED', default: '1000000', meaning: 'cap on addresses with pending failures; the oldest are evicted first (counted)' },
+  { name: 'FIREWALL', default: 'dry-run', meaning: '`dry-run` (log bans only); `nftables` arrives with the kernel-bans work' },
+  { name: 'STATE_DIR', default: '/var/lib/ami2ban', meaning: 'directory for durable state' },
+  { name: 'LOG_LEVEL', default: 'info', meaning: '`error`, `warn`, `info` or `debug`' },
+  { name: 'LOG_FORMAT', default: 'auto', meaning: '`json`, `text`, or `auto` (JSON when stdout is not a TTY)' },
+];
+
+/** Prefixes that belong to ami2ban: an unknown variable with one of them is a configuration error. */
+export const OWN_PREFIXES = ['AMI_', 'BAN_'] as const;

@@ -1,0 +1,279 @@
+// The threshold engine: fail2ban's semantics over security events. Pure: time is an argument.
+import { AddressSet, type Cidr, type IpFamily, parseIp } from '../common/ip.js';
+import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
+import { ExpiryQueue } from './expiry-queue.js';
+import { type BanHistory, MemoryBanHistory } from './history.js';
+
+export interface EnginePolicy extends BanTimePolicy {
+  /** Event names that count as failures (with Severity Error). */
+  readonly events: readonly string[];
+  readonly maxRetry: number;
+  /** Seconds. */
+  readonly findTime: number;
+  readonly collapseWindow: number;
+  readonly ignoreIp: readonly Cidr[];
+  readonly maxTracked: number;
+}
+
+/** What the engine needs to know of one security event. */
+export interface EngineEvent {
+  readonly name: string;
+  readonly severity: string;
+  readonly service: string;
+  readonly sessionId: string;
+  /** null when the event carried no address. */
+  readonly ip: string | null;
+  readonly aclName: string | null;
+}
+
+export type BanReason = 'threshold' | 'manual';
+export type UnbanReason = 'expired' | 'manual';
+
+export interface BanDecision {
+  readonly type: 'ban';
+  readonly ip: string;
+  readonly family: IpFamily;
+  /** Epoch ms. */
+  readonly at: number;
+  /** Seconds; Infinity = permanent. */
+  readonly banSeconds: number;
+  /** Epoch ms; Infinity = permanent. */
+  readonly until: number;
+  readonly reason: BanReason;
+  /** Failures counted in the window (0 for a manual ban). */
+  readonly failures: number;
+  /** Counted failures by event name. */
+  readonly events: Readonly<Record<string, number>>;
+  readonly previousBans: number;
+}
+
+export interface UnbanDecision {
+  readonly type: 'unban';
+  readonly ip: string;
+  readonly family: IpFamily;
+  readonly at: number;
+  readonly reason: UnbanReason;
+}
+
+export type Decision = BanDecision | UnbanDecision;
+
+export type IgnoreReason =
+  | 'informational'
+  | 'not-counted-event'
+  | 'registrar'
+  | 'no-address'
+  | 'invalid-address'
+  | 'ignore-list'
+  | 'already-banned'
+  | 'collapsed';
+
+export type Outcome =
+  | { readonly kind: 'ignored'; readonly reason: IgnoreReason }
+  | { readonly kind: 'counted'; readonly ip: string; readonly failures: number }
+  | { readonly kind: 'banned'; readonly decision: BanDecision };
+
+export type ManualBanResult =
+  | { readonly kind: 'banned'; readonly decision: BanDecision }
+  | { readonly kind: 'refused'; readonly reason: 'invalid-address' | 'ignore-list' };
+
+interface FailureEntry {
+  readonly at: number;
+  readonly event: string;
+}
+
+interface Tracker {
+  readonly family: IpFamily;
+  failures: FailureEntry[];
+  /** SessionID → when its first failure was counted. */
+  readonly sessions: Map<string, number>;
+  lastAt: number;
+}
+
+interface ActiveBan {
+  readonly family: IpFamily;
+  readonly until: number;
+}
+
+export interface EngineStats {
+  readonly tracked: number;
+  readonly activeBans: number;
+  readonly evicted: number;
+}
+
+export interface EngineOptions {
+  readonly history?: BanHistory;
+  /** 0..1; used for rndTime. */
+  readonly random?: () => number;
+}
+
+const AMI_SERVICE = 'AMI';
+const REGISTRAR_ACL = 'registrar_';
+
+export class Engine {
+  private readonly counted: ReadonlySet<string>;
+  private ignore: AddressSet;
+  private readonly trackers = new Map<string, Tracker>();
+  private readonly bans = new Map<string, ActiveBan>();
+  private readonly expiry = new ExpiryQueue();
+  private readonly history: BanHistory;
+  private readonly random: () => number;
+  private evicted = 0;
+  private readonly findTimeMs: number;
+  private readonly collapseMs: number;
+
+  constructor(
+    private readonly policy: EnginePolicy,
+    options: EngineOptions = {},
+  ) {
+    this.counted = new Set(policy.events);
+    this.ignore = new AddressSet(policy.ignoreIp);
+    this.history = options.history ?? new MemoryBanHistory();
+    this.random = options.random ?? Math.random;
+    this.findTimeMs = policy.findTime * 1000;
+    this.collapseMs = policy.collapseWindow * 1000;
+  }
+
+  /** Replaces the ignore list (e.g. on reload); pending failures of now-ignored addresses are dropped. */
+  setIgnoreList(cidrs: readonly Cidr[]): void {
+    this.ignore = new AddressSet(cidrs);
+    for (const [ip, t] of this.trackers) if (this.ignore.has({ ip, family: t.family })) this.trackers.delete(ip);
+  }
+
+  isIgnored(ip: string): boolean {
+    const addr = parseIp(ip);
+    return addr !== null && this.ignore.has(addr);
+  }
+
+  observe(event: EngineEvent, now: number): Outcome {
+    if (event.severity !== 'Error') return ignored('informational');
+    if (!this.counted.has(event.name)) return ignored('not-counted-event');
+    if (event.name === 'FailedACL' && event.aclName?.startsWith(REGISTRAR_ACL) === true) return ignored('registrar');
+    if (event.ip === null) return ignored('no-address');
+    const addr = parseIp(event.ip);
+    if (addr === null) return ignored('invalid-address');
+    if (this.ignore.has(addr)) return ignored('ignore-list');
+    const ip = addr.ip;
+    const ban = this.bans.get(ip);
+    if (ban !== undefined && ban.until > now) return ignored('already-banned');
+
+    const tracker = this.touch(ip, addr.family, now);
+    const windowStart = now - this.findTimeMs;
+    tracker.failures = tracker.failures.filter((f) => f.at > windowStart);
+
+    if (event.service !== AMI_SERVICE && event.sessionId !== '') {
+      // One SIP request/dialog raises several events with one Call-ID: count it once per window.
+      // The window runs from the first counted event, so a scanner reusing a Call-ID is still counted.
+      for (const [sid, at] of tracker.sessions) if (now - at >= this.collapseMs) tracker.sessions.delete(sid);
+      if (tracker.sessions.has(event.sessionId)) return ignored('collapsed');
+      tracker.sessions.set(event.sessionId, now);
+    }
+
+    tracker.failures.push({ at: now, event: event.name });
+    const failures = tracker.failures.length;
+    if (failures < this.policy.maxRetry) return { kind: 'counted', ip, failures };
+
+    const events: Record<string, number> = {};
+    for (const f of tracker.failures) events[f.event] = (events[f.event] ?? 0) + 1;
+    this.trackers.delete(ip);
+    const seconds = nextBanSeconds(this.policy, this.history.previousBans(ip), this.random);
+    return { kind: 'banned', decision: this.recordBan(ip, addr.family, now, seconds, 'threshold', failures, events) };
+  }
+
+  /** A ban by an operator; the duration defaults to the policy's (with increment). */
+  ban(ipText: string, now: number, options: { seconds?: number; force?: boolean } = {}): ManualBanResult {
+    const addr = parseIp(ipText);
+    if (addr === null) return { kind: 'refused', reason: 'invalid-address' };
+    if (options.force !== true && this.ignore.has(addr)) return { kind: 'refused', reason: 'ignore-list' };
+    this.trackers.delete(addr.ip);
+    const seconds = options.seconds ?? nextBanSeconds(this.policy, this.history.previousBans(addr.ip), this.random);
+    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, 'manual', 0, {}) };
+  }
+
+  /** Lifts a ban by an operator; null when the address was not banned. */
+  unban(ipText: string, now: number): UnbanDecision | null {
+    const addr = parseIp(ipText);
+    if (addr === null) return null;
+    this.trackers.delete(addr.ip);
+    const ban = this.bans.get(addr.ip);
+    if (ban === undefined || ban.until <= now) return null;
+    this.bans.delete(addr.ip);
+    return { type: 'unban', ip: addr.ip, family: ban.family, at: now, reason: 'manual' };
+  }
+
+  /** Bans whose time has come; the kernel expires them by itself, this keeps our view in step. */
+  expire(now: number): UnbanDecision[] {
+    const out: UnbanDecision[] = [];
+    for (let e = this.expiry.popDue(now); e !== undefined; e = this.expiry.popDue(now)) {
+      const ban = this.bans.get(e.ip);
+      // A stale heap entry (the ban was lifted or replaced) is skipped.
+      if (ban === undefined || ban.until !== e.until) continue;
+      this.bans.delete(e.ip);
+      out.push({ type: 'unban', ip: e.ip, family: ban.family, at: now, reason: 'expired' });
+    }
+    return out;
+  }
+
+  /** Drops trackers whose failures have all left the window. */
+  prune(now: number): void {
+    const windowStart = now - this.findTimeMs;
+    for (const [ip, t] of this.trackers) {
+      // Trackers are kept in order of last failure: stop at the first one still in the window.
+      if (t.lastAt > windowStart) break;
+      this.trackers.delete(ip);
+    }
+  }
+
+  isBanned(ip: string, now: number): boolean {
+    const ban = this.bans.get(ip);
+    return ban !== undefined && ban.until > now;
+  }
+
+  activeBans(): ReadonlyMap<string, ActiveBan> {
+    return this.bans;
+  }
+
+  stats(): EngineStats {
+    return { tracked: this.trackers.size, activeBans: this.bans.size, evicted: this.evicted };
+  }
+
+  private touch(ip: string, family: IpFamily, now: number): Tracker {
+    let tracker = this.trackers.get(ip);
+    if (tracker === undefined) {
+      if (this.trackers.size >= this.policy.maxTracked) {
+        const oldest = this.trackers.keys().next();
+        if (oldest.done !== true) {
+          this.trackers.delete(oldest.value);
+          this.evicted++;
+        }
+      }
+      tracker = { family, failures: [], sessions: new Map(), lastAt: now };
+    } else {
+      // Re-insert so the map stays ordered by last failure.
+      this.trackers.delete(ip);
+      tracker.lastAt = now;
+    }
+    this.trackers.set(ip, tracker);
+    return tracker;
+  }
+
+  private recordBan(
+    ip: string,
+    family: IpFamily,
+    now: number,
+    seconds: number,
+    reason: BanReason,
+    failures: number,
+    events: Record<string, number>,
+  ): BanDecision {
+    const previousBans = this.history.previousBans(ip);
+    const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
+    this.bans.set(ip, { family, until });
+    if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
+    this.history.recordBan(ip, now);
+    return { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, previousBans };
+  }
+}
+
+function ignored(reason: IgnoreReason): Outcome {
+  return { kind: 'ignored', reason };
+}

@@ -1,0 +1,29 @@
+import type { IpFamily } from '../common/ip.js';
+import type { Logger } from '../log/logger.js';
+import type { Firewall } from './firewall.js';
+
+/** Enforces nothing: the service's ban and unban log lines are all that happens. */
+export class DryRunFirewall implements Firewall {
+  readonly name = 'dry-run';
+
+  constructor(private readonly log: Logger) {}
+
+  start(): Promise<void> {
+    this.log.warn('firewall is dry-run: bans are logged, not enforced');
+    return Promise.resolve();
+  }
+
+  ban(ip: string, family: IpFamily, seconds: number): Promise<void> {
+    if (this.log.isDebugEnabled()) this.log.debug('dry-run: would add element', { ip, family, seconds });
+    return Promise.resolve();
+  }
+
+  unban(ip: string, family: IpFamily): Promise<void> {
+    if (this.log.isDebugEnabled()) this.log.debug('dry-run: would delete element', { ip, family });
+    return Promise.resolve();
+  }
+
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,107 @@
+import type { Writable } from 'node:stream';
+import winston from 'winston';
+import type { LogFormat, LogLevel } from '../config/config.js';
+
+export type LogMeta = Readonly<Record<string, unknown>>;
+
+/** The logging surface the rest of ami2ban sees; only this module knows winston. */
+export interface Logger {
+  error(message: string, meta?: LogMeta): void;
+  warn(message: string, meta?: LogMeta): void;
+  info(message: string, meta?: LogMeta): void;
+  debug(message: string, meta?: LogMeta): void;
+  isDebugEnabled(): boolean;
+  child(meta: LogMeta): Logger;
+}
+
+export interface LoggerOptions {
+  readonly level: LogLevel;
+  readonly format: LogFormat;
+  /** Whether stdout is a terminal (decides `auto`). */
+  readonly isTTY: boolean;
+  /** Values that must never appear in a log line. */
+  readonly secrets?: readonly string[];
+  /** Where lines go; stdout by default. */
+  readonly stream?: Writable;
+}
+
+const SENSITIVE_KEY = /secret|password|token|expectedresponse/i;
+const MASK = '********';
+
+const redact = winston.format((info, options: unknown) => {
+  const opts = options as { secrets: readonly string[] };
+  const mask = (s: string): string => opts.secrets.reduce((acc, secret) => acc.split(secret).join(MASK), s);
+  for (const key of Object.keys(info)) {
+    const value: unknown = info[key];
+    if (SENSITIVE_KEY.test(key)) info[key] = MASK;
+    else if (typeof value === 'string' && opts.secrets.length > 0) info[key] = mask(value);
+  }
+  if (typeof info.message === 'string' && opts.secrets.length > 0) info.message = mask(info.message);
+  return info;
+});
+
+function text(value: unknown): string {
+  if (typeof value === 'string') return /[\s"=]/.test(value) || value === '' ? JSON.stringify(value) : value;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return JSON.stringify(value);
+}
+
+const human = winston.format.printf((info) => {
+  const { level, message, timestamp, ...meta } = info;
+  const fields = Object.entries(meta)
+    .map(([k, v]) => `${k}=${text(v)}`)
+    .join(' ');
+  return `${String(timestamp)} ${level.padEnd(5)} ${String(message)}${fields === '' ? '' : ` ${fields}`}`;
+});
+
+class WinstonLogger implements Logger {
+  constructor(private readonly w: winston.Logger) {}
+  error(message: string, meta?: LogMeta): void {
+    this.w.error(message, meta);
+  }
+  warn(message: string, meta?: LogMeta): void {
+    this.w.warn(message, meta);
+  }
+  info(message: string, meta?: LogMeta): void {
+    this.w.info(message, meta);
+  }
+  debug(message: string, meta?: LogMeta): void {
+    this.w.debug(message, meta);
+  }
+  isDebugEnabled(): boolean {
+    return this.w.isDebugEnabled();
+  }
+  child(meta: LogMeta): Logger {
+    return new WinstonLogger(this.w.child(meta));
+  }
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const json = options.format === 'json' || (options.format === 'auto' && !options.isTTY);
+  const secrets = (options.secrets ?? []).filter((s) => s.length > 0);
+  const transport =
+    options.stream === undefined
+      ? new winston.transports.Console()
+      : new winston.transports.Stream({ stream: options.stream });
+  const w = winston.createLogger({
+    level: options.level,
+    levels: { error: 0, warn: 1, info: 2, debug: 3 },
+    format: winston.format.combine(
+      redact({ secrets }),
+      winston.format.timestamp(),
+      json ? winston.format.json() : human,
+    ),
+    transports: [transport],
+  });
+  return new WinstonLogger(w);
+}
+
+/** A logger that drops everything (replay output and tests). */
+export const silentLogger: Logger = {
+  error: () => undefined,
+  warn: () => undefined,
+  info: () => undefined,
+  debug: () => undefined,
+  isDebugEnabled: () => false,
+  child: () => silentLogger,
+};

@@ -1,0 +1,56 @@
+// Composition root: the only place that reads process.env, handles signals and exits.
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import dotenv from 'dotenv';
+import { runCli } from './cli.js';
+import { errorMessage } from './errors.js';
+
+function packageVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { version?: string }).version ?? '0.0.0';
+    dir = dirname(dir);
+  }
+  return '0.0.0';
+}
+
+// The real environment wins over .env.
+const fileEnv: Record<string, string> = {};
+dotenv.config({ path: process.env.AMI2BAN_ENV_FILE ?? '.env', processEnv: fileEnv, quiet: true });
+const env = { ...fileEnv, ...process.env };
+const fromDotenv = new Set(Object.keys(fileEnv).filter((k) => process.env[k] === undefined));
+
+const stopSignal = new Promise<string>((resolve) => {
+  let stopping = false;
+  const onSignal = (signal: string): void => {
+    if (stopping) {
+      process.stderr.write(`ami2ban: ${signal} again, exiting now\n`);
+      process.exit(1);
+    }
+    stopping = true;
+    resolve(signal);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+});
+
+runCli(process.argv.slice(2), {
+  env,
+  fromDotenv,
+  stdout: process.stdout,
+  stderr: process.stderr,
+  version: packageVersion(),
+  stopSignal,
+}).then(
+  (code) => {
+    // Exit once stdout has drained, so piped output is not cut short.
+    process.exitCode = code;
+    process.stdout.write('', () => process.exit(code));
+  },
+  (err: unknown) => {
+    process.stderr.write(`ami2ban: ${errorMessage(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,37 @@
+// Joins the rooms: SecurityEvent (ami) → EngineEvent (engine); config → engine policy.
+import type { SecurityEvent } from '../ami/security-event.js';
+import { formatDuration } from '../config/duration.js';
+import type { BanDecision, EngineEvent } from '../engine/engine.js';
+
+export function toEngineEvent(e: SecurityEvent): EngineEvent {
+  return {
+    name: e.name,
+    severity: e.severity,
+    service: e.service,
+    sessionId: e.sessionId,
+    ip: e.remoteAddress?.ip ?? null,
+    aclName: e.aclName,
+  };
+}
+
+/** `InvalidAccountID×2,ChallengeResponseFailed×1` */
+export function eventSummary(events: Readonly<Record<string, number>>): string {
+  return Object.entries(events)
+    .map(([name, n]) => `${name}×${n}`)
+    .join(',');
+}
+
+/** The fields of the one log line written per ban. */
+export function banLogFields(d: BanDecision): Record<string, unknown> {
+  return {
+    ip: d.ip,
+    family: d.family,
+    reason: d.reason,
+    failures: d.failures,
+    events: eventSummary(d.events),
+    duration: formatDuration(d.banSeconds),
+    banSeconds: d.banSeconds === Number.POSITIVE_INFINITY ? -1 : Math.round(d.banSeconds),
+    until: d.until === Number.POSITIVE_INFINITY ? 'permanent' : new Date(d.until).toISOString(),
+    previousBans: d.previousBans,
+  };
+}
