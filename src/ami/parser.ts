@@ -58,6 +58,11 @@ export class AmiParser {
     private readonly limits: ParserLimits = DEFAULT_LIMITS,
   ) {}
 
+  /** Bytes held back waiting for a line end (bounded by maxLineBytes). */
+  get bufferedBytes(): number {
+    return this.pending?.length ?? 0;
+  }
+
   push(chunk: Buffer): void {
     const data = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk]);
     this.pending = undefined;
@@ -82,7 +87,7 @@ export class AmiParser {
   }
 
   private keepPartial(bytes: Buffer): void {
-    if (this.discardingLine) return;
+    if (this.discardingLine || bytes.length === 0) return;
     if (bytes.length > this.limits.maxLineBytes) {
       this.discardingLine = true;
       this.damage({ kind: 'line-too-long', detail: `a line exceeded ${this.limits.maxLineBytes} bytes` });

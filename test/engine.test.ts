@@ -1,0 +1,276 @@
+import { describe, expect, it } from 'vitest';
+import { nextBanSeconds } from '../src/engine/ban-time.js';
+import { Engine, type EngineEvent, type Outcome } from '../src/engine/engine.js';
+import { MemoryBanHistory } from '../src/engine/history.js';
+import { policy } from './helpers/policy.js';
+
+const S = 1000;
+let session = 0;
+
+function ev(ip: string | null, over: Partial<EngineEvent> = {}): EngineEvent {
+  return { name: 'InvalidAccountID', severity: 'Error', service: 'PJSIP', sessionId: `call-${++session}`, ip, aclName: null, ...over };
+}
+
+function engine(env: Record<string, string> = {}, random = () => 0.5): Engine {
+  return new Engine(policy({ BAN_IGNOREIP: '', ...env }), { random });
+}
+
+function feed(e: Engine, ip: string, times: readonly number[], over: Partial<EngineEvent> = {}): Outcome[] {
+  return times.map((t) => e.observe(ev(ip, over), t));
+}
+
+describe('threshold and sliding window', () => {
+  it('bans on the maxretry-th failure within findtime and reports why', () => {
+    const e = engine();
+    const out = feed(e, '198.51.100.7', [0, 1 * S, 2 * S]);
+    expect(out.slice(0, 2)).toEqual([
+      { kind: 'counted', ip: '198.51.100.7', failures: 1 },
+      { kind: 'counted', ip: '198.51.100.7', failures: 2 },
+    ]);
+    expect(out[2]).toMatchObject({
+      kind: 'banned',
+      decision: { type: 'ban', ip: '198.51.100.7', family: 'ipv4', at: 2 * S, banSeconds: 3600, until: 2 * S + 3600 * S, reason: 'threshold', failures: 3, events: { InvalidAccountID: 3 }, previousBans: 0 },
+    });
+  });
+
+  it('a failure expires exactly findtime after it happened (true sliding window)', () => {
+    const e = engine();
+    feed(e, '198.51.100.7', [0, 300 * S]);
+    expect(e.observe(ev('198.51.100.7'), 600 * S)).toEqual({ kind: 'counted', ip: '198.51.100.7', failures: 2 });
+    const e2 = engine();
+    feed(e2, '198.51.100.7', [0, 300 * S]);
+    expect(e2.observe(ev('198.51.100.7'), 600 * S - 1).kind).toBe('banned');
+  });
+
+  it('slides: old failures leave the window one by one', () => {
+    const e = engine();
+    const out = feed(e, '198.51.100.7', [0, 500 * S, 700 * S, 1000 * S]);
+    // at 700 s the failure at 0 is gone: 2 in window; at 1000 s: 500, 700, 1000 → ban
+    expect(out.map((o) => o.kind)).toEqual(['counted', 'counted', 'counted', 'banned']);
+  });
+
+  it('clears pending failures on ban and does not re-ban a banned address', () => {
+    const e = engine();
+    feed(e, '198.51.100.7', [0, 1, 2]);
+    expect(e.observe(ev('198.51.100.7'), 3)).toEqual({ kind: 'ignored', reason: 'already-banned' });
+    expect(e.stats()).toMatchObject({ tracked: 0, activeBans: 1 });
+    // After the ban ends, counting starts from zero.
+    expect(e.expire(3600 * S + 2).map((d) => [d.type, d.ip, d.reason])).toEqual([['unban', '198.51.100.7', 'expired']]);
+    expect(e.observe(ev('198.51.100.7'), 3600 * S + 3)).toEqual({ kind: 'counted', ip: '198.51.100.7', failures: 1 });
+  });
+
+  it('counts addresses separately', () => {
+    const e = engine();
+    expect(feed(e, '198.51.100.7', [0, 1]).map((o) => o.kind)).toEqual(['counted', 'counted']);
+    expect(e.observe(ev('198.51.100.8'), 2)).toEqual({ kind: 'counted', ip: '198.51.100.8', failures: 1 });
+  });
+});
+
+describe('which events count', () => {
+  it('only configured events with Severity Error', () => {
+    const e = engine({ BAN_EVENTS: 'InvalidAccountID' });
+    expect(e.observe(ev('192.0.2.1', { name: 'ChallengeResponseFailed' }), 0)).toEqual({ kind: 'ignored', reason: 'not-counted-event' });
+    expect(e.observe(ev('192.0.2.1', { name: 'ChallengeSent', severity: 'Informational' }), 0)).toEqual({ kind: 'ignored', reason: 'informational' });
+    expect(e.observe(ev('192.0.2.1', { severity: 'Informational' }), 0)).toEqual({ kind: 'ignored', reason: 'informational' });
+    expect(e.observe(ev('192.0.2.1'), 0).kind).toBe('counted');
+  });
+
+  it('FailedACL from the registrar (after a successful authentication) does not count', () => {
+    const e = engine();
+    for (const acl of ['registrar_attempt_without_configured_aors', 'registrar_attempt_exceeds_maximum_configured_contacts']) {
+      expect(e.observe(ev('192.0.2.1', { name: 'FailedACL', aclName: acl }), 0)).toEqual({ kind: 'ignored', reason: 'registrar' });
+    }
+    expect(e.observe(ev('192.0.2.1', { name: 'FailedACL', aclName: 'not_match_endpoint_acl' }), 0).kind).toBe('counted');
+    expect(e.observe(ev('192.0.2.1', { name: 'FailedACL', aclName: null, service: 'AMI' }), 0).kind).toBe('counted');
+  });
+
+  it('events without an address, or with an invalid one, are ignored', () => {
+    const e = engine();
+    expect(e.observe(ev(null), 0)).toEqual({ kind: 'ignored', reason: 'no-address' });
+    expect(e.observe(ev('not-an-ip'), 0)).toEqual({ kind: 'ignored', reason: 'invalid-address' });
+  });
+});
+
+describe('one attempt, one failure', () => {
+  it('events of one SIP dialog (same address and SessionID) within the collapse window count once', () => {
+    const e = engine();
+    const dialog = { sessionId: 'abc@x' };
+    expect(e.observe(ev('192.0.2.1', dialog), 0).kind).toBe('counted');
+    expect(e.observe(ev('192.0.2.1', { ...dialog, name: 'ChallengeResponseFailed' }), 500)).toEqual({ kind: 'ignored', reason: 'collapsed' });
+    expect(e.observe(ev('192.0.2.1', dialog), 1999)).toEqual({ kind: 'ignored', reason: 'collapsed' });
+    // The window runs from the first counted event: a Call-ID reused later counts again.
+    expect(e.observe(ev('192.0.2.1', dialog), 2000)).toEqual({ kind: 'counted', ip: '192.0.2.1', failures: 2 });
+  });
+
+  it('the same SessionID from another address counts separately', () => {
+    const e = engine();
+    expect(e.observe(ev('192.0.2.1', { sessionId: 's' }), 0).kind).toBe('counted');
+    expect(e.observe(ev('192.0.2.2', { sessionId: 's' }), 0).kind).toBe('counted');
+  });
+
+  it('AMI events count one each even when their SessionIDs repeat', () => {
+    const e = engine();
+    const ami = { service: 'AMI', sessionId: '0x7f53c1a07460' };
+    expect(feed(e, '192.0.2.1', [0, 1, 2], ami).map((o) => o.kind)).toEqual(['counted', 'counted', 'banned']);
+  });
+
+  it('BAN_COLLAPSE_WINDOW=0 counts every event', () => {
+    const e = engine({ BAN_COLLAPSE_WINDOW: '0' });
+    expect(feed(e, '192.0.2.1', [0, 0, 0], { sessionId: 'same' }).map((o) => o.kind)).toEqual(['counted', 'counted', 'banned']);
+  });
+});
+
+describe('ignore list', () => {
+  const e = engine({ BAN_IGNOREIP: '10.0.0.0/8, 192.0.2.5 2001:db8::/32,::1' });
+
+  it.each([
+    ['10.200.3.4', true],
+    ['11.0.0.1', false],
+    ['192.0.2.5', true],
+    ['192.0.2.6', false],
+    ['2001:db8:ffff::1', true],
+    ['2001:db9::1', false],
+    ['::1', true],
+    ['::ffff:10.1.1.1', true],
+    ['::ffff:11.1.1.1', false],
+  ])('%s ignored: %s', (ip, ignoredExpected) => {
+    const o = e.observe(ev(ip), 0);
+    expect(o.kind === 'ignored' && o.reason === 'ignore-list').toBe(ignoredExpected);
+  });
+
+  it('an IPv4-mapped entry in the list covers the IPv4 address', () => {
+    const m = engine({ BAN_IGNOREIP: '::ffff:203.0.113.0/120' });
+    expect(m.observe(ev('203.0.113.77'), 0)).toEqual({ kind: 'ignored', reason: 'ignore-list' });
+  });
+
+  it('IPv4-mapped failures are counted under the IPv4 address', () => {
+    const m = engine();
+    m.observe(ev('::ffff:203.0.113.9'), 0);
+    expect(m.observe(ev('203.0.113.9'), 1)).toEqual({ kind: 'counted', ip: '203.0.113.9', failures: 2 });
+  });
+
+  it('IPv6 addresses are canonicalized', () => {
+    const m = engine();
+    m.observe(ev('FD00:0:0::2'), 0);
+    expect(m.observe(ev('fd00::2'), 1)).toEqual({ kind: 'counted', ip: 'fd00::2', failures: 2 });
+  });
+
+  it('setIgnoreList drops pending failures of newly ignored addresses', () => {
+    const m = engine();
+    m.observe(ev('198.51.100.1'), 0);
+    m.setIgnoreList([{ address: { family: 'ipv4', ip: '198.51.100.0' }, prefix: 24 }]);
+    expect(m.stats().tracked).toBe(0);
+    expect(m.observe(ev('198.51.100.1'), 1)).toEqual({ kind: 'ignored', reason: 'ignore-list' });
+  });
+});
+
+describe('bounded memory', () => {
+  it('evicts the address with the oldest failure at BAN_MAX_TRACKED, and counts it', () => {
+    const e = engine({ BAN_MAX_TRACKED: '3' });
+    e.observe(ev('192.0.2.1'), 0);
+    e.observe(ev('192.0.2.2'), 1);
+    e.observe(ev('192.0.2.3'), 2);
+    e.observe(ev('192.0.2.1'), 3); // .1 is now the most recent
+    e.observe(ev('192.0.2.4'), 4); // evicts .2
+    expect(e.stats()).toMatchObject({ tracked: 3, evicted: 1 });
+    expect(e.observe(ev('192.0.2.2'), 5)).toEqual({ kind: 'counted', ip: '192.0.2.2', failures: 1 });
+    expect(e.observe(ev('192.0.2.1'), 6)).toMatchObject({ kind: 'banned' });
+  });
+
+  it('prune drops addresses whose failures all left the window', () => {
+    const e = engine();
+    e.observe(ev('192.0.2.1'), 0);
+    e.observe(ev('192.0.2.2'), 100 * S);
+    e.prune(600 * S);
+    expect(e.stats().tracked).toBe(1);
+    e.prune(700 * S);
+    expect(e.stats().tracked).toBe(0);
+  });
+});
+
+describe('manual ban and unban', () => {
+  it('produce decisions through the same path', () => {
+    const e = engine();
+    e.observe(ev('192.0.2.1'), 0);
+    const r = e.ban('192.0.2.1', 10, { seconds: 60 });
+    expect(r).toMatchObject({ kind: 'banned', decision: { ip: '192.0.2.1', reason: 'manual', banSeconds: 60, until: 60_010, failures: 0 } });
+    expect(e.stats().tracked).toBe(0);
+    expect(e.unban('192.0.2.1', 20)).toEqual({ type: 'unban', ip: '192.0.2.1', family: 'ipv4', at: 20, reason: 'manual' });
+    expect(e.unban('192.0.2.1', 30)).toBeNull();
+    // The lifted ban does not come back as an expiry later.
+    expect(e.expire(10_000_000)).toEqual([]);
+  });
+
+  it('refuses invalid and ignored addresses unless forced', () => {
+    const e = engine({ BAN_IGNOREIP: '10.0.0.0/8' });
+    expect(e.ban('nope', 0)).toEqual({ kind: 'refused', reason: 'invalid-address' });
+    expect(e.ban('10.1.1.1', 0)).toEqual({ kind: 'refused', reason: 'ignore-list' });
+    expect(e.ban('10.1.1.1', 0, { force: true }).kind).toBe('banned');
+  });
+
+  it('permanent bans never expire', () => {
+    const e = engine({ BAN_BANTIME: '-1' });
+    const out = feed(e, '2001:db8::1', [0, 1, 2]);
+    expect(out[2]).toMatchObject({ kind: 'banned', decision: { family: 'ipv6', banSeconds: Infinity, until: Infinity } });
+    expect(e.expire(Number.MAX_SAFE_INTEGER)).toEqual([]);
+    expect(e.isBanned('2001:db8::1', Number.MAX_SAFE_INTEGER)).toBe(true);
+  });
+
+  it('a re-ban replaces the earlier expiry', () => {
+    const e = engine();
+    e.ban('192.0.2.1', 0, { seconds: 10 });
+    e.ban('192.0.2.1', 5 * S, { seconds: 100 });
+    expect(e.expire(11 * S)).toEqual([]);
+    expect(e.expire(105 * S).map((d) => d.ip)).toEqual(['192.0.2.1']);
+  });
+});
+
+describe('incremental ban time (fail2ban bantime.increment)', () => {
+  const base = { banTime: 3600, increment: true, factor: 1, multipliers: [] as number[], maxTime: 7 * 86400, rndTime: 0 };
+  const half = (): number => 0.5;
+
+  it('first ban is bantime, then bantime × 2^n × factor', () => {
+    expect([0, 1, 2, 3, 4].map((n) => nextBanSeconds(base, n, half))).toEqual([3600, 7200, 14400, 28800, 57600]);
+    expect(nextBanSeconds({ ...base, factor: 3 }, 2, half)).toBe(3600 * 4 * 3);
+  });
+
+  it('the exponent stops at 20', () => {
+    const uncapped = { ...base, banTime: 1, maxTime: 1e12 };
+    expect(nextBanSeconds(uncapped, 20, half)).toBe(2 ** 20);
+    expect(nextBanSeconds(uncapped, 25, half)).toBe(2 ** 20);
+  });
+
+  it('never below bantime (a factor under 1)', () => {
+    expect(nextBanSeconds({ ...base, factor: 0.1 }, 1, half)).toBe(3600);
+  });
+
+  it('multipliers: bantime × factor × multipliers[min(n, len−1)]', () => {
+    const m = { ...base, banTime: 60, factor: 2, multipliers: [1, 5, 30, 60] };
+    expect([0, 1, 2, 3, 4, 9].map((n) => nextBanSeconds(m, n, half))).toEqual([60, 600, 3600, 7200, 7200, 7200]);
+  });
+
+  it('capped at maxtime, then 0..rndtime added', () => {
+    expect(nextBanSeconds(base, 10, half)).toBe(7 * 86400);
+    expect(nextBanSeconds({ ...base, rndTime: 100 }, 10, () => 0.25)).toBe(7 * 86400 + 25);
+    expect(nextBanSeconds({ ...base, rndTime: 100 }, 0, () => 0.25)).toBe(3600);
+  });
+
+  it('off, or with a permanent bantime, the ban time is bantime', () => {
+    expect(nextBanSeconds({ ...base, increment: false }, 5, half)).toBe(3600);
+    expect(nextBanSeconds({ ...base, banTime: Infinity }, 5, half)).toBe(Infinity);
+  });
+
+  it('the engine reads previous bans from the history', () => {
+    const history = new MemoryBanHistory();
+    const e = new Engine(policy({ BAN_IGNOREIP: '', BAN_INCREMENT: 'true', BAN_BANTIME: '10m' }), { history });
+    const bans: number[] = [];
+    let t = 0;
+    for (let round = 0; round < 3; round++) {
+      for (const o of feed(e, '192.0.2.9', [t, t + 1, t + 2])) if (o.kind === 'banned') bans.push(o.decision.banSeconds);
+      t += 10 * 86400 * S;
+      e.expire(t);
+    }
+    expect(bans).toEqual([600, 1200, 2400]);
+    expect(history.previousBans('192.0.2.9')).toBe(3);
+  });
+});
