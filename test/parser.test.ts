@@ -47,20 +47,18 @@ describe('AmiParser on captured bytes', () => {
       const expected = whole.messages.flatMap((m) => m.headers.flatMap(([k, v]) => [k, v]));
       const mismatches: number[] = [];
       for (let at = 0; at <= bytes.length; at++) {
-        let i = 0;
-        let same = true;
-        let greetings = 0;
+        const seen = { i: 0, same: true, greetings: 0 };
         const parser = new AmiParser({
-          greeting: () => greetings++,
-          issue: () => (same = false),
+          greeting: () => seen.greetings++,
+          issue: () => (seen.same = false),
           message: (m) => {
-            for (const [k, v] of m.headers) if (expected[i++] !== k || expected[i++] !== v) same = false;
+            for (const [k, v] of m.headers) if (expected[seen.i++] !== k || expected[seen.i++] !== v) seen.same = false;
           },
         });
         parser.push(bytes.subarray(0, at));
         parser.push(bytes.subarray(at));
         parser.end();
-        if (!same || i !== expected.length || greetings !== 1) mismatches.push(at);
+        if (!seen.same || seen.i !== expected.length || seen.greetings !== 1) mismatches.push(at);
       }
       expect(mismatches).toEqual([]);
     });

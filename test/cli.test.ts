@@ -1,0 +1,137 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
+import { startCli, runCli } from './helpers/cli.js';
+import { EXPECTED_BANS, FIXTURE_DIR, fixture } from './helpers/fixtures.js';
+
+const SECRET = 'ami2ban-secret';
+const CREDS = { AMI_USERNAME: 'ami2ban', AMI_SECRET: SECRET };
+
+describe('ami2ban replay (acceptance: the bans listed in the fixtures README)', () => {
+  for (const name of ['ami-ami2ban-events-security.raw', 'ami-amiall-events-on.raw', 'security.log']) {
+    it(`${name} bans exactly the expected addresses`, async () => {
+      const r = await runCli(['replay', `${FIXTURE_DIR}${name}`, '--json'], { BAN_IGNOREIP: '' });
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const bans = r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { ip: string; at: string; failures: number; banSeconds: number });
+      expect(bans.map((b) => b.ip).sort()).toEqual([...EXPECTED_BANS].sort());
+      for (const b of bans) {
+        expect(Object.keys(b)).toEqual(['ip', 'at', 'failures', 'banSeconds']);
+        expect(b.failures).toBe(3);
+        expect(b.banSeconds).toBe(3600);
+        expect(b.at).toMatch(/^2026-11-21T22:36:\d\d\.\d{3}Z$/);
+      }
+    });
+  }
+
+  it('uses the effective configuration: default ignore list, maxretry, permanent bans', async () => {
+    const def = await runCli(['replay', `${FIXTURE_DIR}ami-ami2ban-events-security.raw`, '--json'], {});
+    expect(def.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { ip: string }).ip)).toEqual(['fd00::2', 'fd00::3']);
+    const strict = await runCli(['replay', `${FIXTURE_DIR}security.log`, '--json'], { BAN_IGNOREIP: '', BAN_MAXRETRY: '2', BAN_BANTIME: '-1' });
+    const ips = strict.stdout.trim().split('\n').map((l) => JSON.parse(l) as { ip: string; banSeconds: number });
+    expect(ips.map((b) => b.ip)).toContain('127.0.0.4');
+    expect(ips.every((b) => b.banSeconds === -1)).toBe(true);
+  });
+
+  it('prints a readable table by default', async () => {
+    const r = await runCli(['replay', `${FIXTURE_DIR}security.log`], { BAN_IGNOREIP: '' });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('(security-log): 140 security events, 26 failures counted, 7 bans');
+    expect(r.stdout).toMatch(/TIME\s+ADDRESS\s+FAILURES\s+BAN\s+EVENTS/);
+    expect(r.stdout).toMatch(/127\.0\.0\.11\s+3\s+1h\s+InvalidAccountID×1,InvalidPassword×1,ChallengeResponseFailed×1/);
+  });
+
+  it('refuses a file it cannot read or understand', async () => {
+    const missing = await runCli(['replay', '/nonexistent.raw'], {});
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('cannot read /nonexistent.raw');
+    const dir = mkdtempSync(join(tmpdir(), 'ami2ban-'));
+    writeFileSync(join(dir, 'junk'), 'hello world\n');
+    const junk = await runCli(['replay', join(dir, 'junk')], {});
+    expect(junk.code).toBe(1);
+    expect(junk.stderr).toContain('neither an AMI capture');
+    expect(junk.stderr).not.toMatch(/\n\s+at /);
+    const usage = await runCli(['replay'], {});
+    expect(usage.code).toBe(2);
+  });
+});
+
+describe('ami2ban check-config', () => {
+  it('prints the effective configuration with the secret masked', async () => {
+    const r = await runCli(['check-config'], { ...CREDS, BAN_MAXRETRY: '5' });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/BAN_MAXRETRY\s+5\s+env/);
+    expect(r.stdout).toMatch(/BAN_FINDTIME\s+10m\s+default/);
+    expect(r.stdout).toMatch(/AMI_SECRET\s+\*{8}\s+env/);
+    expect(r.stdout).not.toContain(SECRET);
+  });
+
+  it('lists every bad variable and exits 2, never printing the secret', async () => {
+    const r = await runCli(['check-config'], { AMI_SECRET: SECRET, AMI_PORT: 'x', BAN_FINDTIME: 'soon' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('AMI_USERNAME: not set');
+    expect(r.stderr).toContain('AMI_PORT: "x" is not valid');
+    expect(r.stderr).toContain('BAN_FINDTIME: "soon" is not valid');
+    expect(r.stderr + r.stdout).not.toContain(SECRET);
+  });
+
+  it('reads .env from the working directory; the real environment wins', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ami2ban-'));
+    writeFileSync(join(dir, '.env'), 'AMI_USERNAME=fromfile\nAMI_SECRET=filesecret\nBAN_MAXRETRY=7\n');
+    const r = await runCli(['check-config'], { BAN_MAXRETRY: '9' }, dir);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/AMI_USERNAME\s+fromfile\s+\.env/);
+    expect(r.stdout).toMatch(/BAN_MAXRETRY\s+9\s+env/);
+  });
+
+  it('an unknown command is a usage error', async () => {
+    const r = await runCli(['frobnicate'], {});
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('unknown command "frobnicate"');
+  });
+});
+
+describe('ami2ban run', () => {
+  let server: FakeAmiServer | undefined;
+  afterEach(async () => {
+    await server?.stop();
+  });
+
+  it('bans from live AMI events, one JSON line per ban, and stops cleanly on SIGTERM', async () => {
+    server = new FakeAmiServer({ username: 'ami2ban', secret: SECRET });
+    const port = await server.start();
+    const child = startCli(['run'], { ...CREDS, AMI_PORT: String(port), BAN_IGNOREIP: '' });
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    await server.nextSubscription();
+    server.broadcast(Buffer.concat(eventBlocks(fixture('ami-ami2ban-events-security.raw'))));
+    const lines = (): Record<string, unknown>[] =>
+      out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    await vi.waitUntil(() => lines().filter((l) => l.message === 'ban').length === 7, { timeout: 5000 });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const t0 = Date.now();
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const all = lines();
+    expect(all.filter((l) => l.message === 'ban').map((l) => l.ip).sort()).toEqual([...EXPECTED_BANS].sort());
+    expect(all.find((l) => l.message === 'ban')).toMatchObject({ level: 'info', reason: 'threshold', failures: 3, duration: '1h' });
+    expect(all.map((l) => l.message)).toContain('ami2ban stopped');
+    expect(all.find((l) => l.message === 'counts')).toMatchObject({ bans: 7, events: 139 });
+    expect(out).not.toContain(SECRET);
+  });
+
+  it('a bad configuration stops it at start with exit code 2', async () => {
+    const r = await runCli(['run'], { AMI_USERNAME: 'u' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('AMI_SECRET: not set');
+  });
+});
