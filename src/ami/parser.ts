@@ -3,21 +3,15 @@
 export type Header = readonly [name: string, value: string];
 
 export class AmiMessage {
-  #index: Map<string, string> | undefined;
-
   constructor(readonly headers: readonly Header[]) {}
 
   /** Header value by case-insensitive name; the first occurrence wins, as in Asterisk. */
   get(name: string): string | undefined {
-    if (this.#index === undefined) {
-      const index = new Map<string, string>();
-      for (const [k, v] of this.headers) {
-        const key = k.toLowerCase();
-        if (!index.has(key)) index.set(key, v);
-      }
-      this.#index = index;
-    }
-    return this.#index.get(name.toLowerCase());
+    // Asterisk writes canonical case, so an exact match is the common, cheap path.
+    for (const [k, v] of this.headers) if (k === name) return v;
+    const lower = name.toLowerCase();
+    for (const [k, v] of this.headers) if (k.length === name.length && k.toLowerCase() === lower) return v;
+    return undefined;
   }
 }
 

@@ -1,5 +1,5 @@
 // Address helpers shared by config, ami and engine. A pure leaf: imports nothing of ours.
-import { BlockList, SocketAddress, isIP } from 'node:net';
+import { isIP } from 'node:net';
 
 export type IpFamily = 'ipv4' | 'ipv6';
 
@@ -9,7 +9,45 @@ export interface IpAddress {
   readonly ip: string;
 }
 
-const MAPPED_PREFIX = '::ffff:';
+/** The eight 16-bit groups of a valid IPv6 text. */
+function ipv6Groups(text: string): number[] {
+  const groups: number[] = [];
+  const dotted = text.includes('.') ? text.slice(text.lastIndexOf(':') + 1) : '';
+  const hex = dotted === '' ? text : text.slice(0, text.length - dotted.length);
+  const [head = '', tail] = hex.split('::');
+  const parse = (part: string): number[] => (part === '' ? [] : part.split(':').filter((g) => g !== '').map((g) => parseInt(g, 16)));
+  const left = parse(head);
+  const right = parse(tail ?? '');
+  if (dotted !== '') {
+    const o = dotted.split('.').map(Number);
+    right.push(((o[0] ?? 0) << 8) | (o[1] ?? 0), ((o[2] ?? 0) << 8) | (o[3] ?? 0));
+  }
+  groups.push(...left);
+  for (let i = left.length + right.length; i < 8; i++) groups.push(0);
+  groups.push(...right);
+  return groups;
+}
+
+/** RFC 5952 text: lower case, no leading zeros, the longest run (≥ 2) of zero groups as `::`. */
+function ipv6Text(g: readonly number[]): string {
+  let bestAt = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestAt = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (from: number, to: number): string => g.slice(from, to).map((x) => x.toString(16)).join(':');
+  return bestAt === -1 ? hex(0, 8) : `${hex(0, bestAt)}::${hex(bestAt + bestLen, 8)}`;
+}
 
 /** Parses and canonicalizes an address; IPv4-mapped IPv6 becomes IPv4. Returns null if invalid. */
 export function parseIp(text: string): IpAddress | null {
@@ -18,12 +56,13 @@ export function parseIp(text: string): IpAddress | null {
   const version = isIP(bare);
   if (version === 4) return { family: 'ipv4', ip: bare };
   if (version !== 6) return null;
-  const canonical = new SocketAddress({ address: bare, family: 'ipv6' }).address;
-  if (canonical.startsWith(MAPPED_PREFIX)) {
-    const tail = canonical.slice(MAPPED_PREFIX.length);
-    if (isIP(tail) === 4) return { family: 'ipv4', ip: tail };
+  const g = ipv6Groups(bare);
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    const a = g[6] ?? 0;
+    const b = g[7] ?? 0;
+    return { family: 'ipv4', ip: `${a >> 8}.${a & 255}.${b >> 8}.${b & 255}` };
   }
-  return { family: 'ipv6', ip: canonical };
+  return { family: 'ipv6', ip: ipv6Text(g) };
 }
 
 export interface Cidr {
@@ -48,23 +87,57 @@ export function parseCidr(text: string): Cidr | string {
   return { address, prefix };
 }
 
-/** A set of addresses and networks; lookups are on canonical addresses. */
+function ipv4Number(ip: string): number {
+  const o = ip.split('.');
+  return ((Number(o[0]) << 24) | (Number(o[1]) << 16) | (Number(o[2]) << 8) | Number(o[3])) >>> 0;
+}
+
+/** Whether the first `bits` bits of two group lists (of `width`-bit groups) agree. */
+function samePrefix(a: readonly number[], b: readonly number[], bits: number, width: number): boolean {
+  for (let i = 0; bits > 0; i++, bits -= width) {
+    const shift = Math.max(0, width - bits);
+    if ((a[i] ?? 0) >>> shift !== (b[i] ?? 0) >>> shift) return false;
+  }
+  return true;
+}
+
+/**
+ * A set of addresses and networks, matched on canonical addresses. A linear scan: ignore lists
+ * are short, and this costs far less per event than node's BlockList, which allocates per check.
+ */
 export class AddressSet {
-  private readonly list = new BlockList();
+  private readonly v4: { net: number[]; prefix: number }[] = [];
+  private readonly v6: { net: number[]; prefix: number }[] = [];
   readonly entries: readonly string[];
 
   constructor(cidrs: readonly Cidr[]) {
     const entries: string[] = [];
     for (const c of cidrs) {
-      this.list.addSubnet(c.address.ip, c.prefix, c.address.family);
+      if (c.address.family === 'ipv4') this.v4.push({ net: [ipv4Number(c.address.ip)], prefix: c.prefix });
+      else this.v6.push({ net: ipv6Groups(c.address.ip), prefix: c.prefix });
       entries.push(`${c.address.ip}/${c.prefix}`);
     }
     this.entries = entries;
   }
 
   has(addr: IpAddress): boolean {
-    return this.list.check(addr.ip, addr.family);
+    if (addr.family === 'ipv4') {
+      if (this.v4.length === 0) return false;
+      const n = [ipv4Number(addr.ip)];
+      return this.v4.some((e) => samePrefix(n, e.net, e.prefix, 32));
+    }
+    if (this.v6.length === 0) return false;
+    const g = ipv6Groups(addr.ip);
+    return this.v6.some((e) => samePrefix(g, e.net, e.prefix, 16));
   }
+}
+
+/**
+ * A copy of a string that does not keep its parent alive: V8 represents a substring as a view
+ * into the whole decoded chunk it came from, so a long-lived map key must be detached.
+ */
+export function detach(s: string): string {
+  return (' ' + s).slice(1);
 }
 
 /** Splits a comma/space separated list, dropping empty items. */

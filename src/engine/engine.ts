@@ -1,5 +1,5 @@
 // The threshold engine: fail2ban's semantics over security events. Pure: time is an argument.
-import { AddressSet, type Cidr, type IpFamily, parseIp } from '../common/ip.js';
+import { AddressSet, type Cidr, type IpFamily, detach, parseIp } from '../common/ip.js';
 import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
 import { type BanHistory, MemoryBanHistory } from './history.js';
@@ -76,14 +76,14 @@ export type ManualBanResult =
   | { readonly kind: 'banned'; readonly decision: BanDecision }
   | { readonly kind: 'refused'; readonly reason: 'invalid-address' | 'ignore-list' };
 
-interface FailureEntry {
-  readonly at: number;
-  readonly event: string;
-}
-
 interface Tracker {
+  /** Detached copy, used as the map key. */
+  readonly ip: string;
   readonly family: IpFamily;
-  failures: FailureEntry[];
+  /** Failure times and event names, oldest first; entries before `head` have left the window. */
+  readonly times: number[];
+  readonly events: string[];
+  head: number;
   /** SessionID → when its first failure was counted. */
   readonly sessions: Map<string, number>;
   lastAt: number;
@@ -110,7 +110,8 @@ const AMI_SERVICE = 'AMI';
 const REGISTRAR_ACL = 'registrar_';
 
 export class Engine {
-  private readonly counted: ReadonlySet<string>;
+  /** Counted event names, mapped to themselves so that stored names are ours, not substrings. */
+  private readonly counted: ReadonlyMap<string, string>;
   private ignore: AddressSet;
   private readonly trackers = new Map<string, Tracker>();
   private readonly bans = new Map<string, ActiveBan>();
@@ -125,7 +126,7 @@ export class Engine {
     private readonly policy: EnginePolicy,
     options: EngineOptions = {},
   ) {
-    this.counted = new Set(policy.events);
+    this.counted = new Map(policy.events.map((e) => [e, e]));
     this.ignore = new AddressSet(policy.ignoreIp);
     this.history = options.history ?? new MemoryBanHistory();
     this.random = options.random ?? Math.random;
@@ -146,8 +147,9 @@ export class Engine {
 
   observe(event: EngineEvent, now: number): Outcome {
     if (event.severity !== 'Error') return ignored('informational');
-    if (!this.counted.has(event.name)) return ignored('not-counted-event');
-    if (event.name === 'FailedACL' && event.aclName?.startsWith(REGISTRAR_ACL) === true) return ignored('registrar');
+    const name = this.counted.get(event.name);
+    if (name === undefined) return ignored('not-counted-event');
+    if (name === 'FailedACL' && event.aclName?.startsWith(REGISTRAR_ACL) === true) return ignored('registrar');
     if (event.ip === null) return ignored('no-address');
     const addr = parseIp(event.ip);
     if (addr === null) return ignored('invalid-address');
@@ -157,23 +159,26 @@ export class Engine {
     if (ban !== undefined && ban.until > now) return ignored('already-banned');
 
     const tracker = this.touch(ip, addr.family, now);
-    const windowStart = now - this.findTimeMs;
-    tracker.failures = tracker.failures.filter((f) => f.at > windowStart);
+    slide(tracker, now - this.findTimeMs);
 
     if (event.service !== AMI_SERVICE && event.sessionId !== '') {
       // One SIP request/dialog raises several events with one Call-ID: count it once per window.
       // The window runs from the first counted event, so a scanner reusing a Call-ID is still counted.
       for (const [sid, at] of tracker.sessions) if (now - at >= this.collapseMs) tracker.sessions.delete(sid);
       if (tracker.sessions.has(event.sessionId)) return ignored('collapsed');
-      tracker.sessions.set(event.sessionId, now);
+      tracker.sessions.set(detach(event.sessionId), now);
     }
 
-    tracker.failures.push({ at: now, event: event.name });
-    const failures = tracker.failures.length;
+    tracker.times.push(now);
+    tracker.events.push(name);
+    const failures = tracker.times.length - tracker.head;
     if (failures < this.policy.maxRetry) return { kind: 'counted', ip, failures };
 
     const events: Record<string, number> = {};
-    for (const f of tracker.failures) events[f.event] = (events[f.event] ?? 0) + 1;
+    for (let i = tracker.head; i < tracker.events.length; i++) {
+      const name = tracker.events[i] ?? '';
+      events[name] = (events[name] ?? 0) + 1;
+    }
     this.trackers.delete(ip);
     const seconds = nextBanSeconds(this.policy, this.history.previousBans(ip), this.random);
     return { kind: 'banned', decision: this.recordBan(ip, addr.family, now, seconds, 'threshold', failures, events) };
@@ -246,18 +251,18 @@ export class Engine {
           this.evicted++;
         }
       }
-      tracker = { family, failures: [], sessions: new Map(), lastAt: now };
+      tracker = { ip: detach(ip), family, times: [], events: [], head: 0, sessions: new Map(), lastAt: now };
     } else {
       // Re-insert so the map stays ordered by last failure.
       this.trackers.delete(ip);
       tracker.lastAt = now;
     }
-    this.trackers.set(ip, tracker);
+    this.trackers.set(tracker.ip, tracker);
     return tracker;
   }
 
   private recordBan(
-    ip: string,
+    text: string,
     family: IpFamily,
     now: number,
     seconds: number,
@@ -265,12 +270,23 @@ export class Engine {
     failures: number,
     events: Record<string, number>,
   ): BanDecision {
+    const ip = detach(text);
     const previousBans = this.history.previousBans(ip);
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     this.bans.set(ip, { family, until });
     if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
     this.history.recordBan(ip, now);
     return { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, previousBans };
+  }
+}
+
+/** Drops failures at or before windowStart; compacts the arrays once half of them is dead. */
+function slide(t: Tracker, windowStart: number): void {
+  while (t.head < t.times.length && (t.times[t.head] ?? 0) <= windowStart) t.head++;
+  if (t.head > 16 && t.head * 2 > t.times.length) {
+    t.times.splice(0, t.head);
+    t.events.splice(0, t.head);
+    t.head = 0;
   }
 }
 

@@ -80,9 +80,10 @@ export function createLogger(options: LoggerOptions): Logger {
   const json = options.format === 'json' || (options.format === 'auto' && !options.isTTY);
   const secrets = (options.secrets ?? []).filter((s) => s.length > 0);
   // winston types its transport instances as interfaces, which this rule cannot follow.
-  // eslint-disable-next-line @typescript-eslint/no-unsafe-class-instance-assignment
+  /* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment */
   const transport: winston.transport =
     options.stream === undefined ? new winston.transports.Console() : new winston.transports.Stream({ stream: options.stream });
+  /* eslint-enable @typescript-eslint/no-unsafe-class-instance-assignment */
   const w = winston.createLogger({
     level: options.level,
     levels: { error: 0, warn: 1, info: 2, debug: 3 },

@@ -1,0 +1,48 @@
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { createLogger } from '../src/log/logger.js';
+
+function capture(format: 'json' | 'text' | 'auto', isTTY: boolean, level: 'info' | 'debug' = 'info') {
+  const stream = new PassThrough();
+  const chunks: string[] = [];
+  stream.on('data', (d: Buffer) => chunks.push(d.toString()));
+  const log = createLogger({ level, format, isTTY, stream, secrets: ['hunter2'] });
+  return { log, text: () => chunks.join('') };
+}
+
+describe('logger', () => {
+  it('auto = JSON when stdout is not a terminal, one object per line', () => {
+    const { log, text } = capture('auto', false);
+    log.info('ban', { ip: '192.0.2.1', failures: 3 });
+    const line = JSON.parse(text().trim()) as Record<string, unknown>;
+    expect(line).toMatchObject({ level: 'info', message: 'ban', ip: '192.0.2.1', failures: 3 });
+    expect(typeof line.timestamp).toBe('string');
+  });
+
+  it('auto = readable key=value text on a terminal', () => {
+    const { log, text } = capture('auto', true);
+    log.warn('AMI connection lost', { host: '127.0.0.1', error: 'connection closed by peer' });
+    expect(text()).toMatch(/^\S+Z warn {2}AMI connection lost host=127\.0\.0\.1 error="connection closed by peer"\n$/);
+  });
+
+  it('masks secrets by key and by value', () => {
+    const { log, text } = capture('json', false);
+    log.info('x', { secret: 'abc', ExpectedResponse: 'def', note: 'password is hunter2' });
+    log.error('login as "u" with hunter2 failed');
+    const out = text();
+    expect(out).not.toContain('hunter2');
+    expect(out).not.toContain('"abc"');
+    expect(out).not.toContain('"def"');
+    expect(out.match(/\*{8}/g)?.length).toBe(4);
+  });
+
+  it('debug lines only at debug level', () => {
+    const quiet = capture('json', false, 'info');
+    quiet.log.debug('detail');
+    expect(quiet.text()).toBe('');
+    expect(quiet.log.isDebugEnabled()).toBe(false);
+    const loud = capture('json', false, 'debug');
+    loud.log.child({ component: 'ami' }).debug('detail');
+    expect(JSON.parse(loud.text()) as unknown).toMatchObject({ message: 'detail', component: 'ami' });
+  });
+});

@@ -1,0 +1,24 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { VARIABLES } from '../src/config/variables.js';
+import { ROOT } from './helpers/cli.js';
+
+const README = readFileSync(`${ROOT}README.md`, 'utf8');
+
+describe('README', () => {
+  it('documents every configuration variable with its default', () => {
+    const rows = new Map<string, string>();
+    for (const m of README.matchAll(/^\| `([A-Z_]+)` \| ([^|]+) \|/gm)) rows.set(m[1] ?? '', (m[2] ?? '').trim());
+    for (const v of VARIABLES) {
+      expect(rows.has(v.name), `${v.name} missing from the README table`).toBe(true);
+      const shown = rows.get(v.name) ?? '';
+      if (v.default !== undefined && v.default !== '') expect(shown, v.name).toBe(`\`${v.default}\``);
+    }
+    expect([...rows.keys()].filter((k) => !VARIABLES.some((v) => v.name === k))).toEqual([]);
+  });
+
+  it('shows the test command that .ci/run runs', () => {
+    expect(README).toContain('npm ci && npm test');
+    expect(readFileSync(`${ROOT}.ci/run`, 'utf8')).toMatch(/^npm test$/m);
+  });
+});
