@@ -105,7 +105,7 @@ describe('ami2ban run', () => {
   it('bans from live AMI events, one JSON line per ban, and stops cleanly on SIGTERM', async () => {
     server = new FakeAmiServer({ username: 'ami2ban', secret: SECRET });
     const port = await server.start();
-    const child = startCli(['run'], { ...CREDS, AMI_PORT: String(port), BAN_IGNOREIP: '' });
+    const child = startCli(['run'], { ...CREDS, AMI_PORT: String(port), BAN_IGNOREIP: '', FIREWALL: 'dry-run' });
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     await server.nextSubscription();

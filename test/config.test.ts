@@ -63,7 +63,8 @@ describe('loadConfig', () => {
       maxTracked: 1_000_000,
     });
     expect(c.ban.ignoreIp.map((x) => `${x.address.ip}/${x.prefix}`)).toEqual(['127.0.0.1/8', '::1/128']);
-    expect(c).toMatchObject({ firewall: 'dry-run', stateDir: '/var/lib/ami2ban', log: { level: 'info', format: 'auto' } });
+    expect(c.nftables).toEqual({ table: 'ami2ban', blockType: 'drop', ports: [], cleanupOnExit: false, backend: 'auto', checkInterval: 10 });
+    expect(c).toMatchObject({ firewall: 'nftables', stateDir: '/var/lib/ami2ban', log: { level: 'info', format: 'auto' } });
   });
 
   it('is frozen, deeply', () => {

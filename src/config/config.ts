@@ -8,7 +8,22 @@ import { OWN_PREFIXES, VARIABLES } from './variables.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 export type LogFormat = 'auto' | 'json' | 'text';
-export type FirewallKind = 'dry-run';
+export type FirewallKind = 'nftables' | 'dry-run';
+
+export interface PortRuleConfig {
+  readonly protocol: 'tcp' | 'udp' | 'sctp';
+  readonly ports: readonly (number | readonly [number, number])[];
+}
+
+export interface NftablesConfig {
+  readonly table: string;
+  readonly blockType: 'drop' | 'reject';
+  readonly ports: readonly PortRuleConfig[];
+  readonly cleanupOnExit: boolean;
+  readonly backend: 'auto' | 'libnftables' | 'nft';
+  /** Seconds; 0 = never. */
+  readonly checkInterval: number;
+}
 
 export interface AmiConfig {
   readonly host: string;
@@ -41,6 +56,7 @@ export interface Config {
   readonly ami: AmiConfig;
   readonly ban: BanPolicyConfig;
   readonly firewall: FirewallKind;
+  readonly nftables: NftablesConfig;
   readonly stateDir: string;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
 }
@@ -176,6 +192,26 @@ function readIgnoreIp(r: Reader): Cidr[] {
   return cidrs;
 }
 
+/** `udp/5060,tcp/5060-5061,5061`: a bare port means tcp and udp. */
+function readPorts(r: Reader): PortRuleConfig[] {
+  const byProtocol = new Map<'tcp' | 'udp' | 'sctp', (number | readonly [number, number])[]>();
+  const bad: string[] = [];
+  for (const item of splitList(r.raw('NFT_PORTS', true) ?? '')) {
+    const m = /^(?:(tcp|udp|sctp)\/)?(\d{1,5})(?:-(\d{1,5}))?$/.exec(item.toLowerCase());
+    const from = Number(m?.[2]);
+    const to = m?.[3] === undefined ? from : Number(m[3]);
+    if (m === null || from < 1 || to > 65535 || to < from) {
+      bad.push(item);
+      continue;
+    }
+    const value: number | readonly [number, number] = from === to ? from : [from, to];
+    const protocols = m[1] === undefined ? (['tcp', 'udp'] as const) : ([m[1] as 'tcp' | 'udp' | 'sctp'] as const);
+    for (const p of protocols) byProtocol.set(p, [...(byProtocol.get(p) ?? []), value]);
+  }
+  if (bad.length > 0) r.fail('NFT_PORTS', `${bad.map((b) => `"${b}"`).join(', ')} not valid; expected [tcp|udp|sctp/]port or port-port, comma separated`);
+  return [...byProtocol].map(([protocol, ports]) => ({ protocol, ports }));
+}
+
 function checkUnknown(r: Reader, env: Env): void {
   for (const name of Object.keys(env)) {
     if (KNOWN.has(name) || !OWN_PREFIXES.some((p) => name.startsWith(p))) continue;
@@ -232,7 +268,19 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     maxTracked: r.int('BAN_MAX_TRACKED', 1, 100_000_000),
   };
 
-  const firewall = r.oneOf<FirewallKind>('FIREWALL', ['dry-run'], ' (the nftables backend is not part of this build yet)');
+  const firewall = r.oneOf<FirewallKind>('FIREWALL', ['nftables', 'dry-run']);
+  const table = r.raw('NFT_TABLE') ?? '';
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(table)) {
+    r.fail('NFT_TABLE', `"${table}" is not valid; expected a letter then up to 31 letters, digits or _`);
+  }
+  const nftables: NftablesConfig = {
+    table,
+    blockType: r.oneOf('NFT_BLOCKTYPE', ['drop', 'reject']),
+    ports: readPorts(r),
+    cleanupOnExit: r.bool('NFT_CLEANUP_ON_EXIT'),
+    backend: r.oneOf('NFT_BACKEND', ['auto', 'libnftables', 'nft']),
+    checkInterval: r.duration('NFT_CHECK_INTERVAL'),
+  };
   const stateDir = r.raw('STATE_DIR') ?? '';
   if (!stateDir.startsWith('/')) r.fail('STATE_DIR', `"${stateDir}" is not valid; expected an absolute directory path`);
   const log = {
@@ -241,5 +289,5 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
   };
 
   if (r.problems.length > 0) throw new ConfigError(r.problems);
-  return deepFreeze({ ami, ban, firewall, stateDir, log });
+  return deepFreeze({ ami, ban, firewall, nftables, stateDir, log });
 }

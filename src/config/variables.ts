@@ -32,11 +32,17 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'BAN_IGNOREIP', default: '127.0.0.1/8,::1', meaning: 'addresses and CIDRs (v4 and v6) never counted nor banned, comma or space separated; empty = none' },
   { name: 'BAN_COLLAPSE_WINDOW', default: '2s', meaning: 'events of one address with one SessionID within this time count as one failure' },
   { name: 'BAN_MAX_TRACKED', default: '1000000', meaning: 'cap on addresses with pending failures; the oldest are evicted first (counted)' },
-  { name: 'FIREWALL', default: 'dry-run', meaning: '`dry-run` (log bans only); `nftables` arrives with the kernel-bans work' },
+  { name: 'FIREWALL', default: 'nftables', meaning: '`nftables` (bans in the kernel) or `dry-run` (log bans only)' },
+  { name: 'NFT_TABLE', default: 'ami2ban', meaning: 'our own table, `table inet <name>`; no other table is touched' },
+  { name: 'NFT_BLOCKTYPE', default: 'drop', meaning: '`drop` (prerouting hook, raw priority) or `reject` (input hook, filter - 1, `reject with icmpx admin-prohibited`)' },
+  { name: 'NFT_PORTS', default: '', meaning: 'limit bans to these ports, e.g. `udp/5060,tcp/5060-5061,5061` (bare port = tcp and udp); empty = all traffic' },
+  { name: 'NFT_CLEANUP_ON_EXIT', default: 'false', meaning: 'delete our table on shutdown (by default bans stay in the kernel)' },
+  { name: 'NFT_BACKEND', default: 'auto', meaning: '`auto` (the libnftables addon, else `nft -j -f -`), `libnftables` or `nft`' },
+  { name: 'NFT_CHECK_INTERVAL', default: '10s', meaning: 'how often our table is checked; if flushed, it is recreated and active bans re-added; 0 = never' },
   { name: 'STATE_DIR', default: '/var/lib/ami2ban', meaning: 'directory for durable state' },
   { name: 'LOG_LEVEL', default: 'info', meaning: '`error`, `warn`, `info` or `debug`' },
   { name: 'LOG_FORMAT', default: 'auto', meaning: '`json`, `text`, or `auto` (JSON when stdout is not a TTY)' },
 ];
 
 /** Prefixes that belong to ami2ban: an unknown variable with one of them is a configuration error. */
-export const OWN_PREFIXES = ['AMI_', 'BAN_'] as const;
+export const OWN_PREFIXES = ['AMI_', 'BAN_', 'NFT_'] as const;

@@ -194,6 +194,20 @@ export class Engine {
     return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, 'manual', 0, {}) };
   }
 
+  /**
+   * Takes over a ban found in force at start (in the kernel), so that its failures are not
+   * counted and its expiry is tracked. Returns false for an invalid or already-expired one.
+   */
+  adopt(ipText: string, until: number, now: number): boolean {
+    const addr = parseIp(ipText);
+    if (addr === null || until <= now) return false;
+    const ip = detach(addr.ip);
+    this.trackers.delete(ip);
+    this.bans.set(ip, { family: addr.family, until });
+    if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
+    return true;
+  }
+
   /** Lifts a ban by an operator; null when the address was not banned. */
   unban(ipText: string, now: number): UnbanDecision | null {
     const addr = parseIp(ipText);

@@ -1,6 +1,6 @@
 import type { IpFamily } from '../common/ip.js';
 import type { Logger } from '../log/logger.js';
-import type { Firewall } from './firewall.js';
+import type { ExistingBan, Firewall } from './firewall.js';
 
 /** Enforces nothing: the service's ban and unban log lines are all that happens. */
 export class DryRunFirewall implements Firewall {
@@ -8,9 +8,9 @@ export class DryRunFirewall implements Firewall {
 
   constructor(private readonly log: Logger) {}
 
-  start(): Promise<void> {
+  start(): Promise<readonly ExistingBan[]> {
     this.log.warn('firewall is dry-run: bans are logged, not enforced');
-    return Promise.resolve();
+    return Promise.resolve([]);
   }
 
   ban(ip: string, family: IpFamily, seconds: number): Promise<void> {

@@ -1,12 +1,21 @@
 import type { IpFamily } from '../common/ip.js';
 
+/** A ban found in place at start (e.g. in the kernel set), with its end. */
+export interface ExistingBan {
+  readonly ip: string;
+  readonly family: IpFamily;
+  /** Epoch ms; Infinity = permanent. */
+  readonly expiresAt: number;
+}
+
 /** What enforces bans. Speaks only of addresses and durations. */
 export interface Firewall {
   readonly name: string;
-  start(): Promise<void>;
+  /** Prepares enforcement and returns the bans already in force, to be adopted. */
+  start(): Promise<readonly ExistingBan[]>;
   /** Seconds; Infinity = permanent. Banning a banned address replaces its ban. */
   ban(ip: string, family: IpFamily, seconds: number): Promise<void>;
   unban(ip: string, family: IpFamily): Promise<void>;
-  /** Leaves the bans in place. */
+  /** Commits pending work; leaves the bans in place. */
   stop(): Promise<void>;
 }

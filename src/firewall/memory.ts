@@ -1,5 +1,5 @@
 import type { IpFamily } from '../common/ip.js';
-import type { Firewall } from './firewall.js';
+import type { ExistingBan, Firewall } from './firewall.js';
 
 /** An in-memory firewall for tests: records what would be in the kernel sets. */
 export class MemoryFirewall implements Firewall {
@@ -7,10 +7,12 @@ export class MemoryFirewall implements Firewall {
   readonly elements = new Map<string, { family: IpFamily; seconds: number }>();
   readonly operations: string[] = [];
   started = false;
+  /** Returned by start(), as if found in the kernel. */
+  existing: ExistingBan[] = [];
 
-  start(): Promise<void> {
+  start(): Promise<readonly ExistingBan[]> {
     this.started = true;
-    return Promise.resolve();
+    return Promise.resolve([...this.existing]);
   }
 
   ban(ip: string, family: IpFamily, seconds: number): Promise<void> {

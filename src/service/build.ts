@@ -6,12 +6,34 @@ import type { Config } from '../config/config.js';
 import { Engine } from '../engine/engine.js';
 import { DryRunFirewall } from '../firewall/dry-run.js';
 import type { Firewall } from '../firewall/firewall.js';
+import { NftablesFirewall } from '../firewall/nftables.js';
+import { type NftRunner, chooseRunner } from '../firewall/runner.js';
 import type { Logger } from '../log/logger.js';
 import { Daemon } from './daemon.js';
 
 export interface BuildOverrides {
   readonly connector?: AmiConnector;
   readonly firewall?: Firewall;
+}
+
+export function buildFirewall(config: Config, logger: Logger, runner?: NftRunner): Firewall {
+  const log = logger.child({ component: 'firewall' });
+  if (config.firewall === 'dry-run') return new DryRunFirewall(log);
+  let chosen = runner;
+  if (chosen === undefined) {
+    const c = chooseRunner(config.nftables.backend);
+    chosen = c.runner;
+    log.info('nftables backend chosen', { backend: c.runner.backend, reason: c.reason });
+  }
+  return new NftablesFirewall({
+    table: config.nftables.table,
+    blockType: config.nftables.blockType,
+    ports: config.nftables.ports,
+    cleanupOnExit: config.nftables.cleanupOnExit,
+    checkIntervalMs: config.nftables.checkInterval * 1000,
+    runner: chosen,
+    logger: log,
+  });
 }
 
 export function buildDaemon(config: Config, logger: Logger, overrides: BuildOverrides = {}): Daemon {
@@ -28,6 +50,6 @@ export function buildDaemon(config: Config, logger: Logger, overrides: BuildOver
     pingTimeoutMs: config.ami.pingTimeout * 1000,
     reconnectMaxMs: config.ami.reconnectMax * 1000,
   });
-  const firewall = overrides.firewall ?? new DryRunFirewall(logger.child({ component: 'firewall' }));
+  const firewall = overrides.firewall ?? buildFirewall(config, logger);
   return new Daemon({ ami, engine: new Engine(config.ban), firewall, logger });
 }

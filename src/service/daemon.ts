@@ -42,8 +42,11 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
-    await this.o.firewall.start();
-    this.o.logger.info('ami2ban started', { firewall: this.o.firewall.name });
+    const existing = await this.o.firewall.start();
+    const now = this.now();
+    let adopted = 0;
+    for (const b of existing) if (this.o.engine.adopt(b.ip, b.expiresAt, now)) adopted++;
+    this.o.logger.info('ami2ban started', { firewall: this.o.firewall.name, adoptedBans: adopted });
     this.o.ami.on('event', this.onEvent);
     this.o.ami.start();
     this.lastStatsAt = this.now();

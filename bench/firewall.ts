@@ -1,0 +1,196 @@
+// npm run bench:firewall — in a private network namespace: elements/s per batch size for both
+// backends, adopting 100 000 elements at start, and ban latency from the AMI socket to the kernel.
+import { execFileSync } from 'node:child_process';
+import type { Socket } from 'node:net';
+import { AsteriskManagerConnector } from '../src/ami/asterisk-manager-connector.js';
+import { AmiClient } from '../src/ami/client.js';
+import { loadConfig } from '../src/config/config.js';
+import { FakeAmiServer } from '../src/demo/fake-ami-server.js';
+import { Engine } from '../src/engine/engine.js';
+import { NftablesFirewall } from '../src/firewall/nftables.js';
+import { AddonRunner, CliRunner, type NftRunner } from '../src/firewall/runner.js';
+import { silentLogger } from '../src/log/logger.js';
+import { toEngineEvent } from '../src/service/pipeline.js';
+
+const TABLE = 'ami2ban_bench';
+
+if (process.env.AMI2BAN_NETNS !== 'private') {
+  console.error('run through `npm run bench:firewall` (it runs in a private network namespace)');
+  process.exit(2);
+}
+
+function ipv4(i: number): string {
+  return `198.${18 + ((i >> 16) & 1)}.${(i >> 8) & 255}.${i & 255}`;
+}
+
+function firewall(runner: NftRunner, maxBatch = 100_000): NftablesFirewall {
+  return new NftablesFirewall({ table: TABLE, blockType: 'drop', ports: [], runner, logger: silentLogger, cleanupOnExit: false, checkIntervalMs: 0, maxBatch });
+}
+
+function reset(): void {
+  execFileSync('nft', ['flush', 'ruleset']);
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en');
+
+async function throughput(name: string, makeRunner: () => NftRunner): Promise<void> {
+  for (const size of [1, 100, 1_000, 10_000, 100_000]) {
+    reset();
+    const fw = firewall(makeRunner());
+    await fw.start();
+    // Batches of 1 are sequential transactions; the others are one burst of `size` bans.
+    const rounds = size === 1 ? (name.startsWith('nft') ? 300 : 2_000) : 1;
+    const t0 = performance.now();
+    let n = 0;
+    for (let r = 0; r < rounds; r++) {
+      const bans: Promise<void>[] = [];
+      for (let i = 0; i < size; i++) bans.push(fw.ban(ipv4(n++), 'ipv4', 3600));
+      await Promise.all(bans);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    console.log(`  ${name.padEnd(18)} batch ${String(size).padStart(6)}: ${fmt(n / seconds).padStart(9)} elements/s  (${n} in ${seconds.toFixed(3)} s, ${fw.stats.transactions} transactions)`);
+    await fw.stop();
+  }
+}
+
+async function adopt(name: string, makeRunner: () => NftRunner): Promise<void> {
+  reset();
+  const filler = firewall(new AddonRunner());
+  await filler.start();
+  const bans: Promise<void>[] = [];
+  for (let i = 0; i < 100_000; i++) bans.push(filler.ban(ipv4(i), 'ipv4', 3600));
+  await Promise.all(bans);
+  await filler.stop();
+  const fw = firewall(makeRunner());
+  const t0 = performance.now();
+  const adopted = await fw.start();
+  const ms = performance.now() - t0;
+  console.log(`  ${name.padEnd(18)} start over 100 000 elements: ${ms.toFixed(0)} ms (${fmt(adopted.length)} adopted)`);
+  await fw.stop();
+}
+
+function event(ip: string, n: number): string {
+  return (
+    `Event: InvalidAccountID\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T22:36:02.621+0000\r\nSeverity: Error\r\n` +
+    `Service: PJSIP\r\nEventVersion: 1\r\nAccountID: bench\r\nSessionID: call-${n}@bench\r\n` +
+    `LocalAddress: IPV4/UDP/127.0.0.1/5060\r\nRemoteAddress: IPV4/UDP/${ip}/5060\r\n\r\n`
+  );
+}
+
+/** The daemon's pipeline, in process: AMI client → engine → nftables firewall. */
+async function pipeline(): Promise<{ socket: Socket; onBan: Map<string, () => void>; onFailure: Map<string, () => void>; stop: () => Promise<void> }> {
+  reset();
+  const server = new FakeAmiServer({ username: 'bench', secret: 'bench' });
+  const port = await server.start();
+  const config = loadConfig({ AMI_USERNAME: 'bench', AMI_SECRET: 'bench', BAN_IGNOREIP: '' });
+  const engine = new Engine(config.ban);
+  const fw = firewall(new AddonRunner(), 20_000);
+  await fw.start();
+  const client = new AmiClient({
+    target: { host: '127.0.0.1', port, username: 'bench', secret: 'bench' },
+    connector: new AsteriskManagerConnector(),
+    logger: silentLogger,
+    pingIntervalMs: 60_000,
+    pingTimeoutMs: 60_000,
+    reconnectMaxMs: 30_000,
+  });
+  const onBan = new Map<string, () => void>();
+  const onFailure = new Map<string, () => void>();
+  client.on('event', (e, at) => {
+    const o = engine.observe(toEngineEvent(e), at);
+    if (o.kind === 'counted') onFailure.get(o.ip)?.();
+    if (o.kind === 'banned') {
+      const d = o.decision;
+      void fw.ban(d.ip, d.family, d.banSeconds).then(() => onBan.get(d.ip)?.());
+    }
+  });
+  const subscribed = server.nextSubscription();
+  client.start();
+  const session = await subscribed;
+  return {
+    socket: session.socket,
+    onBan,
+    onFailure,
+    stop: async () => {
+      client.stop();
+      await fw.stop();
+      await server.stop();
+    },
+  };
+}
+
+async function latency(): Promise<void> {
+  const p = await pipeline();
+  const samples: number[] = [];
+  let n = 0;
+  for (let i = 0; i < 1_000; i++) {
+    const ip = ipv4(i);
+    const two = new Promise<void>((resolve) => {
+      let seen = 0;
+      p.onFailure.set(ip, () => {
+        if (++seen === 2) resolve();
+      });
+    });
+    p.socket.write(event(ip, n++) + event(ip, n++));
+    await two;
+    const banned = new Promise<number>((resolve) => p.onBan.set(ip, () => { resolve(performance.now()); }));
+    const t0 = performance.now();
+    p.socket.write(event(ip, n++));
+    samples.push((await banned) - t0);
+  }
+  samples.sort((a, b) => a - b);
+  console.log(`  1 000 sequential bans, third failure written to the AMI socket → element committed to the kernel set:`);
+  console.log(`    p50 ${percentile(samples, 50).toFixed(2)} ms, p90 ${percentile(samples, 90).toFixed(2)} ms, p99 ${percentile(samples, 99).toFixed(2)} ms, max ${percentile(samples, 100).toFixed(2)} ms`);
+  await p.stop();
+}
+
+async function burst(): Promise<void> {
+  const p = await pipeline();
+  const N = 10_000;
+  let chunk = '';
+  let n = 0;
+  for (let i = 0; i < N; i++) chunk += event(ipv4(i), n++) + event(ipv4(i), n++);
+  let counted = 0;
+  const primed = new Promise<void>((resolve) => {
+    for (let i = 0; i < N; i++) {
+      let seen = 0;
+      p.onFailure.set(ipv4(i), () => {
+        if (++seen === 2 && ++counted === N) resolve();
+      });
+    }
+  });
+  p.socket.write(chunk);
+  await primed;
+  let banned = 0;
+  const all = new Promise<number>((resolve) => {
+    for (let i = 0; i < N; i++) p.onBan.set(ipv4(i), () => { if (++banned === N) resolve(performance.now()); });
+  });
+  chunk = '';
+  for (let i = 0; i < N; i++) chunk += event(ipv4(i), n++);
+  const t0 = performance.now();
+  p.socket.write(chunk);
+  const t1 = await all;
+  const inKernel = execFileSync('nft', ['-j', 'list', 'set', 'inet', TABLE, 'ipv4_addr'], { encoding: 'utf8' }).split('"val"').length - 1;
+  console.log(`  burst: ${fmt(N)} addresses cross the threshold at once → all in the kernel after ${(t1 - t0).toFixed(0)} ms (${fmt(inKernel)} elements listed)`);
+  await p.stop();
+}
+
+async function main(): Promise<void> {
+  console.log(`bench:firewall — node ${process.version}, in a private network namespace\n`);
+  console.log('elements per second (each ban its own element with a 1 h timeout):');
+  await throughput('libnftables addon', () => new AddonRunner());
+  await throughput('nft -j -f -', () => new CliRunner());
+  console.log('\nadopting existing bans at start:');
+  await adopt('libnftables addon', () => new AddonRunner());
+  await adopt('nft -j -f -', () => new CliRunner());
+  console.log('\nban latency (AMI client → engine → batcher → libnftables, in one process):');
+  await latency();
+  await burst();
+  reset();
+}
+
+await main();

@@ -1,0 +1,99 @@
+// N-API glue: argument checks on the main thread, libnftables on a worker thread, a Promise back.
+#include <napi.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "nft_runner.h"
+
+namespace {
+
+class RunWorker : public Napi::AsyncWorker {
+ public:
+  RunWorker(Napi::Env env, nft_runner* runner, std::string cmd)
+      : Napi::AsyncWorker(env), runner_(runner), cmd_(std::move(cmd)), deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    char* out = nullptr;
+    char* err = nullptr;
+    rc_ = nft_runner_run(runner_, cmd_.c_str(), &out, &err);
+    out_ = out ? out : "";
+    err_ = err ? err : "";
+    std::free(out);
+    std::free(err);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (rc_ == 0) {
+      deferred_.Resolve(Napi::String::New(env, out_));
+      return;
+    }
+    std::string message = err_.empty() ? "libnftables failed with code " + std::to_string(rc_) : err_;
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+    Napi::Error error = Napi::Error::New(env, message);
+    error.Set("code", Napi::String::New(env, "NFT_COMMAND_FAILED"));
+    error.Set("nftCode", Napi::Number::New(env, rc_));
+    deferred_.Reject(error.Value());
+  }
+
+ private:
+  nft_runner* runner_;
+  std::string cmd_;
+  Napi::Promise::Deferred deferred_;
+  int rc_ = 0;
+  std::string out_;
+  std::string err_;
+};
+
+class Context : public Napi::ObjectWrap<Context> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Context", {InstanceMethod("run", &Context::Run), InstanceMethod("close", &Context::Close)});
+  }
+
+  explicit Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
+    runner_ = nft_runner_new();
+    if (!runner_) Napi::Error::New(info.Env(), "libnftables: cannot create a context").ThrowAsJavaScriptException();
+  }
+
+  ~Context() override { nft_runner_free(runner_); }
+
+ private:
+  // run(json: string): Promise<string>. The JS loader keeps one call in flight per context.
+  Napi::Value Run(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() != 1 || !info[0].IsString()) {
+      Napi::TypeError::New(env, "run(commands) expects one string of libnftables JSON").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (!runner_) {
+      Napi::Error::New(env, "libnftables context is closed").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto* worker = new RunWorker(env, runner_, info[0].As<Napi::String>().Utf8Value());
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    nft_runner_free(runner_);
+    runner_ = nullptr;
+    return info.Env().Undefined();
+  }
+
+  nft_runner* runner_ = nullptr;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Context", Context::Init(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(nftables_napi, Init)

@@ -1,0 +1,107 @@
+// Typed loader for the libnftables binding. Commands are libnftables JSON objects, validated here
+// before they cross into native code; one call is in flight per context.
+import { createRequire } from 'node:module';
+
+export interface NativeContext {
+  run(json: string): Promise<string>;
+  close(): void;
+}
+
+export interface NativeBinding {
+  readonly Context: new () => NativeContext;
+}
+
+/** A libnftables JSON command list: `{ "nftables": [ { "add": { … } }, … ] }`. */
+export interface NftCommands {
+  readonly nftables: readonly object[];
+}
+
+export class NftablesError extends Error {
+  readonly code = 'NFT_COMMAND_FAILED';
+  /** libnftables' return code, when it ran. */
+  readonly nftCode: number | undefined;
+
+  constructor(message: string, nftCode?: number, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'NftablesError';
+    this.nftCode = nftCode;
+  }
+}
+
+export type BindingLoad = { readonly binding: NativeBinding } | { readonly error: Error };
+
+/** Loads the compiled addon; reports why when it is not there. */
+export function loadBinding(): BindingLoad {
+  const require = createRequire(import.meta.url);
+  try {
+    return { binding: require('../build/Release/nftables_napi.node') as NativeBinding };
+  } catch (err) {
+    const cause = err instanceof Error ? err : new Error(String(err));
+    return {
+      error: new Error(
+        `the libnftables addon is not built (${cause.message.split('\n')[0] ?? ''}); ` +
+          'install libnftables-dev and pkg-config, then run `npm rebuild @ami2ban/nftables-napi`',
+        { cause },
+      ),
+    };
+  }
+}
+
+function validate(commands: unknown): asserts commands is NftCommands {
+  if (typeof commands !== 'object' || commands === null || !Array.isArray((commands as { nftables?: unknown }).nftables)) {
+    throw new TypeError('run(commands) expects an object { nftables: [ … ] } of libnftables JSON commands');
+  }
+  for (const c of (commands as { nftables: unknown[] }).nftables) {
+    if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new TypeError('every libnftables command must be an object');
+  }
+}
+
+export class Nftables {
+  private readonly ctx: NativeContext;
+  private tail: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  /** Throws when the addon is not built; pass a binding to substitute it (tests). */
+  constructor(binding?: NativeBinding) {
+    let b = binding;
+    if (b === undefined) {
+      const loaded = loadBinding();
+      if ('error' in loaded) throw loaded.error;
+      b = loaded.binding;
+    }
+    this.ctx = new b.Context();
+  }
+
+  /** Runs one transaction; resolves with libnftables' parsed JSON output (null when it printed nothing). */
+  run(commands: NftCommands): Promise<unknown> {
+    validate(commands);
+    if (this.closed) return Promise.reject(new NftablesError('the libnftables context is closed'));
+    const json = JSON.stringify(commands);
+    const next = this.tail.then(
+      () => this.call(json),
+      () => this.call(json),
+    );
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    void this.tail.then(() => {
+      this.ctx.close();
+    });
+  }
+
+  private async call(json: string): Promise<unknown> {
+    let out: string;
+    try {
+      out = await this.ctx.run(json);
+    } catch (err) {
+      const e = err as { message?: string; nftCode?: number };
+      throw new NftablesError(e.message ?? String(err), e.nftCode, { cause: err });
+    }
+    const text = out.trim();
+    return text === '' ? null : (JSON.parse(text) as unknown);
+  }
+}

@@ -1,0 +1,22 @@
+#!/bin/sh
+# Everything ami2ban's build and tests need on a Debian/Ubuntu machine with Node.js >= 20:
+# the system packages (installed only when missing), then `npm ci` (which builds the addon).
+set -eu
+cd "$(dirname "$0")/.."
+# libnftables (build and run the addon), nft (fallback backend, test checks), iproute2 and
+# unshare (the tests' private network namespace), node-gyp's toolchain.
+PACKAGES="libnftables-dev libnftables1 nftables pkg-config iproute2 util-linux python3 make g++"
+missing=""
+for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y $missing
+fi
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || {
+  echo "ami2ban needs Node.js >= 20 (found $(node --version))" >&2
+  exit 1
+}
+npm ci --no-audit --no-fund

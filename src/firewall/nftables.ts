@@ -1,0 +1,313 @@
+// The nftables backend: our own table, per-family timeout sets, batched transactions, reconcile.
+import type { IpFamily } from '../common/ip.js';
+import { FirewallError, errorMessage } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import type { ExistingBan, Firewall } from './firewall.js';
+import {
+  COUNTER_NAME,
+  type CounterValues,
+  type NftCommand,
+  RULE_COMMENT_PREFIX,
+  type RulesetOptions,
+  SET_NAME,
+  chainName,
+  element,
+  elementCommand,
+  expectedRuleCount,
+  listedChains,
+  listedCounter,
+  listedElements,
+  setupCommands,
+} from './ruleset.js';
+import type { NftRunner } from './runner.js';
+
+export interface NftablesFirewallOptions extends RulesetOptions {
+  readonly runner: NftRunner;
+  readonly logger: Logger;
+  readonly cleanupOnExit: boolean;
+  /** How often the table is checked for an operator's flush; 0 = never. */
+  readonly checkIntervalMs: number;
+  /** Most elements per transaction. */
+  readonly maxBatch?: number;
+  /** How long decisions are gathered before a transaction is committed. */
+  readonly flushDelayMs?: number;
+  readonly now?: () => number;
+}
+
+type OpKind = 'add' | 'extend' | 'delete';
+
+interface Op {
+  readonly kind: OpKind;
+  readonly ip: string;
+  readonly family: IpFamily;
+  readonly seconds: number;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+interface Active {
+  readonly family: IpFamily;
+  readonly expiresAt: number;
+}
+
+export interface BatchStats {
+  transactions: number;
+  elements: number;
+  failedTransactions: number;
+  failedElements: number;
+  repairs: number;
+}
+
+const FAMILIES: readonly IpFamily[] = ['ipv4', 'ipv6'];
+
+export class NftablesFirewall implements Firewall {
+  readonly name: string;
+  readonly stats: BatchStats = { transactions: 0, elements: 0, failedTransactions: 0, failedElements: 0, repairs: 0 };
+  private readonly active = new Map<string, Active>();
+  private queue: Op[] = [];
+  private flushTimer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
+  private checkTimer: NodeJS.Timeout | undefined;
+  private readonly maxBatch: number;
+  private readonly now: () => number;
+  private readonly log: Logger;
+
+  constructor(private readonly o: NftablesFirewallOptions) {
+    this.name = `nftables (${o.runner.backend})`;
+    this.maxBatch = o.maxBatch ?? 20_000;
+    this.now = o.now ?? Date.now;
+    this.log = o.logger;
+  }
+
+  async start(): Promise<readonly ExistingBan[]> {
+    await this.ensureStructure();
+    const existing = await this.listBans();
+    for (const b of existing) this.active.set(b.ip, { family: b.family, expiresAt: b.expiresAt });
+    if (this.o.checkIntervalMs > 0) {
+      this.checkTimer = setInterval(() => {
+        void this.repairIfBroken('periodic check');
+      }, this.o.checkIntervalMs);
+      this.checkTimer.unref();
+    }
+    this.log.info('nftables ready', {
+      backend: this.o.runner.backend,
+      table: `inet ${this.o.table}`,
+      chain: chainName(this.o.blockType),
+      blockType: this.o.blockType,
+      adopted: existing.length,
+    });
+    return existing;
+  }
+
+  ban(ip: string, family: IpFamily, seconds: number): Promise<void> {
+    const now = this.now();
+    const current = this.active.get(ip);
+    // Re-adding an existing element does not refresh its timeout: replace it instead.
+    const kind: OpKind = current !== undefined && current.expiresAt > now ? 'extend' : 'add';
+    this.active.set(ip, { family, expiresAt: seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000 });
+    return this.enqueue(kind, ip, family, seconds);
+  }
+
+  unban(ip: string, family: IpFamily): Promise<void> {
+    this.active.delete(ip);
+    return this.enqueue('delete', ip, family, 0);
+  }
+
+  async stop(): Promise<void> {
+    if (this.checkTimer !== undefined) clearInterval(this.checkTimer);
+    await this.flush();
+    if (this.o.cleanupOnExit) {
+      try {
+        await this.o.runner.run({ nftables: [{ delete: { table: { family: 'inet', name: this.o.table } } }] });
+        this.log.info('nftables table removed (NFT_CLEANUP_ON_EXIT)', { table: `inet ${this.o.table}` });
+      } catch (err) {
+        this.log.error('nftables table removal failed', { error: errorMessage(err) });
+      }
+    }
+    this.o.runner.close();
+  }
+
+  /** Packets and bytes dropped (or rejected) per family. */
+  async counters(): Promise<Record<IpFamily, CounterValues>> {
+    const t = { family: 'inet', table: this.o.table };
+    const out: Record<IpFamily, CounterValues> = { ipv4: { packets: 0, bytes: 0 }, ipv6: { packets: 0, bytes: 0 } };
+    for (const f of FAMILIES) {
+      const listed = await this.o.runner.run({ nftables: [{ list: { counter: { ...t, name: COUNTER_NAME[f] } } }] });
+      out[f] = listedCounter(listed) ?? out[f];
+    }
+    return out;
+  }
+
+  /** Resolves when everything queued so far is committed (or has failed). */
+  async flush(): Promise<void> {
+    if (this.flushTimer !== undefined) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+    }
+    while (this.flushing !== undefined) await this.flushing;
+    if (this.queue.length === 0) return;
+    this.flushing = this.drain();
+    try {
+      await this.flushing;
+    } finally {
+      this.flushing = undefined;
+      // Anything queued while the last transaction was finishing gets its own flush.
+      if (this.queue.length > 0) void this.flush();
+    }
+  }
+
+  /** Checks our chain is intact; if not (ruleset flushed), recreates it and re-adds active bans. */
+  async repairIfBroken(why: string): Promise<boolean> {
+    let intact: boolean;
+    try {
+      const listed = await this.o.runner.run({
+        nftables: [{ list: { chain: { family: 'inet', table: this.o.table, name: chainName(this.o.blockType) } } }],
+      });
+      const ours = (listedChains(listed).get(chainName(this.o.blockType)) ?? []).filter((c) => c.startsWith(RULE_COMMENT_PREFIX));
+      intact = ours.length === expectedRuleCount(this.o);
+    } catch {
+      intact = false;
+    }
+    if (intact) return false;
+    this.stats.repairs++;
+    this.log.warn('nftables table or chain missing (ruleset flushed?): recreating and re-adding active bans', {
+      table: `inet ${this.o.table}`,
+      why,
+      activeBans: this.active.size,
+    });
+    try {
+      await this.ensureStructure();
+      await this.reapplyActive();
+      return true;
+    } catch (err) {
+      this.log.error('nftables repair failed', { error: errorMessage(err) });
+      return false;
+    }
+  }
+
+  private enqueue(kind: OpKind, ip: string, family: IpFamily, seconds: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ kind, ip, family, seconds, resolve, reject });
+      if (this.queue.length >= this.maxBatch) {
+        void this.flush();
+      } else if (this.flushTimer === undefined && this.flushing === undefined) {
+        this.flushTimer = setTimeout(() => {
+          this.flushTimer = undefined;
+          void this.flush();
+        }, this.o.flushDelayMs ?? 1);
+      }
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.maxBatch);
+      await this.commit(batch);
+    }
+  }
+
+  private async commit(batch: readonly Op[]): Promise<void> {
+    try {
+      await this.o.runner.run({ nftables: this.commands(batch) });
+      this.stats.transactions++;
+      this.stats.elements += batch.length;
+      for (const op of batch) op.resolve();
+    } catch (err) {
+      this.stats.failedTransactions++;
+      this.log.warn('nftables transaction failed, retrying its elements one by one', {
+        elements: batch.length,
+        error: errorMessage(err),
+      });
+      await this.repairIfBroken('a transaction failed');
+      for (const op of batch) await this.commitOne(op);
+    }
+  }
+
+  private async commitOne(op: Op): Promise<void> {
+    try {
+      await this.o.runner.run({ nftables: this.commands([op]) });
+      op.resolve();
+      return;
+    } catch (err) {
+      let error = err;
+      if (op.kind === 'extend') {
+        // The old element may have expired meanwhile: a plain add is what is left to do.
+        try {
+          await this.o.runner.run({ nftables: this.commands([{ ...op, kind: 'add' }]) });
+          op.resolve();
+          return;
+        } catch (again) {
+          error = again;
+        }
+      }
+      this.stats.failedElements++;
+      this.log.error('nftables element failed', { op: op.kind, ip: op.ip, family: op.family, error: errorMessage(error) });
+      op.reject(new FirewallError(`${op.kind} ${op.ip}: ${errorMessage(error)}`, error));
+    }
+  }
+
+  /** Commands for ops in order; consecutive ops of one verb and family share one command. */
+  private commands(ops: readonly Op[]): NftCommand[] {
+    const out: NftCommand[] = [];
+    let verb: 'add' | 'delete' | undefined;
+    let family: IpFamily | undefined;
+    let elems: unknown[] = [];
+    const push = (v: 'add' | 'delete', f: IpFamily, e: unknown): void => {
+      if (v !== verb || f !== family) {
+        if (verb !== undefined && family !== undefined) out.push(elementCommand(verb, this.o.table, family, elems));
+        verb = v;
+        family = f;
+        elems = [];
+      }
+      elems.push(e);
+    };
+    for (const op of ops) {
+      if (op.kind !== 'add') push('delete', op.family, op.ip);
+      if (op.kind !== 'delete') push('add', op.family, element(op.ip, op.seconds));
+    }
+    if (verb !== undefined && family !== undefined) out.push(elementCommand(verb, this.o.table, family, elems));
+    return out;
+  }
+
+  private async ensureStructure(): Promise<void> {
+    let stale: string | undefined;
+    try {
+      const listed = await this.o.runner.run({ nftables: [{ list: { table: { family: 'inet', name: this.o.table } } }] });
+      const other = chainName(this.o.blockType === 'drop' ? 'reject' : 'drop');
+      if (listedChains(listed).has(other)) stale = other;
+    } catch {
+      // no table yet
+    }
+    await this.o.runner.run({ nftables: setupCommands(this.o, stale) });
+  }
+
+  private async listBans(): Promise<ExistingBan[]> {
+    const t = { family: 'inet', table: this.o.table };
+    const now = this.now();
+    const out: ExistingBan[] = [];
+    for (const f of FAMILIES) {
+      const listed = await this.o.runner.run({ nftables: [{ list: { set: { ...t, name: SET_NAME[f] } } }] });
+      for (const e of listedElements(listed)) {
+        out.push({ ip: e.ip, family: f, expiresAt: e.expiresIn === Number.POSITIVE_INFINITY ? e.expiresIn : now + e.expiresIn * 1000 });
+      }
+    }
+    return out;
+  }
+
+  private async reapplyActive(): Promise<void> {
+    const now = this.now();
+    const ops: Op[] = [];
+    for (const [ip, a] of this.active) {
+      if (a.expiresAt <= now) {
+        this.active.delete(ip);
+        continue;
+      }
+      const seconds = a.expiresAt === Number.POSITIVE_INFINITY ? a.expiresAt : (a.expiresAt - now) / 1000;
+      ops.push({ kind: 'add', ip, family: a.family, seconds, resolve: () => undefined, reject: () => undefined });
+    }
+    for (let i = 0; i < ops.length; i += this.maxBatch) {
+      await this.o.runner.run({ nftables: this.commands(ops.slice(i, i + this.maxBatch)) });
+    }
+    this.log.info('nftables bans re-applied', { count: ops.length });
+  }
+}

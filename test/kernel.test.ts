@@ -1,0 +1,304 @@
+// Everything that touches nftables, on the real kernel, in one file so that nothing else runs
+// against the namespace's ruleset meanwhile (a test here flushes it).
+import { execFileSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { once } from 'node:events';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Nftables, NftablesError, loadBinding } from '@ami2ban/nftables-napi';
+import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
+import { NftablesFirewall } from '../src/firewall/nftables.js';
+import type { RulesetOptions } from '../src/firewall/ruleset.js';
+import { AddonRunner, CliRunner, type NftRunner, chooseRunner } from '../src/firewall/runner.js';
+import { startCli } from './helpers/cli.js';
+import { EXPECTED_BANS, fixture } from './helpers/fixtures.js';
+import { assertPrivateNetns, nft, nftJson, setElements } from './helpers/kernel.js';
+import { MemoryLogger } from './helpers/memory-logger.js';
+
+const TABLE = 'ami2ban_test';
+
+beforeAll(() => {
+  assertPrivateNetns();
+});
+
+describe('@ami2ban/nftables-napi', () => {
+  it('is built (CI installs libnftables-dev) and is the backend chosen by default', () => {
+    const loaded = loadBinding();
+    expect('binding' in loaded ? 'built' : loaded.error.message).toBe('built');
+    const { runner, reason } = chooseRunner('auto');
+    expect(runner.backend).toBe('libnftables');
+    expect(reason).toBe('libnftables addon loaded');
+    runner.close();
+  });
+
+  it('runs JSON commands and returns parsed JSON output', async () => {
+    const n = new Nftables();
+    expect(await n.run({ nftables: [{ add: { table: { family: 'inet', name: 'napi_t' } } }] })).toBeNull();
+    const listed = (await n.run({ nftables: [{ list: { table: { family: 'inet', name: 'napi_t' } } }] })) as { nftables: unknown[] };
+    expect(listed.nftables).toContainEqual({ table: { family: 'inet', name: 'napi_t', handle: expect.any(Number) as number } });
+    await n.run({ nftables: [{ delete: { table: { family: 'inet', name: 'napi_t' } } }] });
+    n.close();
+  });
+
+  it('rejects with libnftables\' own message, and goes on working', async () => {
+    const n = new Nftables();
+    const err: unknown = await n.run({ nftables: [{ list: { table: { family: 'inet', name: 'no_such_table' } } }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NftablesError);
+    expect((err as NftablesError).message).toContain('No such file or directory');
+    expect((err as NftablesError).code).toBe('NFT_COMMAND_FAILED');
+    const bad: unknown = await n.run({ nftables: [{ add: { nonsense: {} } }] }).catch((e: unknown) => e);
+    expect((bad as Error).message).toMatch(/Error/);
+    expect(await n.run({ nftables: [{ list: { tables: null } }] })).toMatchObject({ nftables: expect.any(Array) as unknown[] });
+    n.close();
+  });
+
+  it('checks its arguments before crossing into native code', () => {
+    const n = new Nftables();
+    expect(() => n.run('add table inet x' as never)).toThrow(TypeError);
+    expect(() => n.run({ nftables: 'x' } as never)).toThrow(TypeError);
+    expect(() => n.run({ nftables: [1] } as never)).toThrow(TypeError);
+    n.close();
+  });
+
+  it('serializes calls: many in flight complete in order', async () => {
+    const n = new Nftables();
+    await n.run({ nftables: [{ add: { table: { family: 'inet', name: 'napi_s' } } }] });
+    await n.run({ nftables: [{ add: { set: { family: 'inet', table: 'napi_s', name: 's', type: 'ipv4_addr' } } }] });
+    const calls = Array.from({ length: 50 }, (_, i) =>
+      n.run({ nftables: [{ add: { element: { family: 'inet', table: 'napi_s', name: 's', elem: [`10.0.0.${i}`] } } }] }),
+    );
+    await Promise.all(calls);
+    expect(setElements('napi_s', 's').size).toBe(50);
+    await n.run({ nftables: [{ delete: { table: { family: 'inet', name: 'napi_s' } } }] });
+    n.close();
+  });
+});
+
+const BACKENDS: [string, () => NftRunner][] = [
+  ['libnftables addon', () => new AddonRunner()],
+  ['nft -j -f -', () => new CliRunner()],
+];
+
+const DROP: RulesetOptions = { table: TABLE, blockType: 'drop', ports: [] };
+
+function firewall(runner: NftRunner, log = new MemoryLogger(), options: Partial<RulesetOptions> = {}): NftablesFirewall {
+  return new NftablesFirewall({ ...DROP, ...options, runner, logger: log, cleanupOnExit: false, checkIntervalMs: 0 });
+}
+
+describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) => {
+  beforeEach(() => {
+    nft('flush', 'ruleset');
+  });
+
+  it('creates its table, sets, counters and one rule per set in a raw-priority prerouting chain', async () => {
+    const fw = firewall(makeRunner());
+    expect(await fw.start()).toEqual([]);
+    const text = nft('list', 'table', 'inet', TABLE);
+    expect(text).toContain('type filter hook prerouting priority raw; policy accept;');
+    expect(text).toContain('ip saddr @ipv4_addr counter name "banned_ipv4" drop');
+    expect(text).toContain('ip6 saddr @ipv6_addr counter name "banned_ipv6" drop');
+    expect(text).toMatch(/set ipv4_addr \{\s+type ipv4_addr\s+flags timeout/);
+    await fw.stop();
+    expect(nft('list', 'tables')).toContain(`table inet ${TABLE}`);
+  });
+
+  it('bans v4 and v6 with timeouts, permanent bans without, lists remaining time, extends and unbans', async () => {
+    const fw = firewall(makeRunner());
+    await fw.start();
+    await Promise.all([fw.ban('192.0.2.1', 'ipv4', 3600), fw.ban('2001:db8::1', 'ipv6', 600), fw.ban('192.0.2.2', 'ipv4', Infinity)]);
+    let v4 = setElements(TABLE, 'ipv4_addr');
+    const v6 = setElements(TABLE, 'ipv6_addr');
+    expect(v4.get('192.0.2.1')).toBeGreaterThan(3590);
+    expect(v4.get('192.0.2.1')).toBeLessThanOrEqual(3600);
+    expect(v4.get('192.0.2.2')).toBe(Infinity);
+    expect(v6.get('2001:db8::1')).toBeGreaterThan(590);
+    // extend: the element is replaced, so its timeout really grows
+    await fw.ban('192.0.2.1', 'ipv4', 7200);
+    v4 = setElements(TABLE, 'ipv4_addr');
+    expect(v4.get('192.0.2.1')).toBeGreaterThan(7190);
+    await fw.unban('192.0.2.1', 'ipv4');
+    await fw.unban('2001:db8::1', 'ipv6');
+    expect([...setElements(TABLE, 'ipv4_addr').keys()]).toEqual(['192.0.2.2']);
+    expect(setElements(TABLE, 'ipv6_addr').size).toBe(0);
+    await fw.stop();
+  });
+
+  it('one bad element does not block the others of its batch; the failure is logged with the element', async () => {
+    const log = new MemoryLogger();
+    const fw = firewall(makeRunner(), log);
+    await fw.start();
+    const results = await Promise.allSettled([
+      fw.ban('192.0.2.10', 'ipv4', 60),
+      fw.unban('192.0.2.99', 'ipv4'), // not in the set: the kernel refuses
+      fw.ban('192.0.2.11', 'ipv4', 60),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect([...setElements(TABLE, 'ipv4_addr').keys()].sort()).toEqual(['192.0.2.10', '192.0.2.11']);
+    const failure = log.lines.find((l) => l.message === 'nftables element failed');
+    expect(failure?.meta).toMatchObject({ op: 'delete', ip: '192.0.2.99' });
+    expect(String(failure?.meta.error)).toContain('No such file or directory');
+    expect(fw.stats.failedTransactions).toBe(1);
+    await fw.stop();
+  });
+
+  it('starts idempotently over a table with 10 000 elements: nothing flushed, everything adopted', async () => {
+    const fw1 = firewall(makeRunner());
+    await fw1.start();
+    const bans: Promise<void>[] = [];
+    for (let i = 0; i < 10_000; i++) bans.push(fw1.ban(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, 'ipv4', 3600));
+    bans.push(fw1.ban('2001:db8::7', 'ipv6', Infinity));
+    await Promise.all(bans);
+    await fw1.stop();
+    const rulesBefore = nft('list', 'chain', 'inet', TABLE, 'prerouting');
+
+    const fw2 = firewall(makeRunner());
+    const adopted = await fw2.start();
+    expect(adopted.length).toBe(10_001);
+    const now = Date.now();
+    const v4 = adopted.filter((b) => b.family === 'ipv4');
+    expect(v4.every((b) => b.expiresAt > now + 3500_000 && b.expiresAt <= now + 3600_000)).toBe(true);
+    expect(adopted.find((b) => b.family === 'ipv6')).toEqual({ ip: '2001:db8::7', family: 'ipv6', expiresAt: Infinity });
+    expect(setElements(TABLE, 'ipv4_addr').size).toBe(10_000);
+    expect(nft('list', 'chain', 'inet', TABLE, 'prerouting').replace(/handle \d+/g, '')).toBe(rulesBefore.replace(/handle \d+/g, ''));
+    await fw2.stop();
+  });
+
+  it('recreates its table after `nft flush ruleset` and re-applies active bans', async () => {
+    const log = new MemoryLogger();
+    const fw = firewall(makeRunner(), log);
+    await fw.start();
+    await fw.ban('192.0.2.20', 'ipv4', 600);
+    await fw.ban('2001:db8::20', 'ipv6', Infinity);
+    nft('flush', 'ruleset');
+    expect(await fw.repairIfBroken('test')).toBe(true);
+    expect(setElements(TABLE, 'ipv4_addr').get('192.0.2.20')).toBeGreaterThan(590);
+    expect(setElements(TABLE, 'ipv6_addr').get('2001:db8::20')).toBe(Infinity);
+    expect(nft('list', 'chain', 'inet', TABLE, 'prerouting')).toContain('drop');
+    expect(log.messages('warn')).toContain('nftables table or chain missing (ruleset flushed?): recreating and re-adding active bans');
+    expect(await fw.repairIfBroken('test')).toBe(false);
+    // A ban after a flush nobody noticed yet: the failed transaction triggers the repair.
+    nft('flush', 'ruleset');
+    await fw.ban('192.0.2.21', 'ipv4', 600);
+    expect([...setElements(TABLE, 'ipv4_addr').keys()].sort()).toEqual(['192.0.2.20', '192.0.2.21']);
+    await fw.stop();
+  });
+
+  it('reject mode uses an input chain at filter - 1, replacing the drop chain; NFT_PORTS limits the rule', async () => {
+    const fw1 = firewall(makeRunner());
+    await fw1.start();
+    await fw1.ban('192.0.2.30', 'ipv4', 600);
+    await fw1.stop();
+    const fw2 = firewall(makeRunner(), new MemoryLogger(), {
+      blockType: 'reject',
+      ports: [{ protocol: 'udp', ports: [5060, [10000, 20000]] }],
+    });
+    await fw2.start();
+    const text = nft('list', 'table', 'inet', TABLE);
+    expect(text).not.toContain('chain prerouting');
+    expect(text).toContain('type filter hook input priority filter - 1; policy accept;');
+    expect(text).toContain('ip saddr @ipv4_addr udp dport { 5060, 10000-20000 } counter name "banned_ipv4" reject with icmpx admin-prohibited');
+    expect(text).toContain('ip6 saddr @ipv6_addr udp dport { 5060, 10000-20000 } counter name "banned_ipv6" reject with icmpx admin-prohibited');
+    expect(setElements(TABLE, 'ipv4_addr').has('192.0.2.30')).toBe(true);
+    await fw2.stop();
+  });
+
+  it('leaves other tables alone, and removes only its own table when asked to', async () => {
+    nft('add', 'table', 'inet', 'someone_else');
+    const fw = new NftablesFirewall({ ...DROP, runner: makeRunner(), logger: new MemoryLogger(), cleanupOnExit: true, checkIntervalMs: 0 });
+    await fw.start();
+    await fw.stop();
+    const tables = nft('list', 'tables');
+    expect(tables).toContain('table inet someone_else');
+    expect(tables).not.toContain(TABLE);
+  });
+});
+
+describe('packets really dropped', () => {
+  beforeAll(() => {
+    nft('flush', 'ruleset');
+  });
+
+  async function reaches(from: string, to: string, family: 'udp4' | 'udp6'): Promise<boolean> {
+    const server = createSocket(family);
+    server.bind(0, to);
+    await once(server, 'listening');
+    const port = server.address().port;
+    const got = new Promise<boolean>((resolve) => {
+      server.once('message', () => {
+        resolve(true);
+      });
+      setTimeout(() => {
+        resolve(false);
+      }, 300);
+    });
+    const client = createSocket(family);
+    client.bind(0, from);
+    await once(client, 'listening');
+    client.send(Buffer.from('REGISTER'), port, to);
+    const result = await got;
+    client.close();
+    server.close();
+    return result;
+  }
+
+  it('a banned source gets nothing through; other sources still do (IPv4 and IPv6)', async () => {
+    const fw = firewall(new AddonRunner());
+    await fw.start();
+    expect(await reaches('127.0.0.2', '127.0.0.1', 'udp4')).toBe(true);
+    expect(await reaches('fd00::2', 'fd00::1', 'udp6')).toBe(true);
+    await fw.ban('127.0.0.2', 'ipv4', 60);
+    await fw.ban('fd00::2', 'ipv6', 60);
+    expect(await reaches('127.0.0.2', '127.0.0.1', 'udp4')).toBe(false);
+    expect(await reaches('127.0.0.3', '127.0.0.1', 'udp4')).toBe(true);
+    expect(await reaches('fd00::2', 'fd00::1', 'udp6')).toBe(false);
+    expect(await reaches('fd00::3', 'fd00::1', 'udp6')).toBe(true);
+    const counters = await fw.counters();
+    expect(counters.ipv4.packets).toBeGreaterThanOrEqual(1);
+    expect(counters.ipv6.packets).toBeGreaterThanOrEqual(1);
+    await fw.unban('127.0.0.2', 'ipv4');
+    expect(await reaches('127.0.0.2', '127.0.0.1', 'udp4')).toBe(true);
+    await fw.stop();
+  });
+});
+
+describe('end to end: daemon, fake AMI replaying the capture, FIREWALL=nftables', () => {
+  let server: FakeAmiServer;
+  beforeAll(async () => {
+    nft('flush', 'ruleset');
+    server = new FakeAmiServer({ username: 'ami2ban', secret: 's3cret' });
+    await server.start();
+  });
+  afterAll(async () => {
+    await server.stop();
+  });
+
+  it('the kernel sets hold exactly the expected addresses, each with a timeout close to BAN_BANTIME', async () => {
+    const child = startCli(['run'], {
+      AMI_PORT: String(server.port),
+      AMI_USERNAME: 'ami2ban',
+      AMI_SECRET: 's3cret',
+      BAN_IGNOREIP: '',
+      FIREWALL: 'nftables',
+      NFT_TABLE: TABLE,
+    });
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    await server.nextSubscription();
+    server.broadcast(Buffer.concat(eventBlocks(fixture('ami-ami2ban-events-security.raw'))));
+    const inKernel = (): string[] => [...setElements(TABLE, 'ipv4_addr').keys(), ...setElements(TABLE, 'ipv6_addr').keys()];
+    await vi.waitUntil(() => inKernel().length === EXPECTED_BANS.length, { timeout: 5000, interval: 50 });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(inKernel().sort()).toEqual([...EXPECTED_BANS].sort());
+    const all = new Map([...setElements(TABLE, 'ipv4_addr'), ...setElements(TABLE, 'ipv6_addr')]);
+    for (const seconds of all.values()) {
+      expect(seconds).toBeGreaterThan(3590);
+      expect(seconds).toBeLessThanOrEqual(3600);
+    }
+    const lines = out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.find((l) => l.message === 'nftables backend chosen')).toMatchObject({ backend: 'libnftables' });
+    // Bans stay in the kernel after the daemon stops.
+    expect(nftJson('list', 'tables')).toBeTruthy();
+    execFileSync('nft', ['list', 'table', 'inet', TABLE]);
+  });
+});
