@@ -1,6 +1,6 @@
 // Everything that touches nftables, on the real kernel, in one file so that nothing else runs
 // against the namespace's ruleset meanwhile (a test here flushes it).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -28,6 +28,25 @@ describe('@ami2ban/nftables-napi', () => {
     expect(runner.backend).toBe('libnftables');
     expect(reason).toBe('libnftables addon loaded');
     runner.close();
+  });
+
+  it('without the addon, falls back to `nft -j -f -` and says why; NFT_BACKEND=libnftables refuses', () => {
+    const missing = (): { error: Error } => ({ error: new Error('the libnftables addon is not built (test)') });
+    const { runner, reason } = chooseRunner('auto', missing);
+    expect(runner.backend).toBe('nft-cli');
+    expect(reason).toContain('falling back to nft -j -f - because the libnftables addon is not built');
+    expect(() => chooseRunner('libnftables', missing)).toThrow('not built');
+    expect(chooseRunner('nft').runner.backend).toBe('nft-cli');
+  });
+
+  it('its install step names the packages to install when libnftables is missing, and does not fail', () => {
+    const r = spawnSync(process.execPath, ['packages/nftables-napi/scripts/build.cjs'], {
+      env: { ...process.env, PKG_CONFIG_LIBDIR: '/nonexistent', PKG_CONFIG_PATH: '' },
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('apt-get install -y libnftables-dev pkg-config');
   });
 
   it('runs JSON commands and returns parsed JSON output', async () => {

@@ -3,7 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Nftables, type NftCommands, loadBinding } from '@ami2ban/nftables-napi';
+import { type BindingLoad, Nftables, type NftCommands, loadBinding } from '@ami2ban/nftables-napi';
 import { FirewallError } from '../errors.js';
 
 export interface NftRunner {
@@ -88,9 +88,9 @@ export class CliRunner implements NftRunner {
 export type BackendChoice = 'auto' | 'libnftables' | 'nft';
 
 /** The addon when it is built, else `nft`; says why in `reason`. */
-export function chooseRunner(choice: BackendChoice): { runner: NftRunner; reason: string } {
+export function chooseRunner(choice: BackendChoice, load: () => BindingLoad = loadBinding): { runner: NftRunner; reason: string } {
   if (choice !== 'nft') {
-    const loaded = loadBinding();
+    const loaded = load();
     if ('binding' in loaded) return { runner: new AddonRunner(), reason: 'libnftables addon loaded' };
     if (choice === 'libnftables') throw new FirewallError(loaded.error.message, loaded.error);
     const nft = spawnSync('nft', ['--version'], { encoding: 'utf8' });
