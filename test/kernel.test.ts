@@ -220,6 +220,19 @@ describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) =>
     await fw2.stop();
   });
 
+  it('forgets bans the kernel has expired, so its memory does not grow without end', async () => {
+    let now = 1_000_000;
+    const fw = new NftablesFirewall({ ...DROP, runner: makeRunner(), logger: new MemoryLogger(), cleanupOnExit: false, checkIntervalMs: 0, now: () => now });
+    await fw.start();
+    await Promise.all([fw.ban('192.0.2.40', 'ipv4', 1), fw.ban('192.0.2.41', 'ipv4', 1)]);
+    now += 5_000;
+    const bans: Promise<void>[] = [];
+    for (let i = 0; i < 10_000; i++) bans.push(fw.ban(`10.1.${i >> 8}.${i & 255}`, 'ipv4', 3600));
+    await Promise.all(bans);
+    expect(fw.activeCount).toBe(10_000);
+    await fw.stop();
+  });
+
   it('leaves other tables alone, and removes only its own table when asked to', async () => {
     nft('add', 'table', 'inet', 'someone_else');
     const fw = new NftablesFirewall({ ...DROP, runner: makeRunner(), logger: new MemoryLogger(), cleanupOnExit: true, checkIntervalMs: 0 });

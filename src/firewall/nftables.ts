@@ -69,6 +69,7 @@ export class NftablesFirewall implements Firewall {
   private flushing: Promise<void> | undefined;
   private checkTimer: NodeJS.Timeout | undefined;
   private readonly maxBatch: number;
+  private bansSincePrune = 0;
   private readonly now: () => number;
   private readonly log: Logger;
 
@@ -85,6 +86,7 @@ export class NftablesFirewall implements Firewall {
     for (const b of existing) this.active.set(b.ip, { family: b.family, expiresAt: b.expiresAt });
     if (this.o.checkIntervalMs > 0) {
       this.checkTimer = setInterval(() => {
+        this.pruneExpired(this.now());
         void this.repairIfBroken('periodic check');
       }, this.o.checkIntervalMs);
       this.checkTimer.unref();
@@ -101,6 +103,7 @@ export class NftablesFirewall implements Firewall {
 
   ban(ip: string, family: IpFamily, seconds: number): Promise<void> {
     const now = this.now();
+    if (++this.bansSincePrune >= 10_000) this.pruneExpired(now);
     const current = this.active.get(ip);
     // Re-adding an existing element does not refresh its timeout: replace it instead.
     const kind: OpKind = current !== undefined && current.expiresAt > now ? 'extend' : 'add';
@@ -183,6 +186,17 @@ export class NftablesFirewall implements Firewall {
       this.log.error('nftables repair failed', { error: errorMessage(err) });
       return false;
     }
+  }
+
+  /** Forgets bans the kernel has already expired, so the map does not grow without end. */
+  private pruneExpired(now: number): void {
+    this.bansSincePrune = 0;
+    for (const [ip, a] of this.active) if (a.expiresAt <= now) this.active.delete(ip);
+  }
+
+  /** Bans this firewall believes are in the kernel. */
+  get activeCount(): number {
+    return this.active.size;
   }
 
   private enqueue(kind: OpKind, ip: string, family: IpFamily, seconds: number): Promise<void> {
