@@ -1,9 +1,12 @@
 // The `ami2ban` command line: run, check-config, replay.
 import { readFileSync } from 'node:fs';
-import { type Config, type Env, loadConfig } from './config/config.js';
+import { splitList } from './common/ip.js';
+import { type Config, type Env, ignoreFileEntries, loadConfig, parseIgnoreEntries } from './config/config.js';
 import { formatDuration } from './config/duration.js';
 import { VARIABLES } from './config/variables.js';
-import { ConfigError, errorMessage } from './errors.js';
+import { controlCommand } from './cli-control.js';
+import { ControlServer } from './control/server.js';
+import { Ami2banError, ConfigError, errorMessage } from './errors.js';
 import { type Logger, createLogger } from './log/logger.js';
 import { buildDaemon } from './service/build.js';
 import type { Daemon } from './service/daemon.js';
@@ -19,7 +22,12 @@ export interface CliIo {
   readonly version: string;
   /** Resolves when the process is asked to stop (SIGTERM/SIGINT). */
   readonly stopSignal: Promise<string>;
+  /** Registers what to do on SIGHUP, given the environment read afresh (with .env). */
+  readonly onReload: (reload: (env: Env) => void) => void;
 }
+
+/** Bound on a clean stop; past it the process exits anyway. */
+const STOP_DEADLINE_MS = 4500;
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -32,6 +40,12 @@ commands:
   check-config          print the effective configuration (secrets masked), or the errors
   replay FILE [--json]  feed an AMI capture or an Asterisk security log through the engine
                         and print every ban decision
+  status [--json]       the running daemon's state (through CONTROL_LISTEN)
+  list [--json]         the bans in force
+  ban IP [--for 1h] [--force] [--json]
+                        ban an address by hand (default duration: the policy's)
+  unban IP | --all [--json]
+                        lift one ban, or all of them
   help                  this text
   version               print the version
 
@@ -42,7 +56,7 @@ function write(stream: NodeJS.WritableStream, text: string): void {
   stream.write(text.endsWith('\n') ? text : `${text}\n`);
 }
 
-function configOrExit(io: CliIo, purpose: 'daemon' | 'replay'): Config | number {
+function configOrExit(io: CliIo, purpose: 'daemon' | 'replay' | 'client'): Config | number {
   try {
     return loadConfig(io.env, { purpose });
   } catch (err) {
@@ -114,6 +128,27 @@ function replayCommand(io: CliIo, args: readonly string[]): number {
   return EXIT_OK;
 }
 
+/** Re-reads BAN_IGNOREIP and BAN_IGNOREIP_FILE; keeps the old list when the new one is bad. */
+function reloadIgnoreList(env: Env, daemon: Daemon, logger: Logger): void {
+  const { cidrs, bad } = parseIgnoreEntries(splitList(env.BAN_IGNOREIP ?? '127.0.0.1/8,::1'));
+  const problems = bad.map((b) => `BAN_IGNOREIP: ${b}`);
+  const file = env.BAN_IGNOREIP_FILE;
+  if (file !== undefined && file.trim() !== '') {
+    try {
+      const fromFile = parseIgnoreEntries(ignoreFileEntries(readFileSync(file.trim(), 'utf8')));
+      problems.push(...fromFile.bad.map((b) => `BAN_IGNOREIP_FILE: ${b}`));
+      cidrs.push(...fromFile.cidrs);
+    } catch (err) {
+      problems.push(`BAN_IGNOREIP_FILE: cannot read "${file}" (${errorMessage(err)})`);
+    }
+  }
+  if (problems.length > 0) {
+    logger.error('ignore list not reloaded: the old one stays', { problems: problems.join('; ') });
+    return;
+  }
+  daemon.setIgnoreList(cidrs);
+}
+
 async function run(io: CliIo): Promise<number> {
   const config = configOrExit(io, 'daemon');
   if (typeof config === 'number') return config;
@@ -121,7 +156,7 @@ async function run(io: CliIo): Promise<number> {
     level: config.log.level,
     format: config.log.format,
     isTTY: io.stdout.isTTY === true,
-    secrets: [config.ami.secret.reveal()],
+    secrets: [config.ami.secret.reveal(), ...(config.control.token === undefined ? [] : [config.control.token.reveal()])],
   });
   logger.info('starting', {
     version: io.version,
@@ -135,16 +170,40 @@ async function run(io: CliIo): Promise<number> {
     ignoreIp: config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`).join(','),
   });
   let daemon: Daemon;
+  let control: ControlServer;
   try {
-    daemon = buildDaemon(config, logger);
-    await daemon.start();
+    const built = buildDaemon(config, logger, io.version);
+    daemon = built.daemon;
+    control = new ControlServer({
+      listen: config.control.listen,
+      token: config.control.token?.reveal(),
+      target: daemon,
+      metrics: built.metrics,
+    });
+    await daemon.start(config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`));
+    await control.listen();
+    logger.info('control API listening', { address: control.address, token: config.control.token !== undefined });
   } catch (err) {
-    logger.error('start failed', { error: errorMessage(err) });
+    // A clear line naming what failed (database path, nftables, listen address), no stack trace.
+    logger.error('start failed', { error: errorMessage(err), ...(err instanceof Ami2banError ? { code: err.code } : {}) });
     return EXIT_FAILURE;
   }
+  io.onReload((env) => {
+    logger.info('SIGHUP: reloading the ignore list');
+    reloadIgnoreList(env, daemon, logger);
+  });
   const signal = await io.stopSignal;
   logger.info('stopping', { signal });
-  await daemon.stop();
+  const stopped = (async () => {
+    await control.close();
+    await daemon.stop();
+    return true;
+  })();
+  const deadline = new Promise<false>((resolve) => setTimeout(() => { resolve(false); }, STOP_DEADLINE_MS).unref());
+  if (!(await Promise.race([stopped, deadline]))) {
+    logger.error('stop took too long; exiting anyway (bans stay in the kernel)');
+    return EXIT_FAILURE;
+  }
   return EXIT_OK;
 }
 
@@ -157,6 +216,14 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       return checkConfig(io);
     case 'replay':
       return replayCommand(io, args);
+    case 'status':
+    case 'list':
+    case 'ban':
+    case 'unban': {
+      const config = configOrExit(io, 'client');
+      if (typeof config === 'number') return config;
+      return controlCommand(command, args, config, io);
+    }
     case 'version':
     case '--version':
       write(io.stdout, io.version);

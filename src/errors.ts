@@ -8,7 +8,9 @@ export type ErrorCode =
   | 'AMI_DISCONNECTED'
   | 'AMI_FRAME_TOO_LARGE'
   | 'REPLAY_INPUT'
-  | 'FIREWALL_FAILED';
+  | 'FIREWALL_FAILED'
+  | 'STORE_FAILED'
+  | 'CONTROL_FAILED';
 
 export class Ami2banError extends Error {
   readonly code: ErrorCode;
@@ -79,4 +81,16 @@ export class FirewallError extends Ami2banError {
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+export class StoreError extends Ami2banError {
+  constructor(message: string, cause?: unknown) {
+    super('STORE_FAILED', message, { cause });
+  }
+}
+
+export class ControlError extends Ami2banError {
+  constructor(message: string, cause?: unknown) {
+    super('CONTROL_FAILED', message, { cause });
+  }
 }

@@ -16,11 +16,20 @@ function packageVersion(): string {
   return '0.0.0';
 }
 
-// The real environment wins over .env.
-const fileEnv: Record<string, string> = {};
-dotenv.config({ path: process.env.AMI2BAN_ENV_FILE ?? '.env', processEnv: fileEnv, quiet: true });
-const env = { ...fileEnv, ...process.env };
-const fromDotenv = new Set(Object.keys(fileEnv).filter((k) => process.env[k] === undefined));
+/** The environment with .env under it: the real environment wins. */
+function readEnv(): { env: Record<string, string | undefined>; fromDotenv: Set<string> } {
+  const fileEnv: Record<string, string> = {};
+  dotenv.config({ path: process.env.AMI2BAN_ENV_FILE ?? '.env', processEnv: fileEnv, quiet: true });
+  return { env: { ...fileEnv, ...process.env }, fromDotenv: new Set(Object.keys(fileEnv).filter((k) => process.env[k] === undefined)) };
+}
+
+const { env, fromDotenv } = readEnv();
+
+// SIGHUP would end the process by default: it reloads (the ignore list) once `run` asks for it.
+let reloader: ((env: Record<string, string | undefined>) => void) | undefined;
+process.on('SIGHUP', () => {
+  reloader?.(readEnv().env);
+});
 
 const stopSignal = new Promise<string>((resolve) => {
   let stopping = false;
@@ -43,6 +52,9 @@ runCli(process.argv.slice(2), {
   stderr: process.stderr,
   version: packageVersion(),
   stopSignal,
+  onReload: (reload) => {
+    reloader = reload;
+  },
 }).then(
   (code) => {
     // Exit once stdout has drained, so piped output is not cut short.

@@ -1,3 +1,6 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
 import { MemoryFirewall } from '../src/firewall/memory.js';
@@ -21,8 +24,8 @@ describe('daemon: AMI → engine → firewall', () => {
     const port = await server.start();
     const log = new MemoryLogger([], false);
     const firewall = new MemoryFirewall();
-    const cfg = config({ AMI_PORT: String(port), BAN_IGNOREIP: '', ...env });
-    daemon = buildDaemon(cfg, log, { firewall });
+    const cfg = config({ AMI_PORT: String(port), BAN_IGNOREIP: '', STATE_DIR: mkdtempSync(join(tmpdir(), 'ami2ban-')), ...env });
+    daemon = buildDaemon(cfg, log, 'test', { firewall }).daemon;
     const subscribed = server.nextSubscription();
     await daemon.start();
     await subscribed;

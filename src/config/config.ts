@@ -47,7 +47,11 @@ export interface BanPolicyConfig {
   readonly multipliers: readonly number[];
   readonly maxTime: number;
   readonly rndTime: number;
+  /** BAN_IGNOREIP and the entries of BAN_IGNOREIP_FILE. */
   readonly ignoreIp: readonly Cidr[];
+  readonly ignoreIpFile: string | undefined;
+  /** Seconds of ban history kept; at least maxTime. */
+  readonly historyKeep: number;
   readonly collapseWindow: number;
   readonly maxTracked: number;
 }
@@ -58,15 +62,18 @@ export interface Config {
   readonly firewall: FirewallKind;
   readonly nftables: NftablesConfig;
   readonly stateDir: string;
+  readonly control: { readonly listen: ControlListen; readonly token: Secret | undefined };
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
 }
+
+export type ControlListen = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
 export interface LoadOptions {
   readonly readFile?: (path: string) => string;
-  /** `replay` needs no AMI credentials. */
-  readonly purpose?: 'daemon' | 'replay';
+  /** `replay` and the control-API commands need no AMI credentials. */
+  readonly purpose?: 'daemon' | 'replay' | 'client';
 }
 
 const DEFAULTS: ReadonlyMap<string, string | undefined> = new Map(VARIABLES.map((v) => [v.name, v.default]));
@@ -180,16 +187,49 @@ function readMultipliers(r: Reader): number[] {
   return values;
 }
 
-function readIgnoreIp(r: Reader): Cidr[] {
+/** Parses ignore-list entries; returns the problems instead of failing. */
+export function parseIgnoreEntries(items: readonly string[]): { cidrs: Cidr[]; bad: string[] } {
   const cidrs: Cidr[] = [];
   const bad: string[] = [];
-  for (const item of splitList(r.raw('BAN_IGNOREIP', true) ?? '')) {
+  for (const item of items) {
     const parsed = parseCidr(item);
     if (typeof parsed === 'string') bad.push(parsed);
     else cidrs.push(parsed);
   }
+  return { cidrs, bad };
+}
+
+/** The entries of an ignore-list file: one per line (or several, space/comma separated), `#` comments. */
+export function ignoreFileEntries(text: string): string[] {
+  return text.split('\n').flatMap((line) => splitList(line.replace(/#.*$/, '')));
+}
+
+function readIgnoreIp(r: Reader, readFile: (path: string) => string): { cidrs: Cidr[]; file: string | undefined } {
+  const { cidrs, bad } = parseIgnoreEntries(splitList(r.raw('BAN_IGNOREIP', true) ?? ''));
   if (bad.length > 0) r.fail('BAN_IGNOREIP', `${bad.join('; ')}; expected IPv4/IPv6 addresses or CIDRs`);
-  return cidrs;
+  const file = r.raw('BAN_IGNOREIP_FILE');
+  if (file !== undefined) {
+    try {
+      const fromFile = parseIgnoreEntries(ignoreFileEntries(readFile(file)));
+      if (fromFile.bad.length > 0) r.fail('BAN_IGNOREIP_FILE', `in "${file}": ${fromFile.bad.join('; ')}; expected IPv4/IPv6 addresses or CIDRs`);
+      cidrs.push(...fromFile.cidrs);
+    } catch (err) {
+      r.fail('BAN_IGNOREIP_FILE', `cannot read "${file}" (${errorMessage(err)}); expected a readable file of addresses/CIDRs`);
+    }
+  }
+  return { cidrs, file };
+}
+
+function readControlListen(r: Reader): ControlListen {
+  const raw = r.raw('CONTROL_LISTEN') ?? '';
+  if (raw.startsWith('/')) return { kind: 'unix', path: raw };
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(raw);
+  const port = Number(m?.[3]);
+  if (m === null || port < 1 || port > 65535) {
+    r.fail('CONTROL_LISTEN', `"${raw}" is not valid; expected host:port (e.g. 127.0.0.1:9180, [::1]:9180) or an absolute unix socket path`);
+    return { kind: 'tcp', host: '127.0.0.1', port: 9180 };
+  }
+  return { kind: 'tcp', host: m[1] ?? m[2] ?? '127.0.0.1', port };
 }
 
 /** `udp/5060,tcp/5060-5061,5061`: a bare port means tcp and udp. */
@@ -236,7 +276,7 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
 
   const host = r.raw('AMI_HOST') ?? '';
   if (!/^[A-Za-z0-9.:_-]+$/.test(host)) r.fail('AMI_HOST', `"${host}" is not valid; expected a host name or IP address`);
-  const needAmi = options.purpose !== 'replay';
+  const needAmi = options.purpose === undefined || options.purpose === 'daemon';
   const username = r.raw('AMI_USERNAME');
   if (username === undefined && needAmi) r.fail('AMI_USERNAME', 'not set; expected the manager.conf user that has `read = security`');
   const pingInterval = r.duration('AMI_PING_INTERVAL', { min: 1 });
@@ -253,6 +293,7 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
 
   const banTime = r.duration('BAN_BANTIME', { permanent: true, min: 1 });
   const maxTime = r.duration('BAN_MAXTIME', { min: 1 });
+  const ignore = readIgnoreIp(r, readFile);
   const ban: BanPolicyConfig = {
     events: readEvents(r),
     maxRetry: r.int('BAN_MAXRETRY', 1, 1000),
@@ -263,7 +304,9 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     multipliers: readMultipliers(r),
     maxTime,
     rndTime: r.duration('BAN_RNDTIME'),
-    ignoreIp: readIgnoreIp(r),
+    ignoreIp: ignore.cidrs,
+    ignoreIpFile: ignore.file,
+    historyKeep: Math.max(r.duration('BAN_HISTORY_KEEP', { min: 1 }), maxTime),
     collapseWindow: r.duration('BAN_COLLAPSE_WINDOW'),
     maxTracked: r.int('BAN_MAX_TRACKED', 1, 100_000_000),
   };
@@ -283,11 +326,13 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
   };
   const stateDir = r.raw('STATE_DIR') ?? '';
   if (!stateDir.startsWith('/')) r.fail('STATE_DIR', `"${stateDir}" is not valid; expected an absolute directory path`);
+  const token = r.raw('CONTROL_TOKEN');
+  const control = { listen: readControlListen(r), token: token === undefined ? undefined : new Secret(token) };
   const log = {
     level: r.oneOf<LogLevel>('LOG_LEVEL', ['error', 'warn', 'info', 'debug']),
     format: r.oneOf<LogFormat>('LOG_FORMAT', ['auto', 'json', 'text']),
   };
 
   if (r.problems.length > 0) throw new ConfigError(r.problems);
-  return deepFreeze({ ami, ban, firewall, nftables, stateDir, log });
+  return deepFreeze({ ami, ban, firewall, nftables, stateDir, control, log });
 }

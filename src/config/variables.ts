@@ -30,6 +30,8 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'BAN_MAXTIME', default: '1w', meaning: 'cap of an incremented ban time' },
   { name: 'BAN_RNDTIME', default: '0', meaning: 'random 0..rndtime added to an incremented ban time' },
   { name: 'BAN_IGNOREIP', default: '127.0.0.1/8,::1', meaning: 'addresses and CIDRs (v4 and v6) never counted nor banned, comma or space separated; empty = none' },
+  { name: 'BAN_IGNOREIP_FILE', default: undefined, meaning: 'a file of more addresses/CIDRs never banned, one per line (`#` comments); re-read on SIGHUP' },
+  { name: 'BAN_HISTORY_KEEP', default: '30d', meaning: 'how long ban history is kept (for incremental ban time); never shorter than BAN_MAXTIME' },
   { name: 'BAN_COLLAPSE_WINDOW', default: '2s', meaning: 'events of one address with one SessionID within this time count as one failure' },
   { name: 'BAN_MAX_TRACKED', default: '1000000', meaning: 'cap on addresses with pending failures; the oldest are evicted first (counted)' },
   { name: 'FIREWALL', default: 'nftables', meaning: '`nftables` (bans in the kernel) or `dry-run` (log bans only)' },
@@ -39,10 +41,12 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'NFT_CLEANUP_ON_EXIT', default: 'false', meaning: 'delete our table on shutdown (by default bans stay in the kernel)' },
   { name: 'NFT_BACKEND', default: 'auto', meaning: '`auto` (the libnftables addon, else `nft -j -f -`), `libnftables` or `nft`' },
   { name: 'NFT_CHECK_INTERVAL', default: '10s', meaning: 'how often our table is checked; if flushed, it is recreated and active bans re-added; 0 = never' },
-  { name: 'STATE_DIR', default: '/var/lib/ami2ban', meaning: 'directory for durable state' },
+  { name: 'STATE_DIR', default: '/var/lib/ami2ban', meaning: 'directory of the ban database, `ami2ban.sqlite`' },
+  { name: 'CONTROL_LISTEN', default: '127.0.0.1:9180', meaning: 'control API and /metrics: `host:port`, or a path for a unix socket' },
+  { name: 'CONTROL_TOKEN', default: undefined, meaning: 'when set, every control request needs `Authorization: Bearer <token>`', secret: true },
   { name: 'LOG_LEVEL', default: 'info', meaning: '`error`, `warn`, `info` or `debug`' },
   { name: 'LOG_FORMAT', default: 'auto', meaning: '`json`, `text`, or `auto` (JSON when stdout is not a TTY)' },
 ];
 
 /** Prefixes that belong to ami2ban: an unknown variable with one of them is a configuration error. */
-export const OWN_PREFIXES = ['AMI_', 'BAN_', 'NFT_'] as const;
+export const OWN_PREFIXES = ['AMI_', 'BAN_', 'NFT_', 'CONTROL_'] as const;

@@ -1,7 +1,9 @@
 // `npm run demo`: a real captured attack, replayed by a fake Asterisk on loopback, against the real daemon.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AmiParser } from '../ami/parser.js';
 import { parseEventTime } from '../ami/security-event.js';
@@ -37,6 +39,7 @@ async function main(): Promise<number> {
   const blocks = eventBlocks(capture);
   const times = eventTimes(capture);
   const secret = randomBytes(12).toString('hex');
+  const work = mkdtempSync(join(tmpdir(), 'ami2ban-demo-'));
   const server = new FakeAmiServer({ username: 'ami2ban', secret });
   const port = await server.start(0, '127.0.0.1');
 
@@ -54,6 +57,8 @@ async function main(): Promise<number> {
       AMI_SECRET: secret,
       BAN_IGNOREIP: '',
       FIREWALL: 'dry-run',
+      STATE_DIR: join(work, 'state'),
+      CONTROL_LISTEN: join(work, 'control.sock'),
       LOG_FORMAT: 'json',
       LOG_LEVEL: 'info',
     },
@@ -101,6 +106,7 @@ async function main(): Promise<number> {
   daemon.kill('SIGTERM');
   const code = await exited;
   await server.stop();
+  rmSync(work, { recursive: true, force: true });
 
   const seconds = ((Date.now() - t0) / 1000).toFixed(1);
   console.log(`\nsummary: ${blocks.length} events replayed in ${seconds} s, ${bans.length} addresses banned`);

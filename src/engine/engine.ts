@@ -289,8 +289,9 @@ export class Engine {
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     this.bans.set(ip, { family, until });
     if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
-    this.history.recordBan(ip, now);
-    return { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, previousBans };
+    const decision: BanDecision = { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, previousBans };
+    this.history.recordBan(decision);
+    return decision;
   }
 }
 

@@ -1,7 +1,10 @@
-/** How often an address was banned before; the operations work backs this with SQLite. */
+import type { BanDecision } from './engine.js';
+
+/** How often an address was banned before; the daemon backs it with SQLite (src/store). */
 export interface BanHistory {
   previousBans(ip: string): number;
-  recordBan(ip: string, at: number): void;
+  /** Called with each new ban decision, after previousBans. */
+  recordBan(ban: BanDecision): void;
 }
 
 export class MemoryBanHistory implements BanHistory {
@@ -11,7 +14,7 @@ export class MemoryBanHistory implements BanHistory {
     return this.counts.get(ip) ?? 0;
   }
 
-  recordBan(ip: string): void {
-    this.counts.set(ip, (this.counts.get(ip) ?? 0) + 1);
+  recordBan(ban: BanDecision): void {
+    this.counts.set(ban.ip, (this.counts.get(ban.ip) ?? 0) + 1);
   }
 }

@@ -32,6 +32,8 @@ export interface NftablesFirewallOptions extends RulesetOptions {
   /** How long decisions are gathered before a transaction is committed. */
   readonly flushDelayMs?: number;
   readonly now?: () => number;
+  /** Told of every element transaction: its duration, size and outcome (metrics). */
+  readonly onTransaction?: (seconds: number, elements: number, ok: boolean) => void;
 }
 
 type OpKind = 'add' | 'extend' | 'delete';
@@ -221,12 +223,15 @@ export class NftablesFirewall implements Firewall {
   }
 
   private async commit(batch: readonly Op[]): Promise<void> {
+    const t0 = performance.now();
     try {
       await this.o.runner.run({ nftables: this.commands(batch) });
+      this.o.onTransaction?.((performance.now() - t0) / 1000, batch.length, true);
       this.stats.transactions++;
       this.stats.elements += batch.length;
       for (const op of batch) op.resolve();
     } catch (err) {
+      this.o.onTransaction?.((performance.now() - t0) / 1000, batch.length, false);
       this.stats.failedTransactions++;
       this.log.warn('nftables transaction failed, retrying its elements one by one', {
         elements: batch.length,

@@ -3,20 +3,25 @@ import { AsteriskManagerConnector } from '../ami/asterisk-manager-connector.js';
 import { AmiClient } from '../ami/client.js';
 import type { AmiConnector } from '../ami/connector.js';
 import type { Config } from '../config/config.js';
-import { Engine } from '../engine/engine.js';
+import { Metrics } from '../control/metrics.js';
+import { type BanDecision, Engine } from '../engine/engine.js';
+import type { BanHistory } from '../engine/history.js';
+import { errorMessage } from '../errors.js';
 import { DryRunFirewall } from '../firewall/dry-run.js';
 import type { Firewall } from '../firewall/firewall.js';
 import { NftablesFirewall } from '../firewall/nftables.js';
 import { type NftRunner, chooseRunner } from '../firewall/runner.js';
 import type { Logger } from '../log/logger.js';
+import { BanStore } from '../store/store.js';
 import { Daemon } from './daemon.js';
 
 export interface BuildOverrides {
   readonly connector?: AmiConnector;
   readonly firewall?: Firewall;
+  readonly runner?: NftRunner;
 }
 
-export function buildFirewall(config: Config, logger: Logger, runner?: NftRunner): Firewall {
+export function buildFirewall(config: Config, logger: Logger, metrics: Metrics | undefined, runner?: NftRunner): Firewall {
   const log = logger.child({ component: 'firewall' });
   if (config.firewall === 'dry-run') return new DryRunFirewall(log);
   let chosen = runner;
@@ -33,10 +38,40 @@ export function buildFirewall(config: Config, logger: Logger, runner?: NftRunner
     checkIntervalMs: config.nftables.checkInterval * 1000,
     runner: chosen,
     logger: log,
+    ...(metrics === undefined ? {} : { onTransaction: (seconds: number) => { metrics.firewallBatchSeconds.observe(seconds); } }),
   });
 }
 
-export function buildDaemon(config: Config, logger: Logger, overrides: BuildOverrides = {}): Daemon {
+/** The store as the engine's ban history; a failing write is logged, never thrown into the pipeline. */
+function storeHistory(store: BanStore, logger: Logger): BanHistory {
+  return {
+    previousBans(ip: string): number {
+      try {
+        return store.previousBans(ip);
+      } catch (err) {
+        logger.error('ban database read failed', { store: store.path, error: errorMessage(err) });
+        return 0;
+      }
+    },
+    recordBan(ban: BanDecision): void {
+      try {
+        store.recordBan(ban);
+      } catch (err) {
+        logger.error('ban database write failed', { store: store.path, ip: ban.ip, error: errorMessage(err) });
+      }
+    },
+  };
+}
+
+export interface Built {
+  readonly daemon: Daemon;
+  readonly metrics: Metrics;
+}
+
+/** Throws StoreError (database) or FirewallError (no usable nftables backend) with a clear message. */
+export function buildDaemon(config: Config, logger: Logger, version: string, overrides: BuildOverrides = {}): Built {
+  const store = new BanStore(config.stateDir, config.ban.historyKeep * 1000);
+  const metrics = new Metrics();
   const ami = new AmiClient({
     target: {
       host: config.ami.host,
@@ -50,6 +85,15 @@ export function buildDaemon(config: Config, logger: Logger, overrides: BuildOver
     pingTimeoutMs: config.ami.pingTimeout * 1000,
     reconnectMaxMs: config.ami.reconnectMax * 1000,
   });
-  const firewall = overrides.firewall ?? buildFirewall(config, logger);
-  return new Daemon({ ami, engine: new Engine(config.ban), firewall, logger });
+  let firewall: Firewall;
+  try {
+    firewall = overrides.firewall ?? buildFirewall(config, logger, metrics, overrides.runner);
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+  const engine = new Engine(config.ban, { history: storeHistory(store, logger) });
+  const dropped = firewall instanceof NftablesFirewall ? () => firewall.counters() : undefined;
+  const daemon = new Daemon({ ami, engine, firewall, store, metrics, logger, version, ...(dropped === undefined ? {} : { dropped }) });
+  return { daemon, metrics };
 }

@@ -1,20 +1,32 @@
-// The running service: AMI → engine → firewall, with counts logged as it goes.
+// The running service: AMI → engine → firewall → store, reconciled at start, observable, controllable.
 import type { AmiClient } from '../ami/client.js';
 import type { SecurityEvent } from '../ami/security-event.js';
+import { type Cidr, parseIp } from '../common/ip.js';
+import { PERMANENT, parseDuration } from '../config/duration.js';
+import type { BanView, ControlTarget, ManualBanOutcome, StatusReport } from '../control/api.js';
+import type { Metrics } from '../control/metrics.js';
 import type { BanDecision, Engine, IgnoreReason, UnbanDecision } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
-import type { Firewall } from '../firewall/firewall.js';
+import type { ExistingBan, Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log/logger.js';
+import type { BanStore, StoredBan } from '../store/store.js';
 import { banLogFields, toEngineEvent } from './pipeline.js';
 
 export interface DaemonOptions {
   readonly ami: AmiClient;
   readonly engine: Engine;
   readonly firewall: Firewall;
+  readonly store: BanStore;
+  readonly metrics: Metrics;
   readonly logger: Logger;
+  readonly version: string;
   /** How often expired bans and failures are swept, and counts logged. */
   readonly housekeepingMs?: number;
   readonly statsEveryMs?: number;
+  /** Failures from an address this long after its ban was in force mean the ban is not effective. */
+  readonly ineffectiveAfterMs?: number;
+  /** Absolute nftables counters, when the firewall has them. */
+  readonly dropped?: () => Promise<Readonly<Record<'ipv4' | 'ipv6', { packets: number; bytes: number }>>>;
   readonly now?: () => number;
 }
 
@@ -27,54 +39,220 @@ export interface DaemonCounters {
   ignored: Partial<Record<IgnoreReason, number>>;
 }
 
-export class Daemon {
+const HISTORY_PURGE_MS = 3_600_000;
+
+export class Daemon implements ControlTarget {
   readonly counters: DaemonCounters = { events: 0, failures: 0, bans: 0, unbans: 0, firewallErrors: 0, ignored: {} };
   private housekeeping: NodeJS.Timeout | undefined;
   private lastStatsAt = 0;
+  private lastPurgeAt = 0;
+  private startedAt = 0;
+  private firewallState: 'starting' | 'ready' | 'stopped' = 'starting';
   private readonly now: () => number;
   private readonly inFlight = new Set<Promise<void>>();
+  /** When each ban was last committed to the firewall, for the consistency check. */
+  private readonly enforcedSince = new Map<string, number>();
+  private readonly warnedIneffective = new Set<string>();
+  private ignoreEntries: readonly string[] = [];
   private readonly onEvent = (event: SecurityEvent, receivedAt: number): void => {
     this.handle(event, receivedAt);
   };
 
   constructor(private readonly o: DaemonOptions) {
     this.now = o.now ?? Date.now;
+    o.metrics.bind({
+      amiConnected: () => o.ami.state === 'ready',
+      amiReconnects: () => o.ami.counters.reconnects,
+      amiLastEventAge: () => {
+        const t = o.ami.lastEventTime;
+        return t === undefined ? null : (this.now() - t) / 1000;
+      },
+      activeBans: () => {
+        const counts = { ipv4: 0, ipv6: 0 };
+        for (const b of o.engine.activeBans().values()) counts[b.family]++;
+        return counts;
+      },
+      trackedAddresses: () => o.engine.stats().tracked,
+      dropped: async () => (o.dropped === undefined ? undefined : o.dropped()),
+    });
   }
 
-  async start(): Promise<void> {
-    const existing = await this.o.firewall.start();
+  /** Reconciles store, kernel and engine, then starts reading AMI. No ban lapses or doubles. */
+  async start(ignoreEntries: readonly string[] = []): Promise<void> {
+    this.ignoreEntries = ignoreEntries;
+    this.startedAt = this.now();
+    const { store, engine, firewall, logger } = this.o;
+    const expiredWhileDown = store.expireDue(this.startedAt);
+    const inKernel = await firewall.start();
+    this.firewallState = 'ready';
     const now = this.now();
-    let adopted = 0;
-    for (const b of existing) if (this.o.engine.adopt(b.ip, b.expiresAt, now)) adopted++;
-    this.o.logger.info('ami2ban started', { firewall: this.o.firewall.name, adoptedBans: adopted });
+    const kernel = new Map<string, ExistingBan>(inKernel.map((b) => [b.ip, b]));
+    let restored = 0;
+    let adoptedUnknown = 0;
+    for (const s of store.activeBans(now)) {
+      if (!kernel.has(s.ip)) {
+        // Lost from the kernel (host reboot, flushed ruleset): put it back for what is left of it.
+        const seconds = s.expiresAt === PERMANENT ? PERMANENT : (s.expiresAt - now) / 1000;
+        void this.track(firewall.ban(s.ip, s.family, seconds), s.ip, 'ban');
+        restored++;
+      }
+      kernel.delete(s.ip);
+      if (engine.adopt(s.ip, s.expiresAt, now)) this.enforcedSince.set(s.ip, now);
+    }
+    for (const k of kernel.values()) {
+      // In the kernel but unknown to the store (e.g. the database was replaced): adopt and record it.
+      if (!engine.adopt(k.ip, k.expiresAt, now)) continue;
+      this.enforcedSince.set(k.ip, now);
+      store.recordBan({
+        ip: k.ip,
+        family: k.family,
+        at: now,
+        banSeconds: k.expiresAt === PERMANENT ? PERMANENT : (k.expiresAt - now) / 1000,
+        until: k.expiresAt,
+        reason: 'adopted',
+        failures: 0,
+        events: {},
+        previousBans: store.previousBans(k.ip),
+      });
+      adoptedUnknown++;
+    }
+    await this.idle();
+    logger.info('ami2ban started', {
+      version: this.o.version,
+      firewall: firewall.name,
+      store: store.path,
+      activeBans: engine.stats().activeBans,
+      restoredToFirewall: restored,
+      adoptedFromFirewall: adoptedUnknown,
+      expiredWhileDown,
+    });
     this.o.ami.on('event', this.onEvent);
     this.o.ami.start();
-    this.lastStatsAt = this.now();
+    this.lastStatsAt = now;
     this.housekeeping = setInterval(() => {
       this.sweep();
     }, this.o.housekeepingMs ?? 1000);
     this.housekeeping.unref();
   }
 
-  /** Stops reading AMI, waits for firewall work in flight, leaves bans in place. */
+  /** Stops reading AMI, commits pending firewall work, closes the store; bans stay in the kernel. */
   async stop(): Promise<void> {
     if (this.housekeeping !== undefined) clearInterval(this.housekeeping);
     this.o.ami.off('event', this.onEvent);
     this.o.ami.stop();
-    await Promise.allSettled([...this.inFlight]);
+    await this.idle();
     await this.o.firewall.stop();
+    this.firewallState = 'stopped';
     this.logStats();
+    this.o.store.close();
     this.o.logger.info('ami2ban stopped');
   }
 
   /** Resolves when all firewall operations started so far have finished. */
   async idle(): Promise<void> {
-    await Promise.allSettled([...this.inFlight]);
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
   }
+
+  /** Replaces the ignore list (SIGHUP) and logs what changed. */
+  setIgnoreList(cidrs: readonly Cidr[]): void {
+    const entries = cidrs.map((c) => `${c.address.ip}/${c.prefix}`);
+    const before = new Set(this.ignoreEntries);
+    const after = new Set(entries);
+    const added = entries.filter((e) => !before.has(e));
+    const removed = this.ignoreEntries.filter((e) => !after.has(e));
+    this.o.engine.setIgnoreList(cidrs);
+    this.ignoreEntries = entries;
+    const stillBanned = [...this.o.engine.activeBans().keys()].filter((ip) => this.o.engine.isIgnored(ip));
+    this.o.logger.info('ignore list reloaded', {
+      entries: entries.length,
+      added: added.join(',') || '(none)',
+      removed: removed.join(',') || '(none)',
+      ...(stillBanned.length > 0 ? { bannedButNowIgnored: stillBanned.join(','), hint: 'use ami2ban unban to lift these' } : {}),
+    });
+  }
+
+  // ---- ControlTarget ----
+
+  status(): StatusReport {
+    const s = this.o.engine.stats();
+    const last = this.o.ami.lastEventTime;
+    return {
+      version: this.o.version,
+      uptimeSeconds: Math.round((this.now() - this.startedAt) / 1000),
+      ami: {
+        state: this.o.ami.state,
+        connected: this.o.ami.state === 'ready',
+        lastEventAgeSeconds: last === undefined ? null : Math.round((this.now() - last) / 100) / 10,
+        reconnects: this.o.ami.counters.reconnects,
+      },
+      firewall: { backend: this.o.firewall.name, state: this.firewallState },
+      trackedAddresses: s.tracked,
+      activeBans: s.activeBans,
+      counts: { events: this.counters.events, failures: this.counters.failures, bans: this.counters.bans, unbans: this.counters.unbans },
+    };
+  }
+
+  bans(): BanView[] {
+    const now = this.now();
+    return this.o.store
+      .activeBans(now)
+      .filter((b) => this.o.engine.isBanned(b.ip, now))
+      .map((b) => this.view(b, now));
+  }
+
+  async ban(ipText: string, duration: string | undefined, force: boolean): Promise<ManualBanOutcome> {
+    let seconds: number | undefined;
+    if (duration !== undefined) {
+      const parsed = parseDuration(duration, true);
+      if (parsed === null || parsed <= 0) return { kind: 'invalid', message: `"${duration}" is not a duration; expected e.g. 600, 90s, 10m, 1h, 1d, 1w or -1 (permanent)` };
+      seconds = parsed;
+    }
+    const now = this.now();
+    const r = this.o.engine.ban(ipText, now, { ...(seconds === undefined ? {} : { seconds }), force });
+    if (r.kind === 'refused') {
+      return r.reason === 'invalid-address'
+        ? { kind: 'invalid', message: `"${ipText}" is not an IPv4 or IPv6 address` }
+        : { kind: 'refused', message: `${ipText} is in the ignore list (BAN_IGNOREIP); pass force to ban it anyway` };
+    }
+    const done = this.applyBan(r.decision);
+    await done;
+    const stored = this.o.store.activeBans(now).find((b) => b.ip === r.decision.ip);
+    return { kind: 'banned', ban: this.view(stored ?? this.fromDecision(r.decision), now) };
+  }
+
+  async unban(ipText: string): Promise<boolean | null> {
+    if (parseIp(ipText) === null) return null;
+    const d = this.o.engine.unban(ipText, this.now());
+    if (d === null) return false;
+    await this.applyUnban(d);
+    return true;
+  }
+
+  async unbanAll(): Promise<number> {
+    const now = this.now();
+    const ips = [...this.o.engine.activeBans().keys()];
+    const done: Promise<void>[] = [];
+    for (const ip of ips) {
+      const d = this.o.engine.unban(ip, now);
+      if (d !== null) done.push(this.applyUnban(d));
+    }
+    await Promise.all(done);
+    return done.length;
+  }
+
+  readiness(): { ready: boolean; reasons: string[] } {
+    const reasons: string[] = [];
+    if (this.o.ami.state !== 'ready') reasons.push(`AMI is ${this.o.ami.state}`);
+    if (this.firewallState !== 'ready') reasons.push(`firewall is ${this.firewallState}`);
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  // ---- the pipeline ----
 
   private handle(event: SecurityEvent, receivedAt: number): void {
     this.counters.events++;
-    const log = this.o.logger;
+    const { metrics, logger: log } = this.o;
+    metrics.securityEvents.inc({ event: event.name, service: event.service });
     // The engine's clock is our arrival time; Asterisk's EventTV is kept for the logs only.
     const outcome = this.o.engine.observe(toEngineEvent(event), receivedAt);
     if (log.isDebugEnabled()) {
@@ -91,43 +269,115 @@ export class Daemon {
     switch (outcome.kind) {
       case 'ignored':
         this.counters.ignored[outcome.reason] = (this.counters.ignored[outcome.reason] ?? 0) + 1;
+        metrics.ignored.inc({ reason: outcome.reason });
+        if (outcome.reason === 'already-banned' && event.remoteAddress !== null) this.checkEffective(event.remoteAddress.ip, receivedAt);
         return;
       case 'counted':
         this.counters.failures++;
+        metrics.failures.inc();
         return;
       case 'banned':
         this.counters.failures++;
-        this.applyBan(outcome.decision);
+        metrics.failures.inc();
+        void this.applyBan(outcome.decision);
         return;
     }
   }
 
-  applyBan(d: BanDecision): void {
-    this.counters.bans++;
-    this.o.logger.info('ban', banLogFields(d));
-    this.track(this.o.firewall.ban(d.ip, d.family, d.banSeconds), d.ip, 'ban');
-  }
-
-  applyUnban(d: UnbanDecision): void {
-    this.counters.unbans++;
-    this.o.logger.info('unban', { ip: d.ip, family: d.family, reason: d.reason });
-    // An expired ban is already gone from the kernel (element timeout).
-    if (d.reason !== 'expired') this.track(this.o.firewall.unban(d.ip, d.family), d.ip, 'unban');
-  }
-
-  private track(op: Promise<void>, ip: string, what: string): void {
-    const p = op.catch((err: unknown) => {
-      this.counters.firewallErrors++;
-      this.o.logger.error(`firewall ${what} failed`, { ip, error: errorMessage(err) });
+  /** Failures still arriving well after a ban is in force: the ban does not work (wrong hook, another table accepting first). */
+  private checkEffective(ip: string, at: number): void {
+    const since = this.enforcedSince.get(ip);
+    if (since === undefined || at - since < (this.o.ineffectiveAfterMs ?? 5000) || this.warnedIneffective.has(ip)) return;
+    this.warnedIneffective.add(ip);
+    this.o.metrics.ineffectiveBans.inc();
+    this.o.logger.warn('ban not effective: failures keep arriving from a banned address', {
+      ip,
+      bannedForSeconds: Math.round((at - since) / 1000),
+      hint: 'check that the traffic reaches our nftables chain (hook, other tables, Asterisk behind a proxy)',
     });
+  }
+
+  private applyBan(d: BanDecision): Promise<void> {
+    this.counters.bans++;
+    this.o.metrics.bans.inc({ reason: d.reason });
+    this.o.logger.info('ban', banLogFields(d));
+    const op = this.o.firewall.ban(d.ip, d.family, d.banSeconds).then(() => {
+      const now = this.now();
+      this.enforcedSince.set(d.ip, now);
+      this.warnedIneffective.delete(d.ip);
+      this.o.metrics.banLatencySeconds.observe((now - d.at) / 1000);
+    });
+    return this.track(op, d.ip, 'ban');
+  }
+
+  private applyUnban(d: UnbanDecision): Promise<void> {
+    this.counters.unbans++;
+    this.o.metrics.unbans.inc({ reason: d.reason });
+    this.o.logger.info('unban', { ip: d.ip, family: d.family, reason: d.reason });
+    this.enforcedSince.delete(d.ip);
+    this.warnedIneffective.delete(d.ip);
+    this.writeStore(() => {
+      this.o.store.recordUnban(d.ip, d.at, d.reason);
+    });
+    // An expired ban is already gone from the kernel (element timeout).
+    if (d.reason === 'expired') return Promise.resolve();
+    return this.track(this.o.firewall.unban(d.ip, d.family), d.ip, 'unban');
+  }
+
+  private track(op: Promise<void>, ip: string, what: 'ban' | 'unban'): Promise<void> {
+    const p = op.then(
+      () => {
+        this.o.metrics.firewallOperations.inc({ op: what, result: 'ok' });
+      },
+      (err: unknown) => {
+        this.counters.firewallErrors++;
+        this.o.metrics.firewallOperations.inc({ op: what, result: 'error' });
+        this.o.logger.error(`firewall ${what} failed`, { ip, error: errorMessage(err) });
+      },
+    );
     this.inFlight.add(p);
     void p.finally(() => this.inFlight.delete(p));
+    return p;
+  }
+
+  private writeStore(write: () => void): void {
+    try {
+      write();
+    } catch (err) {
+      this.o.logger.error('ban database write failed', { store: this.o.store.path, error: errorMessage(err) });
+    }
+  }
+
+  private view(b: StoredBan, now: number): BanView {
+    const permanent = b.expiresAt === PERMANENT;
+    return {
+      ip: b.ip,
+      family: b.family,
+      since: new Date(b.startedAt).toISOString(),
+      expiresAt: permanent ? null : new Date(b.expiresAt).toISOString(),
+      remainingSeconds: permanent ? null : Math.max(0, Math.round((b.expiresAt - now) / 1000)),
+      timesBanned: b.previousBans + 1,
+      reason: b.reason,
+      failures: b.failures,
+      events: b.events,
+    };
+  }
+
+  private fromDecision(d: BanDecision): StoredBan {
+    return { ip: d.ip, family: d.family, startedAt: d.at, expiresAt: d.until, reason: d.reason, failures: d.failures, events: d.events, previousBans: d.previousBans };
   }
 
   private sweep(): void {
     const now = this.now();
-    for (const d of this.o.engine.expire(now)) this.applyUnban(d);
+    for (const d of this.o.engine.expire(now)) void this.applyUnban(d);
     this.o.engine.prune(now);
+    if (now - this.lastPurgeAt >= HISTORY_PURGE_MS) {
+      this.lastPurgeAt = now;
+      this.writeStore(() => {
+        const n = this.o.store.purge(now);
+        if (n > 0) this.o.logger.info('ban history purged', { rows: n });
+      });
+    }
     if (now - this.lastStatsAt >= (this.o.statsEveryMs ?? 60_000)) {
       this.lastStatsAt = now;
       this.logStats();

@@ -1,4 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -10,9 +13,19 @@ export interface CliResult {
   readonly stderr: string;
 }
 
-/** A clean environment: nothing of the caller's AMI_/BAN_ settings leaks in. */
+/**
+ * A clean environment: nothing of the caller's settings leaks in, and each run gets its own
+ * state directory and control socket unless the test names them.
+ */
 export function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
-  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...extra };
+  const dir = mkdtempSync(join(tmpdir(), 'ami2ban-test-'));
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/root',
+    STATE_DIR: join(dir, 'state'),
+    CONTROL_LISTEN: join(dir, 'control.sock'),
+    ...extra,
+  };
 }
 
 export function startCli(args: readonly string[], env: Record<string, string>, cwd = ROOT): ChildProcess {

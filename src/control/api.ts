@@ -1,0 +1,49 @@
+// What the control API needs of the running service; the daemon implements it.
+
+export interface StatusReport {
+  readonly version: string;
+  readonly uptimeSeconds: number;
+  readonly ami: {
+    readonly state: string;
+    readonly connected: boolean;
+    /** Seconds since the last AMI message; null before the first. */
+    readonly lastEventAgeSeconds: number | null;
+    readonly reconnects: number;
+  };
+  readonly firewall: { readonly backend: string; readonly state: 'starting' | 'ready' | 'stopped' };
+  readonly trackedAddresses: number;
+  readonly activeBans: number;
+  readonly counts: { readonly events: number; readonly failures: number; readonly bans: number; readonly unbans: number };
+}
+
+export interface BanView {
+  readonly ip: string;
+  readonly family: string;
+  /** ISO time the ban started. */
+  readonly since: string;
+  /** ISO time it ends; null = permanent. */
+  readonly expiresAt: string | null;
+  /** Seconds left; null = permanent. */
+  readonly remainingSeconds: number | null;
+  /** Including this ban, within the kept history. */
+  readonly timesBanned: number;
+  readonly reason: string;
+  readonly failures: number;
+  readonly events: Readonly<Record<string, number>>;
+}
+
+export type ManualBanOutcome =
+  | { readonly kind: 'banned'; readonly ban: BanView }
+  | { readonly kind: 'invalid'; readonly message: string }
+  | { readonly kind: 'refused'; readonly message: string };
+
+export interface ControlTarget {
+  status(): StatusReport;
+  bans(): BanView[];
+  /** duration as the operator wrote it (`1h`, `600`, `-1`); undefined = the policy's. */
+  ban(ip: string, duration: string | undefined, force: boolean): Promise<ManualBanOutcome>;
+  /** null when the text is not an IP address; false when it was not banned. */
+  unban(ip: string): Promise<boolean | null>;
+  unbanAll(): Promise<number>;
+  readiness(): { readonly ready: boolean; readonly reasons: readonly string[] };
+}

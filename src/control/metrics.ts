@@ -1,0 +1,162 @@
+// Prometheus metrics; the names are a stable interface for operators' dashboards.
+import client from 'prom-client';
+
+export interface MetricSources {
+  amiConnected(): boolean;
+  amiReconnects(): number;
+  /** Seconds since the last AMI message, or null. */
+  amiLastEventAge(): number | null;
+  activeBans(): Readonly<Record<'ipv4' | 'ipv6', number>>;
+  trackedAddresses(): number;
+  /** Absolute nftables counter values, or undefined when there are none (dry-run). */
+  dropped(): Promise<Readonly<Record<'ipv4' | 'ipv6', { packets: number; bytes: number }>> | undefined>;
+}
+
+const FAMILIES = ['ipv4', 'ipv6'] as const;
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly securityEvents: client.Counter<'event' | 'service'>;
+  readonly failures: client.Counter;
+  readonly ignored: client.Counter<'reason'>;
+  readonly bans: client.Counter<'reason'>;
+  readonly unbans: client.Counter<'reason'>;
+  readonly firewallOperations: client.Counter<'op' | 'result'>;
+  readonly firewallBatchSeconds: client.Histogram;
+  readonly banLatencySeconds: client.Histogram;
+  readonly ineffectiveBans: client.Counter;
+  private sources: MetricSources | undefined;
+
+  constructor() {
+    const registers = [this.registry];
+    client.collectDefaultMetrics({ register: this.registry });
+    const self = (): MetricSources | undefined => this.sources;
+
+    new client.Gauge({
+      name: 'ami2ban_ami_connected',
+      help: '1 when logged in to AMI and receiving security events',
+      registers,
+      collect() {
+        this.set(self()?.amiConnected() === true ? 1 : 0);
+      },
+    });
+    let reconnectsSeen = 0;
+    new client.Counter({
+      name: 'ami2ban_ami_reconnects_total',
+      help: 'AMI reconnection attempts',
+      registers,
+      collect() {
+        const n = self()?.amiReconnects() ?? 0;
+        if (n > reconnectsSeen) this.inc(n - reconnectsSeen);
+        reconnectsSeen = Math.max(reconnectsSeen, n);
+      },
+    });
+    new client.Gauge({
+      name: 'ami2ban_ami_last_event_age_seconds',
+      help: 'seconds since the last AMI message (-1 before the first)',
+      registers,
+      collect() {
+        this.set(self()?.amiLastEventAge() ?? -1);
+      },
+    });
+    this.securityEvents = new client.Counter({
+      name: 'ami2ban_security_events_total',
+      help: 'security events received, by event and service',
+      labelNames: ['event', 'service'],
+      registers,
+    });
+    this.failures = new client.Counter({ name: 'ami2ban_failures_total', help: 'failures counted by the engine', registers });
+    this.ignored = new client.Counter({
+      name: 'ami2ban_ignored_total',
+      help: 'security events not counted, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.bans = new client.Counter({ name: 'ami2ban_bans_total', help: 'bans, by reason', labelNames: ['reason'], registers });
+    this.unbans = new client.Counter({ name: 'ami2ban_unbans_total', help: 'unbans, by reason', labelNames: ['reason'], registers });
+    new client.Gauge({
+      name: 'ami2ban_active_bans',
+      help: 'bans in force, by address family',
+      labelNames: ['family'],
+      registers,
+      collect() {
+        const a = self()?.activeBans();
+        for (const f of FAMILIES) this.set({ family: f }, a?.[f] ?? 0);
+      },
+    });
+    new client.Gauge({
+      name: 'ami2ban_tracked_addresses',
+      help: 'addresses with pending failures',
+      registers,
+      collect() {
+        this.set(self()?.trackedAddresses() ?? 0);
+      },
+    });
+    this.firewallOperations = new client.Counter({
+      name: 'ami2ban_firewall_operations_total',
+      help: 'firewall operations, by operation and result',
+      labelNames: ['op', 'result'],
+      registers,
+    });
+    this.firewallBatchSeconds = new client.Histogram({
+      name: 'ami2ban_firewall_batch_seconds',
+      help: 'time to commit one nftables transaction',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.banLatencySeconds = new client.Histogram({
+      name: 'ami2ban_ban_latency_seconds',
+      help: 'from the threshold-crossing event received to the ban in the firewall',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    });
+    this.ineffectiveBans = new client.Counter({
+      name: 'ami2ban_ineffective_bans_total',
+      help: 'addresses whose failures kept arriving after their ban was in force (once per ban)',
+      registers,
+    });
+    const packets = new client.Counter({
+      name: 'ami2ban_dropped_packets_total',
+      help: 'packets from banned addresses dropped or rejected (nftables counters)',
+      labelNames: ['family'],
+      registers,
+    });
+    const bytes = new client.Counter({
+      name: 'ami2ban_dropped_bytes_total',
+      help: 'bytes from banned addresses dropped or rejected (nftables counters)',
+      labelNames: ['family'],
+      registers,
+    });
+    // The kernel counters are absolute and reset when the table is recreated: add what is new.
+    const seen = { ipv4: { packets: 0, bytes: 0 }, ipv6: { packets: 0, bytes: 0 } };
+    const advance = (c: client.Counter<'family'>, family: 'ipv4' | 'ipv6', key: 'packets' | 'bytes', value: number): void => {
+      const delta = value >= seen[family][key] ? value - seen[family][key] : value;
+      if (delta > 0) c.inc({ family }, delta);
+      else c.inc({ family }, 0);
+      seen[family][key] = value;
+    };
+    this.refreshDropped = async (): Promise<void> => {
+      const d = await self()?.dropped();
+      for (const f of FAMILIES) {
+        advance(packets, f, 'packets', d?.[f].packets ?? seen[f].packets);
+        advance(bytes, f, 'bytes', d?.[f].bytes ?? seen[f].bytes);
+      }
+    };
+  }
+
+  private readonly refreshDropped: () => Promise<void>;
+
+  bind(sources: MetricSources): void {
+    this.sources = sources;
+  }
+
+  /** The text exposition, with the kernel counters read fresh. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    try {
+      await this.refreshDropped();
+    } catch {
+      // the counters stay at their last values; the scrape still answers
+    }
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

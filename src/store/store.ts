@@ -1,0 +1,176 @@
+// Durable ban history in SQLite: every ban and unban, for incremental ban time and for restoring
+// bans after a restart or a reboot.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { StoreError, errorMessage } from '../errors.js';
+
+/** What a ban decision carries (structurally the engine's BanDecision). */
+export interface BanRecordInput {
+  readonly ip: string;
+  readonly family: string;
+  /** Epoch ms. */
+  readonly at: number;
+  /** Seconds; Infinity = permanent. */
+  readonly banSeconds: number;
+  /** Epoch ms; Infinity = permanent. */
+  readonly until: number;
+  readonly reason: string;
+  readonly failures: number;
+  readonly events: Readonly<Record<string, number>>;
+  readonly previousBans: number;
+}
+
+export interface StoredBan {
+  readonly ip: string;
+  readonly family: 'ipv4' | 'ipv6';
+  readonly startedAt: number;
+  /** Epoch ms; Infinity = permanent. */
+  readonly expiresAt: number;
+  readonly reason: string;
+  readonly failures: number;
+  readonly events: Readonly<Record<string, number>>;
+  readonly previousBans: number;
+}
+
+interface Row {
+  ip: string;
+  family: 'ipv4' | 'ipv6';
+  started_at: number;
+  expires_at: number | null;
+  reason: string;
+  failures: number;
+  events: string;
+  previous_bans: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS bans (
+  id            INTEGER PRIMARY KEY,
+  ip            TEXT    NOT NULL,
+  family        TEXT    NOT NULL,
+  started_at    INTEGER NOT NULL,
+  duration_s    REAL,
+  expires_at    INTEGER,
+  reason        TEXT    NOT NULL,
+  failures      INTEGER NOT NULL DEFAULT 0,
+  events        TEXT    NOT NULL DEFAULT '{}',
+  previous_bans INTEGER NOT NULL DEFAULT 0,
+  ended_at      INTEGER,
+  end_reason    TEXT
+);
+CREATE INDEX IF NOT EXISTS bans_ip_started ON bans (ip, started_at);
+CREATE INDEX IF NOT EXISTS bans_open ON bans (ip) WHERE ended_at IS NULL;
+`;
+
+export const DATABASE_FILE = 'ami2ban.sqlite';
+
+function toStored(r: Row): StoredBan {
+  return {
+    ip: r.ip,
+    family: r.family,
+    startedAt: r.started_at,
+    expiresAt: r.expires_at ?? Number.POSITIVE_INFINITY,
+    reason: r.reason,
+    failures: r.failures,
+    events: JSON.parse(r.events) as Record<string, number>,
+    previousBans: r.previous_bans,
+  };
+}
+
+export class BanStore {
+  readonly path: string;
+  private readonly db: Database.Database;
+  private readonly stmt: {
+    count: Database.Statement<[string, number], { n: number }>;
+    close: Database.Statement<[number, string, string]>;
+    insert: Database.Statement<[string, string, number, number | null, number | null, string, number, string, number]>;
+    active: Database.Statement<[number], Row>;
+    expire: Database.Statement<[number]>;
+    purge: Database.Statement<[number]>;
+    times: Database.Statement<[string], { n: number }>;
+  };
+
+  /** Opens (creating if needed) STATE_DIR/ami2ban.sqlite; a StoreError names the path and the cause. */
+  constructor(
+    dir: string,
+    private readonly historyKeepMs: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.path = join(dir, DATABASE_FILE);
+    try {
+      mkdirSync(dir, { recursive: true });
+      this.db = new Database(this.path);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.db.exec(SCHEMA);
+      this.stmt = {
+        count: this.db.prepare('SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ?'),
+        close: this.db.prepare('UPDATE bans SET ended_at = ?, end_reason = ? WHERE ip = ? AND ended_at IS NULL'),
+        insert: this.db.prepare(
+          'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, previous_bans) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        ),
+        active: this.db.prepare(
+          'SELECT ip, family, started_at, expires_at, reason, failures, events, previous_bans FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
+        ),
+        expire: this.db.prepare("UPDATE bans SET ended_at = expires_at, end_reason = 'expired' WHERE ended_at IS NULL AND expires_at <= ?"),
+        purge: this.db.prepare('DELETE FROM bans WHERE ended_at IS NOT NULL AND started_at < ?'),
+        times: this.db.prepare('SELECT COUNT(*) AS n FROM bans WHERE ip = ?'),
+      };
+    } catch (err) {
+      throw new StoreError(`cannot open the ban database ${this.path}: ${errorMessage(err)}`, err);
+    }
+  }
+
+  /** Bans of this address within BAN_HISTORY_KEEP (drives incremental ban time). */
+  previousBans(ip: string): number {
+    return this.stmt.count.get(ip, this.now() - this.historyKeepMs)?.n ?? 0;
+  }
+
+  /** How often this address was banned, over the whole kept history. */
+  timesBanned(ip: string): number {
+    return this.stmt.times.get(ip)?.n ?? 0;
+  }
+
+  /** Records a ban; an open ban of the same address is closed as replaced (an extension). */
+  recordBan(b: BanRecordInput): void {
+    const permanent = b.until === Number.POSITIVE_INFINITY;
+    this.db.transaction(() => {
+      this.stmt.close.run(b.at, 'replaced', b.ip);
+      this.stmt.insert.run(
+        b.ip,
+        b.family,
+        b.at,
+        permanent ? null : b.banSeconds,
+        permanent ? null : Math.round(b.until),
+        b.reason,
+        b.failures,
+        JSON.stringify(b.events),
+        b.previousBans,
+      );
+    })();
+  }
+
+  recordUnban(ip: string, at: number, reason: 'expired' | 'manual'): void {
+    this.stmt.close.run(at, reason, ip);
+  }
+
+  /** Open bans that have not expired by `now`. */
+  activeBans(now: number): StoredBan[] {
+    return this.stmt.active.all(now).map(toStored);
+  }
+
+  /** Closes open bans whose time is over (e.g. while the service was down). */
+  expireDue(now: number): number {
+    return this.stmt.expire.run(now).changes;
+  }
+
+  /** Deletes ended bans older than the history window. */
+  purge(now: number): number {
+    return this.stmt.purge.run(now - this.historyKeepMs).changes;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
