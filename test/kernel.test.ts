@@ -1,15 +1,18 @@
 // Everything that touches nftables, on the real kernel, in one file so that nothing else runs
 // against the namespace's ruleset meanwhile (a test here flushes it).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Nftables, NftablesError, loadBinding } from '@ami2ban/nftables-napi';
 import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
 import { NftablesFirewall } from '../src/firewall/nftables.js';
 import type { RulesetOptions } from '../src/firewall/ruleset.js';
 import { AddonRunner, CliRunner, type NftRunner, chooseRunner } from '../src/firewall/runner.js';
-import { startCli } from './helpers/cli.js';
+import { runCli, startCli } from './helpers/cli.js';
 import { EXPECTED_BANS, fixture } from './helpers/fixtures.js';
 import { assertPrivateNetns, nft, nftJson, setElements } from './helpers/kernel.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
@@ -334,3 +337,185 @@ describe('end to end: daemon, fake AMI replaying the capture, FIREWALL=nftables'
     execFileSync('nft', ['list', 'table', 'inet', TABLE]);
   });
 });
+
+interface RunningDaemon {
+  readonly child: ChildProcess;
+  readonly lines: () => Record<string, unknown>[];
+  readonly exited: Promise<number | null>;
+}
+
+async function startDaemon(env: Record<string, string>): Promise<RunningDaemon> {
+  const child = startCli(['run'], env);
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const lines = (): Record<string, unknown>[] =>
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  await vi.waitUntil(() => lines().some((l) => l.message === 'control API listening') || child.exitCode !== null, { timeout: 10_000, interval: 20 });
+  if (child.exitCode !== null) throw new Error(`daemon exited: ${out}`);
+  return { child, lines, exited };
+}
+
+describe('operating it: CLI, restarts and reboots on the real kernel', () => {
+  let server: FakeAmiServer;
+  let dir: string;
+  let env: Record<string, string>;
+  const ctl = (args: string[]): ReturnType<typeof runCli> => runCli(args, { CONTROL_LISTEN: env.CONTROL_LISTEN ?? '', BAN_IGNOREIP: '' });
+
+  beforeEach(async () => {
+    nft('flush', 'ruleset');
+    server = new FakeAmiServer({ username: 'ami2ban', secret: 's3cret' });
+    await server.start();
+    dir = mkdtempSync(join(tmpdir(), 'ami2ban-ops-'));
+    env = {
+      AMI_PORT: String(server.port),
+      AMI_USERNAME: 'ami2ban',
+      AMI_SECRET: 's3cret',
+      BAN_IGNOREIP: '',
+      NFT_TABLE: TABLE,
+      STATE_DIR: join(dir, 'state'),
+      CONTROL_LISTEN: join(dir, 'control.sock'),
+    };
+  });
+
+  afterEach(async () => {
+    await server.stop();
+  });
+
+  it('the CLI talks to the running daemon: status, ban, list, unban, with and without --json', async () => {
+    const d = await startDaemon(env);
+    await vi.waitUntil(async () => statusOf(await ctl(['status', '--json'])).ami?.state === 'ready', { timeout: 5000, interval: 50 });
+    const status = await ctl(['status']);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(/AMI: +ready/);
+    expect(status.stdout).toMatch(/firewall: +nftables \(libnftables\), ready/);
+
+    const ban = await ctl(['ban', '198.51.100.7', '--for', '1h']);
+    expect(ban.stdout.trim()).toBe('banned 198.51.100.7 for 1h');
+    expect(setElements(TABLE, 'ipv4_addr').get('198.51.100.7')).toBeGreaterThan(3590);
+    expect((await ctl(['ban', '2001:db8::9', '--json'])).code).toBe(0);
+
+    const list = await ctl(['list']);
+    expect(list.stdout).toMatch(/^ADDRESS\s+REMAINING\s+SINCE\s+TIMES\s+REASON\s+FAILURES$/m);
+    expect(list.stdout).toMatch(/^198\.51\.100\.7\s+(59m \d+s|1h)\s+\S+Z\s+1\s+manual\s+0$/m);
+    const listed = JSON.parse((await ctl(['list', '--json'])).stdout) as BanViewLike[];
+    expect(listed.map((b) => b.ip).sort()).toEqual(['198.51.100.7', '2001:db8::9']);
+
+    const bad = await ctl(['ban', 'nonsense']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('"nonsense" is not an IPv4 or IPv6 address');
+    expect((await ctl(['ban', '198.51.100.8', '--for', 'soon'])).stderr).toContain('is not a duration');
+
+    expect((await ctl(['unban', '198.51.100.7'])).stdout.trim()).toBe('unbanned 198.51.100.7');
+    expect(setElements(TABLE, 'ipv4_addr').has('198.51.100.7')).toBe(false);
+    expect((await ctl(['unban', '--all', '--json'])).stdout.trim()).toBe('{"unbanned":1}');
+    expect(setElements(TABLE, 'ipv6_addr').size).toBe(0);
+
+    d.child.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
+    const down = await ctl(['status']);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain('the ami2ban daemon is not running');
+  });
+
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    it(`a restart after ${signal} loses no ban and doubles none`, async () => {
+      const subscribed = server.nextSubscription();
+      const d1 = await startDaemon(env);
+      await subscribed;
+      server.broadcast(Buffer.concat(eventBlocks(fixture('ami-ami2ban-events-security.raw'))));
+      await vi.waitUntil(() => setElements(TABLE, 'ipv4_addr').size + setElements(TABLE, 'ipv6_addr').size === 7, { timeout: 5000, interval: 20 });
+      await vi.waitUntil(async () => (JSON.parse((await ctl(['list', '--json'])).stdout || '[]') as unknown[]).length === 7, { timeout: 5000, interval: 50 });
+      const before = new Map([...setElements(TABLE, 'ipv4_addr'), ...setElements(TABLE, 'ipv6_addr')]);
+      d1.child.kill(signal);
+      await d1.exited;
+
+      const d2 = await startDaemon(env);
+      const started = d2.lines().find((l) => l.message === 'ami2ban started');
+      expect(started).toMatchObject({ activeBans: 7, restoredToFirewall: 0, adoptedFromFirewall: 0 });
+      const after = new Map([...setElements(TABLE, 'ipv4_addr'), ...setElements(TABLE, 'ipv6_addr')]);
+      expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
+      for (const [ip, left] of after) expect(Math.abs(left - (before.get(ip) ?? 0))).toBeLessThanOrEqual(5);
+      const listed = JSON.parse((await ctl(['list', '--json'])).stdout) as BanViewLike[];
+      expect(listed.map((b) => b.ip).sort()).toEqual([...EXPECTED_BANS].sort());
+      expect(new Set(listed.map((b) => b.ip)).size).toBe(listed.length);
+      d2.child.kill('SIGTERM');
+      expect(await d2.exited).toBe(0);
+    });
+  }
+
+  it('after a reboot (ruleset gone while stopped) the bans come back with their remaining time', async () => {
+    const d1 = await startDaemon(env);
+    expect((await ctl(['ban', '198.51.100.20', '--for', '2h'])).code).toBe(0);
+    expect((await ctl(['ban', '2001:db8::20', '--for', '-1'])).code).toBe(0);
+    d1.child.kill('SIGTERM');
+    await d1.exited;
+    nft('flush', 'ruleset');
+    const d2 = await startDaemon(env);
+    expect(d2.lines().find((l) => l.message === 'ami2ban started')).toMatchObject({ restoredToFirewall: 2, adoptedFromFirewall: 0 });
+    const left = setElements(TABLE, 'ipv4_addr').get('198.51.100.20') ?? 0;
+    expect(left).toBeGreaterThan(7190);
+    expect(left).toBeLessThanOrEqual(7200);
+    expect(setElements(TABLE, 'ipv6_addr').get('2001:db8::20')).toBe(Infinity);
+    d2.child.kill('SIGTERM');
+    expect(await d2.exited).toBe(0);
+  });
+
+  it('a kernel element unknown to the store is adopted and recorded', async () => {
+    const fw = firewall(new AddonRunner());
+    await fw.start();
+    await fw.ban('198.51.100.30', 'ipv4', 600);
+    await fw.stop();
+    const d = await startDaemon(env);
+    expect(d.lines().find((l) => l.message === 'ami2ban started')).toMatchObject({ adoptedFromFirewall: 1, activeBans: 1 });
+    const listed = JSON.parse((await ctl(['list', '--json'])).stdout) as BanViewLike[];
+    expect(listed).toMatchObject([{ ip: '198.51.100.30', reason: 'adopted' }]);
+    d.child.kill('SIGTERM');
+    await d.exited;
+  });
+
+  it('SIGHUP re-reads the ignore list (BAN_IGNOREIP_FILE) without a restart', async () => {
+    const file = join(dir, 'ignore.txt');
+    writeFileSync(file, '# trunks\n192.0.2.0/24\n');
+    const subscribed = server.nextSubscription();
+    const d = await startDaemon({ ...env, BAN_IGNOREIP_FILE: file });
+    await subscribed;
+    writeFileSync(file, '# trunks\n192.0.2.0/24\n198.51.100.0/24  # the office\n');
+    d.child.kill('SIGHUP');
+    await vi.waitUntil(() => d.lines().some((l) => l.message === 'ignore list reloaded'), { timeout: 5000, interval: 20 });
+    expect(d.lines().find((l) => l.message === 'ignore list reloaded')).toMatchObject({ added: '198.51.100.0/24', removed: '(none)', entries: 2 });
+    const ev = (n: number): string =>
+      `Event: InvalidAccountID\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${n}\r\nRemoteAddress: IPV4/TCP/198.51.100.77/5038\r\n\r\n`;
+    server.broadcast(ev(1) + ev(2) + ev(3) + ev(4));
+    await vi.waitUntil(async () => statusOf(await ctl(['status', '--json'])).counts?.events === 4, { timeout: 5000, interval: 50 });
+    expect(setElements(TABLE, 'ipv4_addr').has('198.51.100.77')).toBe(false);
+    // A bad file keeps the old list.
+    writeFileSync(file, 'not-an-address\n');
+    d.child.kill('SIGHUP');
+    await vi.waitUntil(() => d.lines().some((l) => l.message === 'ignore list not reloaded: the old one stays'), { timeout: 5000, interval: 20 });
+    d.child.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
+  });
+
+  it('a corrupt database stops the start with one clear line, no stack trace', async () => {
+    mkdirSync(join(dir, 'state'), { recursive: true });
+    writeFileSync(join(dir, 'state', 'ami2ban.sqlite'), Buffer.alloc(8192, 0x42));
+    const r = await runCli(['run'], env);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(`cannot open the ban database ${join(dir, 'state', 'ami2ban.sqlite')}: file is not a database`);
+    expect(r.stdout + r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+function statusOf(r: { stdout: string }): { ami?: { state?: string }; counts?: { events?: number } } {
+  return JSON.parse(r.stdout || '{}') as { ami?: { state?: string }; counts?: { events?: number } };
+}
+
+interface BanViewLike {
+  ip: string;
+  reason: string;
+}

@@ -65,6 +65,12 @@ export class ControlServer {
     this.tokenDigest = o.token === undefined ? undefined : digest(o.token);
   }
 
+  /** The TCP port actually bound (useful with port 0); 0 for a unix socket. */
+  port(): number {
+    const a = this.server?.address();
+    return typeof a === 'object' && a !== null ? a.port : 0;
+  }
+
   /** Where it listens, for logs and messages. */
   get address(): string {
     const l = this.o.listen;

@@ -1,0 +1,212 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { BanView, StatusReport } from '../src/control/api.js';
+import { ControlClient } from '../src/control/client.js';
+import { ControlServer, type ListenAddress } from '../src/control/server.js';
+import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
+import { MemoryFirewall } from '../src/firewall/memory.js';
+import { buildDaemon } from '../src/service/build.js';
+import type { Daemon } from '../src/service/daemon.js';
+import { fixture } from './helpers/fixtures.js';
+import { MemoryLogger } from './helpers/memory-logger.js';
+import { config } from './helpers/policy.js';
+
+interface Rig {
+  daemon: Daemon;
+  server: FakeAmiServer;
+  control: ControlServer;
+  client: ControlClient;
+  firewall: MemoryFirewall;
+  log: MemoryLogger;
+}
+
+let rig: Rig | undefined;
+
+afterEach(async () => {
+  if (rig === undefined) return;
+  await rig.control.close();
+  await rig.daemon.stop();
+  await rig.server.stop();
+  rig = undefined;
+});
+
+async function start(options: { token?: string; tcp?: boolean; env?: Record<string, string>; connect?: boolean } = {}): Promise<Rig> {
+  const dir = mkdtempSync(join(tmpdir(), 'ami2ban-control-'));
+  const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
+  const port = await server.start();
+  const cfg = config({ AMI_PORT: String(port), STATE_DIR: dir, BAN_IGNOREIP: '10.0.0.0/8', ...options.env });
+  const log = new MemoryLogger([], false);
+  const firewall = new MemoryFirewall();
+  const { daemon, metrics } = buildDaemon(cfg, log, '9.9.9', { firewall });
+  const listen: ListenAddress = options.tcp === true ? { kind: 'tcp', host: '127.0.0.1', port: 0 } : { kind: 'unix', path: join(dir, 'control.sock') };
+  const control = new ControlServer({ listen, token: options.token, target: daemon, metrics });
+  const subscribed = server.nextSubscription();
+  await daemon.start();
+  if (options.connect !== false) await subscribed;
+  await control.listen();
+  const client = new ControlClient(options.tcp === true ? { kind: 'tcp', host: '127.0.0.1', port: control.port() } : listen, options.token);
+  rig = { daemon, server, control, client, firewall, log };
+  return rig;
+}
+
+describe('control API over a real socket', () => {
+  it('status reports AMI, firewall, counts, uptime and version', async () => {
+    const r = await start();
+    await vi.waitUntil(() => r.daemon.readiness().ready);
+    const res = await r.client.call('GET', '/v1/status');
+    expect(res.status).toBe(200);
+    const s = res.body as StatusReport;
+    expect(s).toMatchObject({ version: '9.9.9', ami: { state: 'ready', connected: true }, firewall: { backend: 'memory', state: 'ready' }, trackedAddresses: 0, activeBans: 0 });
+    expect(s.uptimeSeconds).toBeGreaterThanOrEqual(0);
+  });
+
+  it('manual ban, list with remaining time, unban one, unban all', async () => {
+    const r = await start();
+    const banned = await r.client.call('POST', '/v1/bans', { ip: '198.51.100.7', duration: '1h' });
+    expect(banned.status).toBe(201);
+    expect((banned.body as { ban: BanView }).ban).toMatchObject({ ip: '198.51.100.7', reason: 'manual', remainingSeconds: 3600, timesBanned: 1 });
+    expect(r.firewall.elements.get('198.51.100.7')).toEqual({ family: 'ipv4', seconds: 3600 });
+    await r.client.call('POST', '/v1/bans', { ip: '2001:DB8::5', duration: -1 });
+    const list = (await r.client.call('GET', '/v1/bans')).body as { bans: BanView[] };
+    expect(list.bans.map((b) => [b.ip, b.remainingSeconds, b.expiresAt === null])).toEqual([
+      ['198.51.100.7', 3600, false],
+      ['2001:db8::5', null, true],
+    ]);
+    expect((await r.client.call('DELETE', '/v1/bans/198.51.100.7')).status).toBe(200);
+    expect(r.firewall.elements.has('198.51.100.7')).toBe(false);
+    expect((await r.client.call('DELETE', '/v1/bans/198.51.100.7')).status).toBe(404);
+    expect((await r.client.call('DELETE', '/v1/bans')).body).toEqual({ unbanned: 1 });
+    expect(r.firewall.elements.size).toBe(0);
+    expect(((await r.client.call('GET', '/v1/bans')).body as { bans: unknown[] }).bans).toEqual([]);
+    const unbanLines = r.log.lines.filter((l) => l.message === 'unban').map((l) => l.meta.reason);
+    expect(unbanLines).toEqual(['manual', 'manual']);
+  });
+
+  it('bad input gets 400 with a message, and nothing changes', async () => {
+    const r = await start();
+    const cases: [unknown, string][] = [
+      [{ ip: 'not-an-ip' }, 'is not an IPv4 or IPv6 address'],
+      [{ ip: '198.51.100.7', duration: 'soon' }, 'is not a duration'],
+      [{ ip: '198.51.100.7', duration: '0' }, 'is not a duration'],
+      [{ ip: 42 }, '"ip" must be a string'],
+      [{ ip: '198.51.100.7', force: 'yes' }, '"force" must be true or false'],
+      [[1, 2], 'body must be a JSON object'],
+    ];
+    for (const [body, message] of cases) {
+      const res = await r.client.call('POST', '/v1/bans', body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect((res.body as { error: string }).error).toContain(message);
+    }
+    expect((await r.client.call('DELETE', '/v1/bans/nope')).status).toBe(400);
+    expect(r.firewall.elements.size).toBe(0);
+    expect(r.firewall.operations).toEqual([]);
+  });
+
+  it('refuses to ban an ignored address unless forced', async () => {
+    const r = await start();
+    const refused = await r.client.call('POST', '/v1/bans', { ip: '10.1.2.3' });
+    expect(refused.status).toBe(409);
+    expect((refused.body as { error: string }).error).toContain('ignore list');
+    expect(r.firewall.elements.size).toBe(0);
+    expect((await r.client.call('POST', '/v1/bans', { ip: '10.1.2.3', force: true })).status).toBe(201);
+    expect(r.firewall.elements.has('10.1.2.3')).toBe(true);
+  });
+
+  it('with CONTROL_TOKEN every request needs the bearer token (TCP listener)', async () => {
+    const r = await start({ token: 's3cret-token', tcp: true });
+    expect((await r.client.call('GET', '/v1/status')).status).toBe(200);
+    const anon = new ControlClient({ kind: 'tcp', host: '127.0.0.1', port: r.control.port() }, undefined);
+    const wrong = new ControlClient({ kind: 'tcp', host: '127.0.0.1', port: r.control.port() }, 's3cret-tokeX');
+    for (const c of [anon, wrong]) {
+      for (const path of ['/v1/status', '/v1/bans', '/healthz', '/metrics']) expect((await c.call('GET', path)).status, path).toBe(401);
+      expect((await c.call('POST', '/v1/bans', { ip: '198.51.100.9' })).status).toBe(401);
+    }
+    expect(r.firewall.elements.size).toBe(0);
+  });
+
+  it('healthz while up; readyz only once AMI is logged in and the firewall ready', async () => {
+    const r = await start({ connect: false });
+    r.server.refuseLogins = true;
+    await r.server.stop();
+    const health = await r.client.call('GET', '/healthz');
+    expect(health.status).toBe(200);
+    const notReady = await r.client.call('GET', '/readyz');
+    expect(notReady.status).toBe(503);
+    expect((notReady.body as { reasons: string[] }).reasons.join()).toMatch(/AMI is (connecting|logging-in|backing-off)/);
+  });
+
+  it('rejects oversized bodies, unknown paths and wrong methods', async () => {
+    const r = await start();
+    const big = await r.client.call('POST', '/v1/bans', { ip: 'x'.repeat(20_000) });
+    expect(big.status).toBe(413);
+    expect((await r.client.call('GET', '/v2/nothing')).status).toBe(404);
+    expect((await r.client.call('PUT', '/v1/bans')).status).toBe(405);
+    expect((await r.client.call('POST', '/healthz')).status).toBe(405);
+  });
+
+  it('/metrics exposes the stable names, with counts from a real replay', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    const blocks = eventBlocks(fixture('ami-ami2ban-events-security.raw'));
+    r.server.broadcast(Buffer.concat(blocks));
+    await vi.waitUntil(() => r.daemon.counters.events === 139, { timeout: 5000 });
+    await r.daemon.idle();
+    const res = await r.client.call('GET', '/metrics');
+    expect(res.status).toBe(200);
+    const text = String(res.body);
+    for (const name of [
+      'ami2ban_ami_connected 1',
+      'ami2ban_ami_reconnects_total 0',
+      'ami2ban_ami_last_event_age_seconds',
+      'ami2ban_security_events_total{event="InvalidAccountID",service="PJSIP"}',
+      'ami2ban_failures_total 26',
+      'ami2ban_ignored_total{reason="collapsed"} 12',
+      'ami2ban_bans_total{reason="threshold"} 7',
+      'ami2ban_active_bans{family="ipv4"} 5',
+      'ami2ban_active_bans{family="ipv6"} 2',
+      'ami2ban_tracked_addresses',
+      'ami2ban_firewall_operations_total{op="ban",result="ok"} 7',
+      'ami2ban_ban_latency_seconds_count 7',
+      'ami2ban_firewall_batch_seconds',
+      'ami2ban_dropped_packets_total',
+      'ami2ban_dropped_bytes_total',
+      'ami2ban_ineffective_bans_total',
+      'ami2ban_unbans_total',
+      'process_resident_memory_bytes',
+    ]) {
+      expect(text, name).toContain(name);
+    }
+  });
+});
+
+describe('consistency check', () => {
+  it('failures that keep arriving from a banned address are warned about once, and counted', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    const block = (n: number): string =>
+      `Event: InvalidAccountID\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${n}\r\nRemoteAddress: IPV4/TCP/198.51.100.50/5038\r\n\r\n`;
+    r.server.broadcast(block(1) + block(2) + block(3));
+    await vi.waitUntil(() => r.firewall.elements.has('198.51.100.50'));
+    await r.daemon.idle();
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.now() + 6000);
+      r.server.broadcast(block(4) + block(5));
+      await vi.waitUntil(() => r.daemon.counters.events === 5, { interval: 5 });
+    } finally {
+      vi.useRealTimers();
+    }
+    const warnings = r.log.lines.filter((l) => l.message === 'ban not effective: failures keep arriving from a banned address');
+    expect(warnings.length).toBe(1);
+    expect(warnings[0]?.meta.ip).toBe('198.51.100.50');
+    expect(String((await r.client.call('GET', '/metrics')).body)).toContain('ami2ban_ineffective_bans_total 1');
+  });
+});
+
+describe('ControlClient', () => {
+  it('says clearly when the daemon is not running', async () => {
+    const c = new ControlClient({ kind: 'unix', path: join(mkdtempSync(join(tmpdir(), 'ami2ban-')), 'none.sock') }, undefined);
+    await expect(c.call('GET', '/v1/status')).rejects.toThrow(/the ami2ban daemon is not running \(nothing listens on .*none\.sock/);
+  });
+});
+

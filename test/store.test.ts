@@ -1,0 +1,107 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { StoreError } from '../src/errors.js';
+import { BanStore } from '../src/store/store.js';
+
+const H = 3_600_000;
+
+function dir(): string {
+  return mkdtempSync(join(tmpdir(), 'ami2ban-store-'));
+}
+
+function ban(ip: string, at: number, seconds: number, extra: Partial<Parameters<BanStore['recordBan']>[0]> = {}): Parameters<BanStore['recordBan']>[0] {
+  return {
+    ip,
+    family: ip.includes(':') ? 'ipv6' : 'ipv4',
+    at,
+    banSeconds: seconds,
+    until: seconds === Infinity ? Infinity : at + seconds * 1000,
+    reason: 'threshold',
+    failures: 3,
+    events: { InvalidAccountID: 3 },
+    previousBans: 0,
+    ...extra,
+  };
+}
+
+describe('BanStore (a real SQLite file)', () => {
+  it('records bans and unbans, and survives reopening', () => {
+    const d = dir();
+    let now = 10 * H;
+    const s1 = new BanStore(d, 30 * 24 * H, () => now);
+    s1.recordBan(ban('192.0.2.1', now, 3600));
+    s1.recordBan(ban('2001:db8::1', now, Infinity, { reason: 'manual', failures: 0, events: {} }));
+    s1.recordBan(ban('192.0.2.2', now, 60));
+    s1.recordUnban('192.0.2.2', now + 1000, 'manual');
+    s1.close();
+
+    now += 1000;
+    const s2 = new BanStore(d, 30 * 24 * H, () => now);
+    const active = s2.activeBans(now);
+    expect(active.map((b) => b.ip).sort()).toEqual(['192.0.2.1', '2001:db8::1']);
+    expect(active.find((b) => b.ip === '2001:db8::1')).toMatchObject({ family: 'ipv6', expiresAt: Infinity, reason: 'manual' });
+    expect(active.find((b) => b.ip === '192.0.2.1')).toMatchObject({ startedAt: 10 * H, expiresAt: 11 * H, failures: 3, events: { InvalidAccountID: 3 } });
+    s2.close();
+  });
+
+  it('counts previous bans within the history window, for incremental ban time', () => {
+    let now = 100 * 24 * H;
+    const s = new BanStore(dir(), 30 * 24 * H, () => now);
+    s.recordBan(ban('192.0.2.1', now - 40 * 24 * H, 3600)); // outside the window
+    s.recordBan(ban('192.0.2.1', now - 10 * 24 * H, 3600));
+    s.recordBan(ban('192.0.2.1', now - 1 * 24 * H, 3600));
+    expect(s.previousBans('192.0.2.1')).toBe(2);
+    expect(s.previousBans('192.0.2.9')).toBe(0);
+    now += 21 * 24 * H;
+    expect(s.previousBans('192.0.2.1')).toBe(1);
+    s.close();
+  });
+
+  it('a re-ban replaces the open ban: never two open bans for one address', () => {
+    const now = 10 * H;
+    const s = new BanStore(dir(), 30 * 24 * H, () => now);
+    s.recordBan(ban('192.0.2.1', now, 3600));
+    s.recordBan(ban('192.0.2.1', now + 5000, 7200, { previousBans: 1 }));
+    const active = s.activeBans(now + 6000);
+    expect(active.length).toBe(1);
+    expect(active[0]).toMatchObject({ startedAt: now + 5000, expiresAt: now + 5000 + 7200_000, previousBans: 1 });
+    expect(s.timesBanned('192.0.2.1')).toBe(2);
+    s.close();
+  });
+
+  it('closes bans that expired while down, and purges old history', () => {
+    const now = 100 * 24 * H;
+    const s = new BanStore(dir(), 30 * 24 * H, () => now);
+    s.recordBan(ban('192.0.2.1', now - 2 * H, 3600));
+    s.recordBan(ban('192.0.2.2', now - 40 * 24 * H, 3600));
+    s.recordBan(ban('192.0.2.3', now - 40 * 24 * H, Infinity));
+    expect(s.expireDue(now)).toBe(2);
+    expect(s.activeBans(now).map((b) => b.ip)).toEqual(['192.0.2.3']);
+    expect(s.purge(now)).toBe(1); // 192.0.2.2 only: .1 is recent, .3 still active
+    expect(s.timesBanned('192.0.2.2')).toBe(0);
+    expect(s.timesBanned('192.0.2.3')).toBe(1);
+    s.close();
+  });
+
+  it('a corrupt database is a clear error naming the file and the cause', () => {
+    const d = dir();
+    writeFileSync(join(d, 'ami2ban.sqlite'), Buffer.alloc(4096, 0x41));
+    let err: unknown;
+    try {
+      new BanStore(d, H);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(StoreError);
+    expect((err as StoreError).message).toBe(`cannot open the ban database ${join(d, 'ami2ban.sqlite')}: file is not a database`);
+  });
+
+  it('an unusable directory is a clear error too', () => {
+    const d = dir();
+    const file = join(d, 'not-a-dir');
+    writeFileSync(file, '');
+    expect(() => new BanStore(join(file, 'sub'), H)).toThrow(/cannot open the ban database .*not-a-dir\/sub\/ami2ban\.sqlite: ENOTDIR/);
+  });
+});
