@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Nftables, NftablesError, loadBinding } from '@ami2ban/nftables-napi';
+import { ControlClient } from '../src/control/client.js';
 import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
 import { NftablesFirewall } from '../src/firewall/nftables.js';
 import type { RulesetOptions } from '../src/firewall/ruleset.js';
@@ -414,6 +415,10 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     expect(setElements(TABLE, 'ipv4_addr').has('198.51.100.7')).toBe(false);
     expect((await ctl(['unban', '--all', '--json'])).stdout.trim()).toBe('{"unbanned":1}');
     expect(setElements(TABLE, 'ipv6_addr').size).toBe(0);
+
+    const metrics = await new ControlClient({ kind: 'unix', path: env.CONTROL_LISTEN ?? '' }, undefined).call('GET', '/metrics');
+    expect(String(metrics.body)).toMatch(/^ami2ban_dropped_packets_total\{family="ipv4"\} \d+$/m);
+    expect(String(metrics.body)).toMatch(/^ami2ban_firewall_batch_seconds_count \d+$/m);
 
     d.child.kill('SIGTERM');
     expect(await d.exited).toBe(0);
