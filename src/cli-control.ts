@@ -14,6 +14,7 @@ const USAGE: Readonly<Record<string, string>> = {
   list: 'usage: ami2ban list [--json]',
   ban: 'usage: ami2ban ban IP [--for DURATION] [--force] [--json]',
   unban: 'usage: ami2ban unban IP | --all [--json]',
+  ready: 'usage: ami2ban ready',
 };
 
 /** `3552` → `59m 12s`: the two largest units. */
@@ -78,6 +79,14 @@ export async function controlCommand(command: string, args: readonly string[], c
         if (r.status !== 200) throw new Error(errorOf(r));
         write(io.stdout, json ? JSON.stringify(r.body) : statusText(r.body as StatusReport));
         return 0;
+      }
+      case 'ready': {
+        // For container health checks: exit 0 only when AMI is logged in and the firewall ready.
+        if (rest.length > 0) return usage();
+        const r = await client.call('GET', '/readyz');
+        const reasons = (r.body as { reasons?: string[] } | null)?.reasons ?? [];
+        write(r.status === 200 ? io.stdout : io.stderr, r.status === 200 ? 'ready' : `not ready: ${reasons.join('; ') || errorOf(r)}`);
+        return r.status === 200 ? 0 : 1;
       }
       case 'list': {
         if (rest.length > 0) return usage();

@@ -46,6 +46,7 @@ commands:
                         ban an address by hand (default duration: the policy's)
   unban IP | --all [--json]
                         lift one ban, or all of them
+  ready                 exit 0 when the daemon is ready (AMI logged in, firewall ready): health checks
   help                  this text
   version               print the version
 
@@ -217,6 +218,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     case 'replay':
       return replayCommand(io, args);
     case 'status':
+    case 'ready':
     case 'list':
     case 'ban':
     case 'unban': {

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
-import { startCli, runCli } from './helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { ROOT, cleanEnv, runCli, startCli } from './helpers/cli.js';
 import { EXPECTED_BANS, FIXTURE_DIR, fixture } from './helpers/fixtures.js';
 
 const SECRET = 'ami2ban-secret';
@@ -127,6 +128,35 @@ describe('ami2ban run', () => {
     expect(all.map((l) => l.message)).toContain('ami2ban stopped');
     expect(all.find((l) => l.message === 'counts')).toMatchObject({ bans: 7, events: 139 });
     expect(out).not.toContain(SECRET);
+  });
+
+  it('against the standalone fake AMI of the image smoke test: ready, and the attacker banned', async () => {
+    const fake = spawn(process.execPath, [`${ROOT}dist/src/demo/fake-ami.js`, '0', 'ami2ban', SECRET, '192.0.2.66'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let fakeOut = '';
+    fake.stdout.on('data', (d: Buffer) => (fakeOut += d.toString()));
+    await vi.waitUntil(() => /listening on 0\.0\.0\.0:(\d+)/.test(fakeOut), { timeout: 5000 });
+    const port = /listening on 0\.0\.0\.0:(\d+)/.exec(fakeOut)?.[1] ?? '';
+    const env = cleanEnv({ ...CREDS, AMI_PORT: port, BAN_IGNOREIP: '', FIREWALL: 'dry-run' });
+    const child = startCli(['run'], env);
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await vi.waitUntil(() => out.includes('"message":"ban"'), { timeout: 5000 });
+      const ban = out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((l) => l.message === 'ban');
+      expect(ban).toMatchObject({ ip: '192.0.2.66', events: 'InvalidPassword×3', failures: 3 });
+      const ready = await runCli(['ready'], env);
+      expect(ready.code).toBe(0);
+      expect(ready.stdout.trim()).toBe('ready');
+    } finally {
+      child.kill('SIGTERM');
+      fake.kill('SIGTERM');
+    }
+    const notReady = await runCli(['ready'], env);
+    expect(notReady.code).toBe(1);
   });
 
   it('a bad configuration stops it at start with exit code 2', async () => {

@@ -27,8 +27,10 @@ if (!hasLibnftables()) {
 }
 
 const args = ['rebuild'];
-// Build against the local Node headers when npm is configured with a nodedir (no download).
-const nodedir = process.env.npm_config_nodedir || (existsSync('/usr/include/node/node_api.h') ? '/usr' : '');
+// Build against the headers installed with this Node (npm's nodedir, or the prefix of the node
+// binary, e.g. /usr or /usr/local in the official images), so nothing is downloaded.
+const prefix = path.resolve(path.dirname(process.execPath), '..');
+const nodedir = process.env.npm_config_nodedir || (existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : '');
 if (nodedir) args.push(`--nodedir=${nodedir}`);
 const gyp = process.env.npm_config_node_gyp;
 const cmd = gyp ? process.execPath : 'node-gyp';
