@@ -1,7 +1,6 @@
 // The `ami2ban` command line: run, check-config, replay.
 import { readFileSync } from 'node:fs';
-import { splitList } from './common/ip.js';
-import { type Config, type Env, ignoreFileEntries, loadConfig, parseIgnoreEntries } from './config/config.js';
+import { type Config, type Env, loadConfig, loadIgnoreList } from './config/config.js';
 import { formatDuration } from './config/duration.js';
 import { VARIABLES } from './config/variables.js';
 import { controlCommand } from './cli-control.js';
@@ -131,20 +130,9 @@ function replayCommand(io: CliIo, args: readonly string[]): number {
 
 /** Re-reads BAN_IGNOREIP and BAN_IGNOREIP_FILE; keeps the old list when the new one is bad. */
 function reloadIgnoreList(env: Env, daemon: Daemon, logger: Logger): void {
-  const { cidrs, bad } = parseIgnoreEntries(splitList(env.BAN_IGNOREIP ?? '127.0.0.1/8,::1'));
-  const problems = bad.map((b) => `BAN_IGNOREIP: ${b}`);
-  const file = env.BAN_IGNOREIP_FILE;
-  if (file !== undefined && file.trim() !== '') {
-    try {
-      const fromFile = parseIgnoreEntries(ignoreFileEntries(readFileSync(file.trim(), 'utf8')));
-      problems.push(...fromFile.bad.map((b) => `BAN_IGNOREIP_FILE: ${b}`));
-      cidrs.push(...fromFile.cidrs);
-    } catch (err) {
-      problems.push(`BAN_IGNOREIP_FILE: cannot read "${file}" (${errorMessage(err)})`);
-    }
-  }
+  const { cidrs, problems } = loadIgnoreList(env);
   if (problems.length > 0) {
-    logger.error('ignore list not reloaded: the old one stays', { problems: problems.join('; ') });
+    logger.error('ignore list not reloaded: the old one stays', { problems: problems.map((p) => `${p.variable}: ${p.problem}`).join('; ') });
     return;
   }
   daemon.setIgnoreList(cidrs);

@@ -220,6 +220,13 @@ function readIgnoreIp(r: Reader, readFile: (path: string) => string): { cidrs: C
   return { cidrs, file };
 }
 
+/** BAN_IGNOREIP and BAN_IGNOREIP_FILE alone, for a reload (SIGHUP): the list, or its problems. */
+export function loadIgnoreList(env: Env, readFile: (path: string) => string = (p) => readFileSync(p, 'utf8')): { cidrs: Cidr[]; problems: ConfigProblem[] } {
+  const r = new Reader(env);
+  const { cidrs } = readIgnoreIp(r, readFile);
+  return { cidrs, problems: r.problems };
+}
+
 function readControlListen(r: Reader): ControlListen {
   const raw = r.raw('CONTROL_LISTEN') ?? '';
   if (raw.startsWith('/')) return { kind: 'unix', path: raw };

@@ -1,7 +1,7 @@
 // The CLI's side of the control API.
 import { request } from 'node:http';
 import { ControlError } from '../errors.js';
-import type { ListenAddress } from './server.js';
+import { type ListenAddress, describeListen } from './server.js';
 
 export interface ControlResponse {
   readonly status: number;
@@ -15,8 +15,7 @@ export class ControlClient {
   ) {}
 
   get address(): string {
-    const l = this.listen;
-    return l.kind === 'unix' ? l.path : `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`;
+    return describeListen(this.listen);
   }
 
   call(method: string, path: string, body?: unknown): Promise<ControlResponse> {

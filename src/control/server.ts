@@ -9,6 +9,11 @@ import type { Metrics } from './metrics.js';
 
 export type ListenAddress = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
 
+/** `127.0.0.1:9180`, `[::1]:9180` or the socket path. */
+export function describeListen(l: ListenAddress): string {
+  return l.kind === 'unix' ? l.path : `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`;
+}
+
 export interface ControlServerOptions {
   readonly listen: ListenAddress;
   /** When set, every request needs `Authorization: Bearer <token>`. */
@@ -73,8 +78,7 @@ export class ControlServer {
 
   /** Where it listens, for logs and messages. */
   get address(): string {
-    const l = this.o.listen;
-    return l.kind === 'unix' ? l.path : `${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`;
+    return describeListen(this.o.listen);
   }
 
   async listen(): Promise<void> {
