@@ -61,7 +61,7 @@ describe('AmiParser on captured bytes', () => {
         if (!seen.same || seen.i !== expected.length || seen.greetings !== 1) mismatches.push(at);
       }
       expect(mismatches).toEqual([]);
-    });
+    }, 120_000);
 
     it(`${name}: the same messages fed one byte at a time`, () => {
       const chunks = Array.from({ length: bytes.length }, (_, i) => bytes.subarray(i, i + 1));
