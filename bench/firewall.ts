@@ -2,15 +2,16 @@
 // backends, adopting 100 000 elements at start, and ban latency from the AMI socket to the kernel.
 import { execFileSync } from 'node:child_process';
 import type { Socket } from 'node:net';
-import { AsteriskManagerConnector } from '../src/ami/asterisk-manager-connector.js';
-import { AmiClient } from '../src/ami/client.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig } from '../src/config/config.js';
 import { FakeAmiServer } from '../src/demo/fake-ami-server.js';
-import { Engine } from '../src/engine/engine.js';
+import type { Firewall } from '../src/firewall/firewall.js';
 import { NftablesFirewall } from '../src/firewall/nftables.js';
 import { AddonRunner, CliRunner, type NftRunner } from '../src/firewall/runner.js';
 import { silentLogger } from '../src/log/logger.js';
-import { toEngineEvent } from '../src/service/pipeline.js';
+import { buildDaemon } from '../src/service/build.js';
 
 const TABLE = 'ami2ban_bench';
 
@@ -81,46 +82,42 @@ function event(ip: string, n: number): string {
   );
 }
 
-/** The daemon's pipeline, in process: AMI client → engine → nftables firewall. */
-async function pipeline(): Promise<{ socket: Socket; onBan: Map<string, () => void>; onFailure: Map<string, () => void>; stop: () => Promise<void> }> {
+/** The real daemon (AMI client → engine → SQLite store → nftables firewall), in process. */
+async function pipeline(): Promise<{ socket: Socket; onBan: Map<string, () => void>; events: () => number; stop: () => Promise<void> }> {
   reset();
   const server = new FakeAmiServer({ username: 'bench', secret: 'bench' });
   const port = await server.start();
-  const config = loadConfig({ AMI_USERNAME: 'bench', AMI_SECRET: 'bench', BAN_IGNOREIP: '' });
-  const engine = new Engine(config.ban);
+  const stateDir = mkdtempSync(join(tmpdir(), 'ami2ban-bench-'));
+  const config = loadConfig({ AMI_USERNAME: 'bench', AMI_SECRET: 'bench', AMI_PORT: String(port), BAN_IGNOREIP: '', STATE_DIR: stateDir, NFT_TABLE: TABLE });
   const fw = firewall(new AddonRunner(), 20_000);
-  await fw.start();
-  const client = new AmiClient({
-    target: { host: '127.0.0.1', port, username: 'bench', secret: 'bench' },
-    connector: new AsteriskManagerConnector(),
-    logger: silentLogger,
-    pingIntervalMs: 60_000,
-    pingTimeoutMs: 60_000,
-    reconnectMaxMs: 30_000,
-  });
   const onBan = new Map<string, () => void>();
-  const onFailure = new Map<string, () => void>();
-  client.on('event', (e, at) => {
-    const o = engine.observe(toEngineEvent(e), at);
-    if (o.kind === 'counted') onFailure.get(o.ip)?.();
-    if (o.kind === 'banned') {
-      const d = o.decision;
-      void fw.ban(d.ip, d.family, d.banSeconds).then(() => onBan.get(d.ip)?.());
-    }
-  });
+  // The firewall as the daemon sees it, telling the benchmark when each ban is committed.
+  const observed: Firewall = {
+    name: fw.name,
+    start: () => fw.start(),
+    ban: (ip, family, seconds) => fw.ban(ip, family, seconds).then(() => onBan.get(ip)?.()),
+    unban: (ip, family) => fw.unban(ip, family),
+    stop: () => fw.stop(),
+  };
+  const { daemon } = buildDaemon(config, silentLogger, 'bench', { firewall: observed });
   const subscribed = server.nextSubscription();
-  client.start();
+  await daemon.start();
   const session = await subscribed;
   return {
     socket: session.socket,
     onBan,
-    onFailure,
+    events: () => daemon.counters.events,
     stop: async () => {
-      client.stop();
-      await fw.stop();
+      await daemon.stop();
       await server.stop();
+      rmSync(stateDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Resolves once `check` holds, looking again after each turn of the event loop. */
+async function until(check: () => boolean): Promise<void> {
+  while (!check()) await new Promise((r) => setImmediate(r));
 }
 
 async function latency(): Promise<void> {
@@ -129,14 +126,8 @@ async function latency(): Promise<void> {
   let n = 0;
   for (let i = 0; i < 1_000; i++) {
     const ip = ipv4(i);
-    const two = new Promise<void>((resolve) => {
-      let seen = 0;
-      p.onFailure.set(ip, () => {
-        if (++seen === 2) resolve();
-      });
-    });
     p.socket.write(event(ip, n++) + event(ip, n++));
-    await two;
+    await until(() => p.events() === n);
     const banned = new Promise<number>((resolve) => p.onBan.set(ip, () => { resolve(performance.now()); }));
     const t0 = performance.now();
     p.socket.write(event(ip, n++));
@@ -154,17 +145,8 @@ async function burst(): Promise<void> {
   let chunk = '';
   let n = 0;
   for (let i = 0; i < N; i++) chunk += event(ipv4(i), n++) + event(ipv4(i), n++);
-  let counted = 0;
-  const primed = new Promise<void>((resolve) => {
-    for (let i = 0; i < N; i++) {
-      let seen = 0;
-      p.onFailure.set(ipv4(i), () => {
-        if (++seen === 2 && ++counted === N) resolve();
-      });
-    }
-  });
   p.socket.write(chunk);
-  await primed;
+  await until(() => p.events() === n);
   let banned = 0;
   const all = new Promise<number>((resolve) => {
     for (let i = 0; i < N; i++) p.onBan.set(ipv4(i), () => { if (++banned === N) resolve(performance.now()); });
@@ -187,7 +169,7 @@ async function main(): Promise<void> {
   console.log('\nadopting existing bans at start:');
   await adopt('libnftables addon', () => new AddonRunner());
   await adopt('nft -j -f -', () => new CliRunner());
-  console.log('\nban latency (AMI client → engine → batcher → libnftables, in one process):');
+  console.log('\nban latency (the daemon in process: AMI client → engine → SQLite history → batcher → libnftables):');
   await latency();
   await burst();
   reset();

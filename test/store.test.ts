@@ -105,3 +105,23 @@ describe('BanStore (a real SQLite file)', () => {
     expect(() => new BanStore(join(file, 'sub'), H)).toThrow(/cannot open the ban database .*not-a-dir\/sub\/ami2ban\.sqlite: ENOTDIR/);
   });
 });
+
+describe('BanStore write batching', () => {
+  it('bans recorded in one turn are written together, counted before they are written, and survive close', async () => {
+    const d = dir();
+    const now = 50 * H;
+    const s = new BanStore(d, 30 * 24 * H, () => now);
+    for (let i = 0; i < 100; i++) s.recordBan(ban(`198.18.0.${i}`, now, 3600));
+    s.recordBan(ban('198.18.0.1', now, 7200, { previousBans: 1 }));
+    expect(s.previousBans('198.18.0.1')).toBe(2);
+    await new Promise((r) => setImmediate(r));
+    const other = new BanStore(d, 30 * 24 * H, () => now);
+    expect(other.activeBans(now).length).toBe(100);
+    other.close();
+    s.recordBan(ban('198.18.1.1', now, 60));
+    s.close();
+    const reopened = new BanStore(d, 30 * 24 * H, () => now);
+    expect(reopened.activeBans(now).map((b) => b.ip)).toContain('198.18.1.1');
+    reopened.close();
+  });
+});

@@ -70,7 +70,9 @@ export interface Built {
 
 /** Throws StoreError (database) or FirewallError (no usable nftables backend) with a clear message. */
 export function buildDaemon(config: Config, logger: Logger, version: string, overrides: BuildOverrides = {}): Built {
-  const store = new BanStore(config.stateDir, config.ban.historyKeep * 1000);
+  const store = new BanStore(config.stateDir, config.ban.historyKeep * 1000, Date.now, (err) => {
+    logger.error('ban database write failed', { store: config.stateDir, error: err.message });
+  });
   const metrics = new Metrics();
   const ami = new AmiClient({
     target: {

@@ -81,6 +81,11 @@ function toStored(r: Row): StoredBan {
 export class BanStore {
   readonly path: string;
   private readonly db: Database.Database;
+  /** Bans recorded but not yet written: a burst is written in one transaction per event-loop turn. */
+  private pending: BanRecordInput[] = [];
+  private readonly pendingPerIp = new Map<string, number[]>();
+  private flushScheduled: NodeJS.Immediate | undefined;
+  private readonly writeBatch: (rows: readonly BanRecordInput[]) => void;
   private readonly stmt: {
     count: Database.Statement<[string, number], { n: number }>;
     close: Database.Statement<[number, string, string]>;
@@ -96,6 +101,8 @@ export class BanStore {
     dir: string,
     private readonly historyKeepMs: number,
     private readonly now: () => number = Date.now,
+    /** Told when a deferred write fails (the bans stay in the kernel; a restart adopts them). */
+    private readonly onWriteError: (err: StoreError) => void = () => undefined,
   ) {
     this.path = join(dir, DATABASE_FILE);
     try {
@@ -117,6 +124,23 @@ export class BanStore {
         purge: this.db.prepare('DELETE FROM bans WHERE ended_at IS NOT NULL AND started_at < ?'),
         times: this.db.prepare('SELECT COUNT(*) AS n FROM bans WHERE ip = ?'),
       };
+      this.writeBatch = this.db.transaction((rows: readonly BanRecordInput[]) => {
+        for (const b of rows) {
+          const permanent = b.until === Number.POSITIVE_INFINITY;
+          this.stmt.close.run(b.at, 'replaced', b.ip);
+          this.stmt.insert.run(
+            b.ip,
+            b.family,
+            b.at,
+            permanent ? null : b.banSeconds,
+            permanent ? null : Math.round(b.until),
+            b.reason,
+            b.failures,
+            JSON.stringify(b.events),
+            b.previousBans,
+          );
+        }
+      });
     } catch (err) {
       throw new StoreError(`cannot open the ban database ${this.path}: ${errorMessage(err)}`, err);
     }
@@ -124,53 +148,74 @@ export class BanStore {
 
   /** Bans of this address within BAN_HISTORY_KEEP (drives incremental ban time). */
   previousBans(ip: string): number {
-    return this.stmt.count.get(ip, this.now() - this.historyKeepMs)?.n ?? 0;
+    const since = this.now() - this.historyKeepMs;
+    const pending = (this.pendingPerIp.get(ip) ?? []).filter((at) => at >= since).length;
+    return (this.stmt.count.get(ip, since)?.n ?? 0) + pending;
   }
 
   /** How often this address was banned, over the whole kept history. */
   timesBanned(ip: string): number {
+    this.flush();
     return this.stmt.times.get(ip)?.n ?? 0;
   }
 
-  /** Records a ban; an open ban of the same address is closed as replaced (an extension). */
+  /**
+   * Records a ban; an open ban of the same address is closed as replaced (an extension).
+   * Written with the others of the same event-loop turn, in one transaction.
+   */
   recordBan(b: BanRecordInput): void {
-    const permanent = b.until === Number.POSITIVE_INFINITY;
-    this.db.transaction(() => {
-      this.stmt.close.run(b.at, 'replaced', b.ip);
-      this.stmt.insert.run(
-        b.ip,
-        b.family,
-        b.at,
-        permanent ? null : b.banSeconds,
-        permanent ? null : Math.round(b.until),
-        b.reason,
-        b.failures,
-        JSON.stringify(b.events),
-        b.previousBans,
-      );
-    })();
+    this.pending.push(b);
+    const times = this.pendingPerIp.get(b.ip);
+    if (times === undefined) this.pendingPerIp.set(b.ip, [b.at]);
+    else times.push(b.at);
+    if (this.pending.length >= 5000) this.flush();
+    else
+      this.flushScheduled ??= setImmediate(() => {
+        try {
+          this.flush();
+        } catch (err) {
+          this.onWriteError(new StoreError(`writing bans to ${this.path} failed: ${errorMessage(err)}`, err));
+        }
+      });
+  }
+
+  /** Writes the bans recorded so far. */
+  flush(): void {
+    if (this.flushScheduled !== undefined) clearImmediate(this.flushScheduled);
+    this.flushScheduled = undefined;
+    if (this.pending.length === 0) return;
+    const rows = this.pending;
+    this.pending = [];
+    this.pendingPerIp.clear();
+    if (this.db.open) this.writeBatch(rows);
   }
 
   recordUnban(ip: string, at: number, reason: 'expired' | 'manual'): void {
+    this.flush();
     this.stmt.close.run(at, reason, ip);
   }
 
   /** Open bans that have not expired by `now`. */
   activeBans(now: number): StoredBan[] {
+    this.flush();
     return this.stmt.active.all(now).map(toStored);
   }
 
   /** Closes open bans whose time is over (e.g. while the service was down). */
   expireDue(now: number): number {
+    this.flush();
     return this.stmt.expire.run(now).changes;
   }
 
   /** Deletes ended bans older than the history window. */
   purge(now: number): number {
+    this.flush();
     return this.stmt.purge.run(now - this.historyKeepMs).changes;
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    this.flush();
+    this.db.close();
   }
 }
