@@ -214,8 +214,7 @@ export class Daemon implements ControlTarget {
         ? { kind: 'invalid', message: `"${ipText}" is not an IPv4 or IPv6 address` }
         : { kind: 'refused', message: `${ipText} is in the ignore list (BAN_IGNOREIP); pass force to ban it anyway` };
     }
-    const done = this.applyBan(r.decision);
-    await done;
+    await this.applyBan(r.decision);
     const stored = this.o.store.activeBans(now).find((b) => b.ip === r.decision.ip);
     return { kind: 'banned', ban: this.view(stored ?? this.fromDecision(r.decision), now) };
   }
