@@ -248,6 +248,19 @@ describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) =>
   });
 });
 
+describe('nftables firewall start', () => {
+  it('without CAP_NET_ADMIN the start fails with a message that says so', async () => {
+    const denied: NftRunner = {
+      backend: 'libnftables',
+      run: () => Promise.reject(new Error('netlink: Error: cache initialization failed: Operation not permitted')),
+      close: () => undefined,
+    };
+    await expect(firewall(denied).start()).rejects.toThrow(
+      `cannot set up table inet ${TABLE} (ami2ban needs CAP_NET_ADMIN in Asterisk's network namespace): netlink: Error: cache initialization failed: Operation not permitted`,
+    );
+  });
+});
+
 describe('packets really dropped', () => {
   beforeAll(() => {
     nft('flush', 'ruleset');

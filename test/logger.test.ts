@@ -36,6 +36,14 @@ describe('logger', () => {
     expect(out.match(/\*{8}/g)?.length).toBe(4);
   });
 
+  it('does not garble the logs over a secret too short to mean anything', () => {
+    const stream = new PassThrough();
+    let out = '';
+    stream.on('data', (d: Buffer) => (out += d.toString()));
+    createLogger({ level: 'info', format: 'json', isTTY: false, stream, secrets: ['s'] }).info('start failed: needs CAP_NET_ADMIN');
+    expect(out).toContain('start failed: needs CAP_NET_ADMIN');
+  });
+
   it('debug lines only at debug level', () => {
     const quiet = capture('json', false, 'info');
     quiet.log.debug('detail');

@@ -83,7 +83,14 @@ export class NftablesFirewall implements Firewall {
   }
 
   async start(): Promise<readonly ExistingBan[]> {
-    await this.ensureStructure();
+    try {
+      await this.ensureStructure();
+    } catch (err) {
+      throw new FirewallError(
+        `cannot set up table inet ${this.o.table} (ami2ban needs CAP_NET_ADMIN in Asterisk's network namespace): ${errorMessage(err)}`,
+        err,
+      );
+    }
     const existing = await this.listBans();
     for (const b of existing) this.active.set(b.ip, { family: b.family, expiresAt: b.expiresAt });
     if (this.o.checkIntervalMs > 0) {

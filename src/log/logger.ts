@@ -78,7 +78,8 @@ class WinstonLogger implements Logger {
 
 export function createLogger(options: LoggerOptions): Logger {
   const json = options.format === 'json' || (options.format === 'auto' && !options.isTTY);
-  const secrets = (options.secrets ?? []).filter((s) => s.length > 0);
+  // Masking a one- or two-letter "secret" inside every word would garble the logs and hide nothing.
+  const secrets = (options.secrets ?? []).filter((s) => s.length >= 4);
   // winston types its transport instances as interfaces, which this rule cannot follow.
   /* eslint-disable @typescript-eslint/no-unsafe-class-instance-assignment */
   const transport: winston.transport =
