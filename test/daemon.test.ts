@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
 import { MemoryFirewall } from '../src/firewall/memory.js';
 import { buildDaemon } from '../src/service/build.js';
+import { BanStore } from '../src/store/store.js';
 import type { Daemon } from '../src/service/daemon.js';
 import { EXPECTED_BANS, fixture } from './helpers/fixtures.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
@@ -71,3 +72,47 @@ async function expectEventually(check: () => boolean, ms = 5000): Promise<void> 
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+describe('daemon start: store and firewall reconciled', () => {
+  it('re-adds what the kernel lost or holds for less time than recorded, adopts what only the kernel has', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ami2ban-'));
+    const now = Date.now();
+    const store = new BanStore(dir, 30 * 86400_000);
+    const row = (ip: string, seconds: number): Parameters<BanStore['recordBan']>[0] => ({
+      ip,
+      family: 'ipv4',
+      at: now - 1000,
+      banSeconds: seconds,
+      until: now - 1000 + seconds * 1000,
+      reason: 'threshold',
+      failures: 3,
+      events: {},
+      previousBans: 0,
+    });
+    store.recordBan(row('192.0.2.1', 3600)); // lost from the kernel
+    store.recordBan(row('192.0.2.2', 3600)); // in the kernel for only a minute more
+    store.recordBan(row('192.0.2.3', 3600)); // in the kernel as recorded
+    store.close();
+    const firewall = new MemoryFirewall();
+    firewall.existing = [
+      { ip: '192.0.2.2', family: 'ipv4', expiresAt: now + 60_000 },
+      { ip: '192.0.2.3', family: 'ipv4', expiresAt: now + 3599_000 },
+      { ip: '192.0.2.4', family: 'ipv4', expiresAt: now + 600_000 }, // unknown to the store
+    ];
+    const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
+    const port = await server.start();
+    const log = new MemoryLogger([], false);
+    const { daemon } = buildDaemon(config({ AMI_PORT: String(port), STATE_DIR: dir }), log, 'test', { firewall });
+    await daemon.start();
+    try {
+      const restored = firewall.operations.map((o) => o.split(' ').slice(0, 2).join(' ')).sort();
+      expect(restored).toEqual(['ban 192.0.2.1', 'ban 192.0.2.2']);
+      for (const ip of ['192.0.2.1', '192.0.2.2']) expect(firewall.elements.get(ip)?.seconds).toBeGreaterThan(3590);
+      expect(log.lines.find((l) => l.message === 'ami2ban started')?.meta).toMatchObject({ activeBans: 4, restoredToFirewall: 2, adoptedFromFirewall: 1 });
+      expect(daemon.bans().map((b) => `${b.ip} ${b.reason}`).sort()).toEqual(['192.0.2.1 threshold', '192.0.2.2 threshold', '192.0.2.3 threshold', '192.0.2.4 adopted']);
+    } finally {
+      await daemon.stop();
+      await server.stop();
+    }
+  });
+});

@@ -90,8 +90,10 @@ export class Daemon implements ControlTarget {
     let restored = 0;
     let adoptedUnknown = 0;
     for (const s of store.activeBans(now)) {
-      if (!kernel.has(s.ip)) {
-        // Lost from the kernel (host reboot, flushed ruleset): put it back for what is left of it.
+      const k = kernel.get(s.ip);
+      // Lost from the kernel (host reboot, flushed ruleset), or shorter there than recorded (a
+      // longer ban whose commit was cut off): put it back for what is left of it.
+      if (k === undefined || s.expiresAt - k.expiresAt > 5000) {
         const seconds = s.expiresAt === PERMANENT ? PERMANENT : (s.expiresAt - now) / 1000;
         void this.track(firewall.ban(s.ip, s.family, seconds), s.ip, 'ban');
         restored++;
