@@ -296,13 +296,14 @@ export class NftablesFirewall implements Firewall {
   }
 
   private async ensureStructure(): Promise<void> {
+    // Only the other block type's chain is looked for: listing the table would list every element.
+    const other = chainName(this.o.blockType === 'drop' ? 'reject' : 'drop');
     let stale: string | undefined;
     try {
-      const listed = await this.o.runner.run({ nftables: [{ list: { table: { family: 'inet', name: this.o.table } } }] });
-      const other = chainName(this.o.blockType === 'drop' ? 'reject' : 'drop');
-      if (listedChains(listed).has(other)) stale = other;
+      await this.o.runner.run({ nftables: [{ list: { chain: { family: 'inet', table: this.o.table, name: other } } }] });
+      stale = other;
     } catch {
-      // no table yet
+      // no such chain (or no table yet)
     }
     await this.o.runner.run({ nftables: setupCommands(this.o, stale) });
   }
