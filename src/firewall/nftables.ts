@@ -7,13 +7,12 @@ import {
   COUNTER_NAME,
   type CounterValues,
   type NftCommand,
-  RULE_COMMENT_PREFIX,
   type RulesetOptions,
   SET_NAME,
   chainName,
   element,
   elementCommand,
-  expectedRuleCount,
+  expectedRuleComments,
   listedChains,
   listedCounter,
   listedElements,
@@ -170,17 +169,7 @@ export class NftablesFirewall implements Firewall {
 
   /** Checks our chain is intact; if not (ruleset flushed), recreates it and re-adds active bans. */
   async repairIfBroken(why: string): Promise<boolean> {
-    let intact: boolean;
-    try {
-      const listed = await this.o.runner.run({
-        nftables: [{ list: { chain: { family: 'inet', table: this.o.table, name: chainName(this.o.blockType) } } }],
-      });
-      const ours = (listedChains(listed).get(chainName(this.o.blockType)) ?? []).filter((c) => c.startsWith(RULE_COMMENT_PREFIX));
-      intact = ours.length === expectedRuleCount(this.o);
-    } catch {
-      intact = false;
-    }
-    if (intact) return false;
+    if (await this.rulesCurrent()) return false;
     this.stats.repairs++;
     this.log.warn('nftables table or chain missing (ruleset flushed?): recreating and re-adding active bans', {
       table: `inet ${this.o.table}`,
@@ -193,6 +182,19 @@ export class NftablesFirewall implements Firewall {
       return true;
     } catch (err) {
       this.log.error('nftables repair failed', { error: errorMessage(err) });
+      return false;
+    }
+  }
+
+  /** Whether our chain holds exactly the rules these settings make (listing rules only, not elements). */
+  private async rulesCurrent(): Promise<boolean> {
+    try {
+      const chain = chainName(this.o.blockType);
+      const listed = await this.o.runner.run({ nftables: [{ list: { chain: { family: 'inet', table: this.o.table, name: chain } } }] });
+      const have = (listedChains(listed).get(chain) ?? []).slice().sort();
+      const want = expectedRuleComments(this.o).sort();
+      return have.length === want.length && have.every((c, i) => c === want[i]);
+    } catch {
       return false;
     }
   }
@@ -305,7 +307,8 @@ export class NftablesFirewall implements Firewall {
     } catch {
       // no such chain (or no table yet)
     }
-    await this.o.runner.run({ nftables: setupCommands(this.o, stale) });
+    // Rules already current are left alone: nothing of ours is flushed without need.
+    await this.o.runner.run({ nftables: setupCommands(this.o, stale, !(await this.rulesCurrent())) });
   }
 
   private async listBans(): Promise<ExistingBan[]> {

@@ -1,4 +1,5 @@
 // libnftables JSON for our table: built from typed values only, never from concatenated strings.
+import { createHash } from 'node:crypto';
 import type { IpFamily } from '../common/ip.js';
 
 export type BlockType = 'drop' | 'reject';
@@ -40,20 +41,26 @@ function rule(o: RulesetOptions, family: IpFamily, port: PortRule | undefined): 
   }
   expr.push({ counter: COUNTER_NAME[family] });
   expr.push(o.blockType === 'drop' ? { drop: null } : { reject: { type: 'icmpx', expr: 'admin-prohibited' } });
-  const comment = `${RULE_COMMENT_PREFIX}${family}${port === undefined ? '' : `:${port.protocol}`}`;
-  return { add: { rule: { family: 'inet', table: o.table, chain: chainName(o.blockType), comment, expr } } };
+  return { add: { rule: { family: 'inet', table: o.table, chain: chainName(o.blockType), comment: ruleComment(o, family, port), expr } } };
 }
 
-/** How many rules our chain must hold. */
-export function expectedRuleCount(o: RulesetOptions): number {
-  return FAMILIES.length * Math.max(1, o.ports.length);
+/** Names a rule and the settings it was made from, so a start can tell whether it is current. */
+function ruleComment(o: RulesetOptions, family: IpFamily, port: PortRule | undefined): string {
+  const settings = createHash('sha256').update(JSON.stringify([o.blockType, o.ports])).digest('hex').slice(0, 12);
+  return `${RULE_COMMENT_PREFIX}${family}${port === undefined ? '' : `:${port.protocol}`}:${settings}`;
+}
+
+/** The comments of the rules our chain holds when it matches these settings. */
+export function expectedRuleComments(o: RulesetOptions): string[] {
+  return FAMILIES.flatMap((f) => (o.ports.length === 0 ? [ruleComment(o, f, undefined)] : o.ports.map((p) => ruleComment(o, f, p))));
 }
 
 /**
- * One transaction that creates what is missing and (re)writes our chain's rules, without touching
- * the sets' elements. `staleChain` is the other block type's chain, deleted when it exists.
+ * One transaction that creates what is missing, without touching the sets' elements. When
+ * `rewriteRules`, our chain's rules are replaced (they were missing or made from other settings);
+ * `staleChain` is the other block type's chain, deleted when it exists.
  */
-export function setupCommands(o: RulesetOptions, staleChain: string | undefined): NftCommand[] {
+export function setupCommands(o: RulesetOptions, staleChain: string | undefined, rewriteRules: boolean): NftCommand[] {
   const t = { family: 'inet', table: o.table };
   const chain = chainName(o.blockType);
   const cmds: NftCommand[] = [{ add: { table: { family: 'inet', name: o.table } } }];
@@ -63,10 +70,12 @@ export function setupCommands(o: RulesetOptions, staleChain: string | undefined)
   }
   const hook = o.blockType === 'drop' ? { hook: 'prerouting', prio: -300 } : { hook: 'input', prio: -1 };
   cmds.push({ add: { chain: { ...t, name: chain, type: 'filter', ...hook, policy: 'accept' } } });
-  cmds.push({ flush: { chain: { ...t, name: chain } } });
-  for (const f of FAMILIES) {
-    if (o.ports.length === 0) cmds.push(rule(o, f, undefined));
-    else for (const p of o.ports) cmds.push(rule(o, f, p));
+  if (rewriteRules) {
+    cmds.push({ flush: { chain: { ...t, name: chain } } });
+    for (const f of FAMILIES) {
+      if (o.ports.length === 0) cmds.push(rule(o, f, undefined));
+      else for (const p of o.ports) cmds.push(rule(o, f, p));
+    }
   }
   if (staleChain !== undefined && staleChain !== chain) cmds.push({ delete: { chain: { ...t, name: staleChain } } });
   return cmds;
