@@ -25,6 +25,13 @@ describe('logger', () => {
     expect(text()).toMatch(/^\S+Z warn {2}AMI connection lost host=127\.0\.0\.1 error="connection closed by peer"\n$/);
   });
 
+  it('escapes control characters of attacker-supplied values in text lines', () => {
+    const { log, text } = capture('text', true);
+    log.info('security event', { account: '\u001b[31mroot\u0007' });
+    expect(text()).toContain('account="\\u001b[31mroot\\u0007"');
+    expect(text()).not.toContain('\u001b');
+  });
+
   it('masks secrets by key and by value', () => {
     const { log, text } = capture('json', false);
     log.info('x', { secret: 'abc', ExpectedResponse: 'def', note: 'password is hunter2' });

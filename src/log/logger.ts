@@ -41,7 +41,10 @@ const redact = winston.format((info, options: unknown) => {
 });
 
 function text(value: unknown): string {
-  if (typeof value === 'string') return /[\s"=]/.test(value) || value === '' ? JSON.stringify(value) : value;
+  // Quoted (and so escaped) when it has spaces, quotes or control characters: attacker-supplied
+  // AccountIDs and Call-IDs must not drive the operator's terminal.
+  // eslint-disable-next-line no-control-regex
+  if (typeof value === 'string') return /[\s"=\u0000-\u001f\u007f]/.test(value) || value === '' ? JSON.stringify(value) : value;
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
   return JSON.stringify(value);
 }
