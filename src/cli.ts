@@ -171,7 +171,7 @@ async function run(io: CliIo): Promise<number> {
     });
     await daemon.start(config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`));
     await control.listen();
-    logger.info('control API listening', { address: control.address, token: config.control.token !== undefined });
+    logger.info('control API listening', { address: control.address, bearerAuth: config.control.token !== undefined });
   } catch (err) {
     // A clear line naming what failed (database path, nftables, listen address), no stack trace.
     logger.error('start failed', { error: errorMessage(err), ...(err instanceof Ami2banError ? { code: err.code } : {}) });
