@@ -26,29 +26,27 @@ docker run -d --name "$NAME-ami2ban" --network "container:$NAME-ami" \
   -e AMI_USERNAME=ami2ban -e AMI_SECRET=smoke-secret -e BAN_IGNOREIP= \
   "$IMAGE" >/dev/null
 
+# wait_for SECONDS WHAT COMMAND...: retries COMMAND once a second, shows the logs on failure.
+wait_for() {
+  limit=$1 what=$2
+  shift 2
+  i=0
+  until "$@" >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ "$i" -ge "$limit" ]; then
+      docker logs "$NAME-ami2ban"
+      echo "FAIL: $what"
+      exit 1
+    fi
+    sleep 1
+  done
+}
+
 echo "== waiting for /readyz"
-i=0
-until docker exec "$NAME-ami2ban" ami2ban ready >/dev/null 2>&1; do
-  i=$((i + 1))
-  if [ "$i" -ge 30 ]; then
-    docker logs "$NAME-ami2ban"
-    echo "FAIL: not ready after 30 s"
-    exit 1
-  fi
-  sleep 1
-done
+wait_for 30 "not ready after 30 s" docker exec "$NAME-ami2ban" ami2ban ready
 
 echo "== checking the ban"
-i=0
-until docker exec "$NAME-ami2ban" ami2ban list --json | grep -q "\"$ATTACKER\""; do
-  i=$((i + 1))
-  if [ "$i" -ge 10 ]; then
-    docker logs "$NAME-ami2ban"
-    echo "FAIL: $ATTACKER not banned"
-    exit 1
-  fi
-  sleep 1
-done
+wait_for 10 "$ATTACKER not banned" sh -c "docker exec '$NAME-ami2ban' ami2ban list --json | grep -q '\"$ATTACKER\"'"
 docker exec "$NAME-ami2ban" nft list set inet ami2ban ipv4_addr | grep -q "$ATTACKER" || {
   echo "FAIL: $ATTACKER not in the kernel set"
   exit 1
