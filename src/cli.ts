@@ -74,7 +74,7 @@ function checkConfig(io: CliIo): number {
   const width = Math.max(...VARIABLES.map((v) => v.name.length));
   const lines = VARIABLES.map((v) => {
     const set = io.env[v.name];
-    const explicit = set !== undefined && (set.trim() !== '' || ['BAN_IGNOREIP', 'BAN_MULTIPLIERS'].includes(v.name));
+    const explicit = set !== undefined && (set.trim() !== '' || v.emptyIsValue === true);
     const source = explicit ? (io.fromDotenv.has(v.name) ? '.env' : 'env') : 'default';
     let value = explicit ? set.trim() : (v.default ?? '');
     if (v.secret === true && value !== '') value = '********';

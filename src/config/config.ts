@@ -77,6 +77,7 @@ export interface LoadOptions {
 }
 
 const DEFAULTS: ReadonlyMap<string, string | undefined> = new Map(VARIABLES.map((v) => [v.name, v.default]));
+const EMPTY_IS_VALUE: ReadonlySet<string> = new Set(VARIABLES.filter((v) => v.emptyIsValue === true).map((v) => v.name));
 const KNOWN: ReadonlySet<string> = new Set(VARIABLES.map((v) => v.name));
 
 class Reader {
@@ -84,10 +85,10 @@ class Reader {
 
   constructor(private readonly env: Env) {}
 
-  /** The value, or the default; an empty value counts as unset unless `emptyIsValue`. */
-  raw(name: string, emptyIsValue = false): string | undefined {
+  /** The value, or the default; an empty value counts as unset unless the variable says otherwise. */
+  raw(name: string): string | undefined {
     const v = this.env[name];
-    if (v !== undefined && (emptyIsValue || v.trim() !== '')) return v.trim();
+    if (v !== undefined && (EMPTY_IS_VALUE.has(name) || v.trim() !== '')) return v.trim();
     return DEFAULTS.get(name);
   }
 
@@ -167,7 +168,7 @@ function readSecret(r: Reader, readFile: (path: string) => string): Secret {
 }
 
 function readEvents(r: Reader): string[] {
-  const names = splitList(r.raw('BAN_EVENTS', true) ?? '');
+  const names = splitList(r.raw('BAN_EVENTS') ?? '');
   const unknown = names.filter((n) => !isSecurityEventName(n));
   if (unknown.length > 0) {
     r.fail('BAN_EVENTS', `unknown event name(s) ${unknown.join(', ')}; expected Asterisk security event names such as InvalidAccountID`);
@@ -178,7 +179,7 @@ function readEvents(r: Reader): string[] {
 }
 
 function readMultipliers(r: Reader): number[] {
-  const items = splitList(r.raw('BAN_MULTIPLIERS', true) ?? '');
+  const items = splitList(r.raw('BAN_MULTIPLIERS') ?? '');
   const values = items.map(Number);
   if (values.some((v) => !Number.isFinite(v) || v <= 0)) {
     r.fail('BAN_MULTIPLIERS', `"${items.join(' ')}" is not valid; expected positive numbers separated by spaces or commas`);
@@ -205,7 +206,7 @@ export function ignoreFileEntries(text: string): string[] {
 }
 
 function readIgnoreIp(r: Reader, readFile: (path: string) => string): { cidrs: Cidr[]; file: string | undefined } {
-  const { cidrs, bad } = parseIgnoreEntries(splitList(r.raw('BAN_IGNOREIP', true) ?? ''));
+  const { cidrs, bad } = parseIgnoreEntries(splitList(r.raw('BAN_IGNOREIP') ?? ''));
   if (bad.length > 0) r.fail('BAN_IGNOREIP', `${bad.join('; ')}; expected IPv4/IPv6 addresses or CIDRs`);
   const file = r.raw('BAN_IGNOREIP_FILE');
   if (file !== undefined) {
@@ -243,7 +244,7 @@ function readControlListen(r: Reader): ControlListen {
 function readPorts(r: Reader): PortRuleConfig[] {
   const byProtocol = new Map<'tcp' | 'udp' | 'sctp', (number | readonly [number, number])[]>();
   const bad: string[] = [];
-  for (const item of splitList(r.raw('NFT_PORTS', true) ?? '')) {
+  for (const item of splitList(r.raw('NFT_PORTS') ?? '')) {
     const m = /^(?:(tcp|udp|sctp)\/)?(\d{1,5})(?:-(\d{1,5}))?$/.exec(item.toLowerCase());
     const from = Number(m?.[2]);
     const to = m?.[3] === undefined ? from : Number(m[3]);

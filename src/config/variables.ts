@@ -7,6 +7,8 @@ export interface VariableDoc {
   readonly default: string | undefined;
   readonly meaning: string;
   readonly secret?: boolean;
+  /** An empty value means none (an empty list), not the default. */
+  readonly emptyIsValue?: boolean;
 }
 
 export const DEFAULT_BAN_EVENTS = 'InvalidAccountID,ChallengeResponseFailed,FailedACL,InvalidPassword,UnexpectedAddress';
@@ -20,16 +22,16 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'AMI_PING_INTERVAL', default: '15s', meaning: 'how often a keep-alive Ping is sent' },
   { name: 'AMI_PING_TIMEOUT', default: '5s', meaning: 'a Ping (or login) unanswered this long drops the connection and reconnects' },
   { name: 'AMI_RECONNECT_MAX', default: '30s', meaning: 'cap of the jittered exponential reconnect backoff (starts near 0.5 s)' },
-  { name: 'BAN_EVENTS', default: DEFAULT_BAN_EVENTS, meaning: 'security events that count as failures (only with Severity Error)' },
+  { name: 'BAN_EVENTS', default: DEFAULT_BAN_EVENTS, meaning: 'security events that count as failures (only with Severity Error)', emptyIsValue: true },
   { name: 'BAN_MAXRETRY', default: '3', meaning: 'failures within BAN_FINDTIME that trigger a ban' },
   { name: 'BAN_FINDTIME', default: '10m', meaning: 'sliding window in which failures are counted' },
   { name: 'BAN_BANTIME', default: '1h', meaning: 'ban duration; -1 = permanent' },
   { name: 'BAN_INCREMENT', default: 'false', meaning: 'lengthen the ban of an address banned before (fail2ban bantime.increment)' },
   { name: 'BAN_FACTOR', default: '1', meaning: 'bantime.factor of the increment formula' },
-  { name: 'BAN_MULTIPLIERS', default: '', meaning: 'bantime.multipliers, e.g. `1 5 30 60 300 720 1440 2880`; empty = the 2^n formula' },
+  { name: 'BAN_MULTIPLIERS', default: '', meaning: 'bantime.multipliers, e.g. `1 5 30 60 300 720 1440 2880`; empty = the 2^n formula', emptyIsValue: true },
   { name: 'BAN_MAXTIME', default: '1w', meaning: 'cap of an incremented ban time' },
   { name: 'BAN_RNDTIME', default: '0', meaning: 'random 0..rndtime added to an incremented ban time' },
-  { name: 'BAN_IGNOREIP', default: '127.0.0.1/8,::1', meaning: 'addresses and CIDRs (v4 and v6) never counted nor banned, comma or space separated; empty = none' },
+  { name: 'BAN_IGNOREIP', default: '127.0.0.1/8,::1', meaning: 'addresses and CIDRs (v4 and v6) never counted nor banned, comma or space separated; empty = none', emptyIsValue: true },
   { name: 'BAN_IGNOREIP_FILE', default: undefined, meaning: 'a file of more addresses/CIDRs never banned, one per line (`#` comments); re-read on SIGHUP' },
   { name: 'BAN_HISTORY_KEEP', default: '30d', meaning: 'how long ban history is kept (for incremental ban time); never shorter than BAN_MAXTIME' },
   { name: 'BAN_COLLAPSE_WINDOW', default: '2s', meaning: 'events of one address with one SessionID within this time count as one failure' },
@@ -37,7 +39,7 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'FIREWALL', default: 'nftables', meaning: '`nftables` (bans in the kernel) or `dry-run` (log bans only)' },
   { name: 'NFT_TABLE', default: 'ami2ban', meaning: 'our own table, `table inet <name>`; no other table is touched' },
   { name: 'NFT_BLOCKTYPE', default: 'drop', meaning: '`drop` (prerouting hook, raw priority) or `reject` (input hook, filter - 1, `reject with icmpx admin-prohibited`)' },
-  { name: 'NFT_PORTS', default: '', meaning: 'limit bans to these ports, e.g. `udp/5060,tcp/5060-5061,5061` (bare port = tcp and udp); empty = all traffic' },
+  { name: 'NFT_PORTS', default: '', meaning: 'limit bans to these ports, e.g. `udp/5060,tcp/5060-5061,5061` (bare port = tcp and udp); empty = all traffic', emptyIsValue: true },
   { name: 'NFT_CLEANUP_ON_EXIT', default: 'false', meaning: 'delete our table on shutdown (by default bans stay in the kernel)' },
   { name: 'NFT_BACKEND', default: 'auto', meaning: '`auto` (the libnftables addon, else `nft -j -f -`), `libnftables` or `nft`' },
   { name: 'NFT_CHECK_INTERVAL', default: '10s', meaning: 'how often our table is checked; if flushed, it is recreated and active bans re-added; 0 = never' },
