@@ -217,8 +217,7 @@ export class Daemon implements ControlTarget {
         : { kind: 'refused', message: `${ipText} is in the ignore list (BAN_IGNOREIP); pass force to ban it anyway` };
     }
     await this.applyBan(r.decision);
-    const stored = this.o.store.activeBans(now).find((b) => b.ip === r.decision.ip);
-    return { kind: 'banned', ban: this.view(stored ?? this.fromDecision(r.decision), now) };
+    return { kind: 'banned', ban: this.view(this.fromDecision(r.decision), now) };
   }
 
   async unban(ipText: string): Promise<boolean | null> {
