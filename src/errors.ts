@@ -6,7 +6,6 @@ export type ErrorCode =
   | 'AMI_ACTION_FAILED'
   | 'AMI_TIMEOUT'
   | 'AMI_DISCONNECTED'
-  | 'AMI_FRAME_TOO_LARGE'
   | 'REPLAY_INPUT'
   | 'FIREWALL_FAILED'
   | 'STORE_FAILED'
@@ -58,12 +57,6 @@ export class AmiTimeoutError extends Ami2banError {
 export class AmiDisconnectedError extends Ami2banError {
   constructor(message: string, cause?: unknown) {
     super('AMI_DISCONNECTED', message, { cause });
-  }
-}
-
-export class AmiFrameError extends Ami2banError {
-  constructor(message: string) {
-    super('AMI_FRAME_TOO_LARGE', message);
   }
 }
 

@@ -93,7 +93,6 @@ export class BanStore {
     active: Database.Statement<[number], Row>;
     expire: Database.Statement<[number]>;
     purge: Database.Statement<[number]>;
-    times: Database.Statement<[string], { n: number }>;
   };
 
   /** Opens (creating if needed) STATE_DIR/ami2ban.sqlite; a StoreError names the path and the cause. */
@@ -122,7 +121,6 @@ export class BanStore {
         ),
         expire: this.db.prepare("UPDATE bans SET ended_at = expires_at, end_reason = 'expired' WHERE ended_at IS NULL AND expires_at <= ?"),
         purge: this.db.prepare('DELETE FROM bans WHERE ended_at IS NOT NULL AND started_at < ?'),
-        times: this.db.prepare('SELECT COUNT(*) AS n FROM bans WHERE ip = ?'),
       };
       this.writeBatch = this.db.transaction((rows: readonly BanRecordInput[]) => {
         for (const b of rows) {
@@ -151,12 +149,6 @@ export class BanStore {
     const since = this.now() - this.historyKeepMs;
     const pending = (this.pendingPerIp.get(ip) ?? []).filter((at) => at >= since).length;
     return (this.stmt.count.get(ip, since)?.n ?? 0) + pending;
-  }
-
-  /** How often this address was banned, over the whole kept history. */
-  timesBanned(ip: string): number {
-    this.flush();
-    return this.stmt.times.get(ip)?.n ?? 0;
   }
 
   /**
