@@ -30,6 +30,31 @@ describe('ami2ban replay (acceptance: the bans listed in the fixtures README)', 
     });
   }
 
+  // attack-tools/README.md: the expected ban of each capture, and the event it must fall on at the latest.
+  const ATTACKS = [
+    { name: 'svcrack-udp-1001-300-wrong', bans: [{ ip: '127.0.0.42', at: '2026-11-22T04:49:15.758Z' }] },
+    { name: 'svmap-svwar-udp', bans: [{ ip: '127.0.0.41', at: '2026-11-22T04:51:10.452Z' }] },
+    { name: 'good-phone-10-ok-2-badpass', bans: [] },
+    { name: 'v2-slow-scanner-register-unknown', bans: [] },
+  ];
+  for (const attack of ATTACKS) {
+    for (const ext of ['.raw', '.security.log']) {
+      it(`attack-tools/${attack.name}${ext}: ${attack.bans.length === 0 ? 'nobody' : attack.bans.map((b) => b.ip).join(', ')} banned`, async () => {
+        const r = await runCli(['replay', `${FIXTURE_DIR}attack-tools/${attack.name}${ext}`, '--json'], { BAN_IGNOREIP: '' });
+        expect(r.stderr).toBe('');
+        expect(r.code).toBe(0);
+        const bans = r.stdout.trim() === '' ? [] : r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { ip: string; at: string; failures: number });
+        expect(bans.map((b) => ({ ip: b.ip, at: b.at }))).toEqual(attack.bans);
+        for (const b of bans) expect(b.failures).toBe(3);
+      });
+    }
+  }
+
+  it('svcrack: each of its 300 guesses on one Call-ID is a failure (threshold set out of reach)', async () => {
+    const r = await runCli(['replay', `${FIXTURE_DIR}attack-tools/svcrack-udp-1001-300-wrong.raw`], { BAN_IGNOREIP: '', BAN_MAXRETRY: '1000' });
+    expect(r.stdout).toContain('302 security events, 300 failures counted, 0 bans');
+  });
+
   it('uses the effective configuration: default ignore list, maxretry, permanent bans', async () => {
     const def = await runCli(['replay', `${FIXTURE_DIR}ami-ami2ban-events-security.raw`, '--json'], {});
     expect(def.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { ip: string }).ip)).toEqual(['fd00::2', 'fd00::3']);
@@ -42,7 +67,7 @@ describe('ami2ban replay (acceptance: the bans listed in the fixtures README)', 
   it('prints a readable table by default', async () => {
     const r = await runCli(['replay', `${FIXTURE_DIR}security.log`], { BAN_IGNOREIP: '' });
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain('(security-log): 140 security events, 26 failures counted, 7 bans');
+    expect(r.stdout).toContain('(security-log): 140 security events, 29 failures counted, 8 bans');
     expect(r.stdout).toMatch(/TIME\s+ADDRESS\s+FAILURES\s+BAN\s+EVENTS/);
     expect(r.stdout).toMatch(/127\.0\.0\.11\s+3\s+1h\s+InvalidAccountID×1,InvalidPassword×1,ChallengeResponseFailed×1/);
   });
@@ -106,7 +131,8 @@ describe('ami2ban run', () => {
   it('bans from live AMI events, one JSON line per ban, and stops cleanly on SIGTERM', async () => {
     server = new FakeAmiServer({ username: 'ami2ban', secret: SECRET });
     const port = await server.start();
-    const child = startCli(['run'], { ...CREDS, AMI_PORT: String(port), BAN_IGNOREIP: '', FIREWALL: 'dry-run' });
+    // fd00::2 and fd00::3 are on the namespace's lo: not self for this test.
+    const child = startCli(['run'], { ...CREDS, AMI_PORT: String(port), BAN_IGNOREIP: '', BAN_IGNORESELF: 'false', FIREWALL: 'dry-run' });
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     await server.nextSubscription();
@@ -116,7 +142,7 @@ describe('ami2ban run', () => {
         .split('\n')
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as Record<string, unknown>);
-    await vi.waitUntil(() => lines().filter((l) => l.message === 'ban').length === 7, { timeout: 5000 });
+    await vi.waitUntil(() => lines().filter((l) => l.message === 'ban').length === 8, { timeout: 5000 });
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     const t0 = Date.now();
     child.kill('SIGTERM');
@@ -126,7 +152,7 @@ describe('ami2ban run', () => {
     expect(all.filter((l) => l.message === 'ban').map((l) => l.ip).sort()).toEqual([...EXPECTED_BANS].sort());
     expect(all.find((l) => l.message === 'ban')).toMatchObject({ level: 'info', reason: 'threshold', failures: 3, duration: '1h' });
     expect(all.map((l) => l.message)).toContain('ami2ban stopped');
-    expect(all.find((l) => l.message === 'counts')).toMatchObject({ bans: 7, events: 139 });
+    expect(all.find((l) => l.message === 'counts')).toMatchObject({ bans: 8, events: 139 });
     expect(out).not.toContain(SECRET);
   });
 

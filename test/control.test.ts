@@ -147,7 +147,7 @@ describe('control API over a real socket', () => {
   });
 
   it('/metrics exposes the stable names, with counts from a real replay', async () => {
-    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    const r = await start({ env: { BAN_IGNOREIP: '', BAN_IGNORESELF: 'false' } });
     const blocks = eventBlocks(fixture('ami-ami2ban-events-security.raw'));
     r.server.broadcast(Buffer.concat(blocks));
     await vi.waitUntil(() => r.daemon.counters.events === 139, { timeout: 5000 });
@@ -160,14 +160,14 @@ describe('control API over a real socket', () => {
       'ami2ban_ami_reconnects_total 0',
       'ami2ban_ami_last_event_age_seconds',
       'ami2ban_security_events_total{event="InvalidAccountID",service="PJSIP"}',
-      'ami2ban_failures_total 26',
-      'ami2ban_ignored_total{reason="collapsed"} 12',
-      'ami2ban_bans_total{reason="threshold"} 7',
-      'ami2ban_active_bans{family="ipv4"} 5',
+      'ami2ban_failures_total 29',
+      'ami2ban_ignored_total{reason="same-request"} 3',
+      'ami2ban_bans_total{reason="threshold"} 8',
+      'ami2ban_active_bans{family="ipv4"} 6',
       'ami2ban_active_bans{family="ipv6"} 2',
       'ami2ban_tracked_addresses',
-      'ami2ban_firewall_operations_total{op="ban",result="ok"} 7',
-      'ami2ban_ban_latency_seconds_count 7',
+      'ami2ban_firewall_operations_total{op="ban",result="ok"} 8',
+      'ami2ban_ban_latency_seconds_count 8',
       'ami2ban_firewall_batch_seconds',
       'ami2ban_dropped_packets_total',
       'ami2ban_dropped_bytes_total',

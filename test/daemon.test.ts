@@ -25,7 +25,8 @@ describe('daemon: AMI → engine → firewall', () => {
     const port = await server.start();
     const log = new MemoryLogger([], false);
     const firewall = new MemoryFirewall();
-    const cfg = config({ AMI_PORT: String(port), BAN_IGNOREIP: '', STATE_DIR: mkdtempSync(join(tmpdir(), 'ami2ban-')), ...env });
+    // The tests' namespace carries fd00::2 and fd00::3 on lo (so that they can send): not self here.
+    const cfg = config({ AMI_PORT: String(port), BAN_IGNOREIP: '', BAN_IGNORESELF: 'false', STATE_DIR: mkdtempSync(join(tmpdir(), 'ami2ban-')), ...env });
     daemon = buildDaemon(cfg, log, 'test', { firewall }).daemon;
     const subscribed = server.nextSubscription();
     await daemon.start();
@@ -43,7 +44,7 @@ describe('daemon: AMI → engine → firewall', () => {
     expect([...firewall.elements.keys()].sort()).toEqual([...EXPECTED_BANS].sort());
     expect([...firewall.elements.values()].every((e) => e.seconds === 3600)).toBe(true);
     const banLines = log.lines.filter((l) => l.message === 'ban');
-    expect(banLines.length).toBe(7);
+    expect(banLines.length).toBe(8);
     expect(banLines.find((l) => l.meta.ip === 'fd00::2')?.meta).toMatchObject({
       family: 'ipv6',
       reason: 'threshold',

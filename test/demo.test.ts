@@ -10,9 +10,9 @@ describe('npm run demo', () => {
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     expect(code).toBe(0);
-    expect(out.match(/^ {2}BAN {2}/gm)?.length).toBe(7);
+    expect(out.match(/^ {2}BAN {2}/gm)?.length).toBe(8);
     expect(out).toContain('summary: 139 events replayed');
-    expect(out).toContain('banned: 127.0.0.2, 127.0.0.3, fd00::2, fd00::3, 127.0.0.10, 127.0.0.11, 127.0.0.12');
+    expect(out).toContain('banned: 127.0.0.2, 127.0.0.3, fd00::2, fd00::3, 127.0.0.4, 127.0.0.10, 127.0.0.11, 127.0.0.12');
     expect(out).toContain('daemon exited with code 0 after SIGTERM');
   }, 60_000);
 });

@@ -33,13 +33,13 @@ describe('threshold and sliding window', () => {
     });
   });
 
-  it('a failure expires exactly findtime after it happened (true sliding window)', () => {
+  it("fail2ban's window edge: a failure exactly findtime after the first still counts", () => {
     const e = engine();
     feed(e, '198.51.100.7', [0, 300 * S]);
-    expect(e.observe(ev('198.51.100.7'), 600 * S)).toEqual({ kind: 'counted', ip: '198.51.100.7', failures: 2 });
+    expect(e.observe(ev('198.51.100.7'), 600 * S).kind).toBe('banned');
     const e2 = engine();
     feed(e2, '198.51.100.7', [0, 300 * S]);
-    expect(e2.observe(ev('198.51.100.7'), 600 * S - 1).kind).toBe('banned');
+    expect(e2.observe(ev('198.51.100.7'), 600 * S + 1)).toEqual({ kind: 'counted', ip: '198.51.100.7', failures: 2 });
   });
 
   it('slides: old failures leave the window one by one', () => {
@@ -91,15 +91,73 @@ describe('which events count', () => {
   });
 });
 
-describe('one attempt, one failure', () => {
-  it('events of one SIP dialog (same address and SessionID) within the collapse window count once', () => {
+describe('one failed request, one failure', () => {
+  const ip = '192.0.2.1';
+  const sip = (name: string, sessionId: string): EngineEvent => ({
+    ...ev(ip, { name, sessionId }),
+    severity: name === 'ChallengeSent' || name === 'SuccessfulAuth' ? 'Informational' : 'Error',
+  });
+  const run = (e: Engine, names: readonly string[], sessionId: string, t = 0): string[] =>
+    names.map((n) => {
+      const o = e.observe(sip(n, sessionId), t);
+      return o.kind === 'ignored' ? o.reason : o.kind;
+    });
+
+  // The per-dialog counts of the fixtures README.
+  it.each([
+    [['InvalidAccountID', 'ChallengeSent'], 1],
+    [['InvalidAccountID', 'ChallengeSent', 'InvalidAccountID', 'ChallengeResponseFailed'], 2],
+    [['ChallengeSent', 'ChallengeResponseFailed'], 1],
+    [['FailedACL', 'ChallengeSent', 'FailedACL', 'ChallengeResponseFailed'], 2],
+    [['ChallengeSent', 'SuccessfulAuth'], 0],
+  ])('%j counts %i', (names, expected) => {
+    const e = engine({ BAN_MAXRETRY: '10' });
+    run(e, names, 'call-1');
+    const next = e.observe(ev(ip, { sessionId: 'other' }), 1);
+    expect(next).toEqual({ kind: 'counted', ip, failures: expected + 1 });
+  });
+
+  it('every password guess on one Call-ID counts: the 3rd ChallengeResponseFailed bans (svcrack)', () => {
     const e = engine();
-    const dialog = { sessionId: 'abc@x' };
-    expect(e.observe(ev('192.0.2.1', dialog), 0).kind).toBe('counted');
-    expect(e.observe(ev('192.0.2.1', { ...dialog, name: 'ChallengeResponseFailed' }), 500)).toEqual({ kind: 'ignored', reason: 'collapsed' });
-    expect(e.observe(ev('192.0.2.1', dialog), 1999)).toEqual({ kind: 'ignored', reason: 'collapsed' });
-    // The window runs from the first counted event: a Call-ID reused later counts again.
-    expect(e.observe(ev('192.0.2.1', dialog), 2000)).toEqual({ kind: 'counted', ip: '192.0.2.1', failures: 2 });
+    expect(run(e, ['ChallengeSent', 'ChallengeResponseFailed', 'ChallengeResponseFailed', 'ChallengeResponseFailed'], '1991874748')).toEqual([
+      'informational',
+      'counted',
+      'counted',
+      'banned',
+    ]);
+  });
+
+  it('no time window merges two requests: guesses in the same millisecond count one each', () => {
+    const e = engine({ BAN_MAXRETRY: '100' });
+    for (let i = 0; i < 50; i++) e.observe(sip('ChallengeResponseFailed', 'same'), 0);
+    expect(e.observe(sip('ChallengeResponseFailed', 'same'), 0)).toEqual({ kind: 'counted', ip, failures: 51 });
+  });
+
+  it('a second counted event of one request (no outcome between) is not counted again', () => {
+    const e = engine();
+    expect(run(e, ['FailedACL', 'FailedACL', 'InvalidAccountID'], 'x')).toEqual(['counted', 'same-request', 'same-request']);
+  });
+
+  it('BAN_COLLAPSE_WINDOW bounds how long an unanswered request is remembered', () => {
+    const e = engine({ BAN_COLLAPSE_WINDOW: '2s' });
+    expect(e.observe(sip('InvalidAccountID', 'x'), 0).kind).toBe('counted');
+    expect(e.observe(sip('InvalidAccountID', 'x'), 1999)).toEqual({ kind: 'ignored', reason: 'same-request' });
+    expect(e.observe(sip('InvalidAccountID', 'x'), 2000)).toEqual({ kind: 'counted', ip, failures: 2 });
+  });
+
+  it('an outcome from another address or Call-ID does not end the request', () => {
+    const e = engine();
+    e.observe(sip('InvalidAccountID', 'x'), 0);
+    e.observe({ ...sip('ChallengeSent', 'x'), ip: '192.0.2.2' }, 0);
+    e.observe(sip('ChallengeSent', 'y'), 0);
+    expect(e.observe(sip('InvalidAccountID', 'x'), 0)).toEqual({ kind: 'ignored', reason: 'same-request' });
+  });
+
+  it('an outcome given in another spelling of the same address still ends the request', () => {
+    const e = engine();
+    e.observe({ ...sip('InvalidAccountID', 'x'), ip: '2001:db8::1' }, 0);
+    e.observe({ ...sip('ChallengeSent', 'x'), ip: '2001:DB8:0::1' }, 0);
+    expect(e.observe({ ...sip('InvalidAccountID', 'x'), ip: '2001:db8::1' }, 0).kind).toBe('counted');
   });
 
   it('the same SessionID from another address counts separately', () => {
@@ -113,10 +171,64 @@ describe('one attempt, one failure', () => {
     const ami = { service: 'AMI', sessionId: '0x7f53c1a07460' };
     expect(feed(e, '192.0.2.1', [0, 1, 2], ami).map((o) => o.kind)).toEqual(['counted', 'counted', 'banned']);
   });
+});
 
-  it('BAN_COLLAPSE_WINDOW=0 counts every event', () => {
-    const e = engine({ BAN_COLLAPSE_WINDOW: '0' });
-    expect(feed(e, '192.0.2.1', [0, 0, 0], { sessionId: 'same' }).map((o) => o.kind)).toEqual(['counted', 'counted', 'banned']);
+describe('never banned, whatever the events say', () => {
+  it.each([
+    ['0.0.0.0'],
+    ['::'],
+    ['255.255.255.255'],
+    ['224.0.0.1'],
+    ['239.255.255.250'],
+    ['ff02::1'],
+    ['169.254.1.1'],
+    ['fe80::1'],
+    ['febf::1'],
+    ['fe80::1%eth0'],
+    ['2001:db8::1%eth0'],
+  ])('%s', (addr) => {
+    const e = engine({ BAN_MAXRETRY: '1' });
+    expect(e.observe(ev(addr), 0)).toEqual({ kind: 'ignored', reason: 'unbannable-address' });
+    expect(e.ban(addr, 0, { force: true })).toMatchObject({ kind: 'refused', reason: 'unbannable' });
+  });
+
+  it('a zone on an IPv4 address is malformed', () => {
+    expect(engine().observe(ev('192.0.2.1%eth0'), 0)).toEqual({ kind: 'ignored', reason: 'invalid-address' });
+  });
+
+  it('neighbours of those ranges are bannable', () => {
+    const e = engine({ BAN_MAXRETRY: '1' });
+    for (const a of ['0.0.0.1', '223.255.255.255', '240.0.0.1', '169.253.1.1', 'fec0::1', 'fe7f::1']) expect(e.observe(ev(a), 0).kind).toBe('banned');
+  });
+});
+
+describe('ignore self', () => {
+  it("the host's own addresses are never counted; a manual ban of one needs force", () => {
+    const e = engine({ BAN_IGNOREIP: '10.0.0.0/8', BAN_MAXRETRY: '1' });
+    e.setSelf([{ family: 'ipv4', ip: '127.0.0.1' }, { family: 'ipv6', ip: 'fd00::1' }]);
+    expect(e.observe(ev('127.0.0.1'), 0)).toEqual({ kind: 'ignored', reason: 'self' });
+    expect(e.observe(ev('fd00:0::1'), 0)).toEqual({ kind: 'ignored', reason: 'self' });
+    expect(e.observe(ev('::ffff:127.0.0.1'), 0)).toEqual({ kind: 'ignored', reason: 'self' });
+    // Exact addresses only: the rest of 127/8 is not self.
+    expect(e.observe(ev('127.0.0.2'), 0).kind).toBe('banned');
+    expect(e.ban('127.0.0.1', 0)).toEqual({ kind: 'refused', reason: 'self' });
+    expect(e.ban('127.0.0.1', 0, { force: true }).kind).toBe('banned');
+  });
+
+  it('replacing the ignore list leaves self alone', () => {
+    const e = engine({ BAN_MAXRETRY: '1' });
+    e.setSelf([{ family: 'ipv4', ip: '192.0.2.10' }]);
+    e.setIgnoreList([]);
+    expect(e.observe(ev('192.0.2.10'), 0)).toEqual({ kind: 'ignored', reason: 'self' });
+    expect(e.isIgnored('192.0.2.10')).toBe(true);
+  });
+
+  it('pending failures of an address that becomes self are dropped', () => {
+    const e = engine();
+    feed(e, '192.0.2.10', [0, 1]);
+    e.setSelf([{ family: 'ipv4', ip: '192.0.2.10' }]);
+    e.setSelf([]);
+    expect(e.observe(ev('192.0.2.10'), 2)).toEqual({ kind: 'counted', ip: '192.0.2.10', failures: 1 });
   });
 });
 
@@ -181,9 +293,12 @@ describe('bounded memory', () => {
     const e = engine();
     e.observe(ev('192.0.2.1'), 0);
     e.observe(ev('192.0.2.2'), 100 * S);
+    // A failure exactly findtime old still counts.
     e.prune(600 * S);
+    expect(e.stats().tracked).toBe(2);
+    e.prune(600 * S + 1);
     expect(e.stats().tracked).toBe(1);
-    e.prune(700 * S);
+    e.prune(700 * S + 1);
     expect(e.stats().tracked).toBe(0);
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AddressSet, parseCidr, parseIp } from '../src/common/ip.js';
+import { AddressSet, parseCidr, parseIp, unbannable } from '../src/common/ip.js';
 
 function set(...entries: string[]): AddressSet {
   return new AddressSet(entries.map((e) => {
@@ -24,7 +24,6 @@ describe('parseIp', () => {
     ['2001:db8:0:1:1:1:1:1', 'ipv6', '2001:db8:0:1:1:1:1:1'],
     ['::', 'ipv6', '::'],
     ['::1', 'ipv6', '::1'],
-    ['fe80::1%eth0', 'ipv6', 'fe80::1'],
     ['::ffff:192.0.2.1', 'ipv4', '192.0.2.1'],
     ['::ffff:c000:0201', 'ipv4', '192.0.2.1'],
     ['0:0:0:0:0:ffff:10.1.2.3', 'ipv4', '10.1.2.3'],
@@ -33,8 +32,46 @@ describe('parseIp', () => {
     expect(parseIp(text)).toEqual({ family, ip });
   });
 
-  it.each(['', '1.2.3', '01.2.3.4', '256.1.1.1', '1:2:3:4:5:6:7:8:9', 'fd00:::1', 'example.com', '1.2.3.4/8'])('rejects %j', (text) => {
-    expect(parseIp(text)).toBeNull();
+  it('keeps an IPv6 zone apart from the canonical text', () => {
+    expect(parseIp('FE80:0::1%eth0')).toEqual({ family: 'ipv6', ip: 'fe80::1', zone: 'eth0' });
+  });
+
+  it.each(['', '1.2.3', '01.2.3.4', '256.1.1.1', '1:2:3:4:5:6:7:8:9', 'fd00:::1', 'example.com', '1.2.3.4/8', '192.0.2.1%eth0', 'fe80::1%', '::ffff:192.0.2.1%eth0'])(
+    'rejects %j',
+    (text) => {
+      expect(parseIp(text)).toBeNull();
+    },
+  );
+});
+
+describe('unbannable', () => {
+  it.each([
+    ['0.0.0.0', 'unspecified'],
+    ['::', 'unspecified'],
+    ['255.255.255.255', 'broadcast'],
+    ['224.0.0.0', 'multicast'],
+    ['239.255.255.255', 'multicast'],
+    ['ff00::', 'multicast'],
+    ['ff05::1:3', 'multicast'],
+    ['169.254.0.0', 'link-local'],
+    ['169.254.255.255', 'link-local'],
+    ['fe80::', 'link-local'],
+    ['febf:ffff::1', 'link-local'],
+    ['fd00::1%lo', 'zone'],
+    ['0.0.0.1', null],
+    ['223.255.255.255', null],
+    ['240.0.0.0', null],
+    ['255.255.255.254', null],
+    ['169.255.0.0', null],
+    ['fec0::1', null],
+    ['fe00::1', null],
+    ['feff::1', null],
+    ['::1', null],
+    ['2001:db8::1', null],
+  ])('%s → %s', (text, reason) => {
+    const a = parseIp(text);
+    if (a === null) throw new Error(text);
+    expect(unbannable(a)).toBe(reason);
   });
 });
 

@@ -339,6 +339,8 @@ describe('end to end: daemon, fake AMI replaying the capture, FIREWALL=nftables'
       AMI_USERNAME: 'ami2ban',
       AMI_SECRET: 's3cret',
       BAN_IGNOREIP: '',
+      // fd00::2 and fd00::3 are this namespace's own (on lo, so that they can send).
+      BAN_IGNORESELF: 'false',
       FIREWALL: 'nftables',
       NFT_TABLE: TABLE,
     });
@@ -403,6 +405,7 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       AMI_USERNAME: 'ami2ban',
       AMI_SECRET: 's3cret',
       BAN_IGNOREIP: '',
+      BAN_IGNORESELF: 'false',
       NFT_TABLE: TABLE,
       STATE_DIR: join(dir, 'state'),
       CONTROL_LISTEN: join(dir, 'control.sock'),
@@ -459,15 +462,15 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       const d1 = await startDaemon(env);
       await subscribed;
       server.broadcast(Buffer.concat(eventBlocks(fixture('ami-ami2ban-events-security.raw'))));
-      await vi.waitUntil(() => setElements(TABLE, 'ipv4_addr').size + setElements(TABLE, 'ipv6_addr').size === 7, { timeout: 5000, interval: 20 });
-      await vi.waitUntil(async () => (JSON.parse((await ctl(['list', '--json'])).stdout || '[]') as unknown[]).length === 7, { timeout: 5000, interval: 50 });
+      await vi.waitUntil(() => setElements(TABLE, 'ipv4_addr').size + setElements(TABLE, 'ipv6_addr').size === EXPECTED_BANS.length, { timeout: 5000, interval: 20 });
+      await vi.waitUntil(async () => (JSON.parse((await ctl(['list', '--json'])).stdout || '[]') as unknown[]).length === EXPECTED_BANS.length, { timeout: 5000, interval: 50 });
       const before = new Map([...setElements(TABLE, 'ipv4_addr'), ...setElements(TABLE, 'ipv6_addr')]);
       d1.child.kill(signal);
       await d1.exited;
 
       const d2 = await startDaemon(env);
       const started = d2.lines().find((l) => l.message === 'ami2ban started');
-      expect(started).toMatchObject({ activeBans: 7, restoredToFirewall: 0, adoptedFromFirewall: 0 });
+      expect(started).toMatchObject({ activeBans: EXPECTED_BANS.length, restoredToFirewall: 0, adoptedFromFirewall: 0 });
       const after = new Map([...setElements(TABLE, 'ipv4_addr'), ...setElements(TABLE, 'ipv6_addr')]);
       expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
       for (const [ip, left] of after) expect(Math.abs(left - (before.get(ip) ?? 0))).toBeLessThanOrEqual(5);
@@ -528,6 +531,40 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     writeFileSync(file, 'not-an-address\n');
     d.child.kill('SIGHUP');
     await vi.waitUntil(() => d.lines().some((l) => l.message === 'ignore list not reloaded: the old one stays'), { timeout: 5000, interval: 20 });
+    d.child.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
+  });
+
+  it('ignore-self: with BAN_IGNOREIP set to a trunk, the AMI host and our own addresses are never banned', async () => {
+    const subscribed = server.nextSubscription();
+    const d = await startDaemon({ ...env, BAN_IGNOREIP: '192.0.2.0/24', BAN_IGNORESELF: 'true', LOG_LEVEL: 'debug' });
+    await subscribed;
+    expect(d.lines().find((l) => l.message === 'ignore-self: own addresses never banned')?.addresses).toMatch(/(^|,)127\.0\.0\.1(,|$)/);
+    // Failed AMI logins from the AMI host itself (127.0.0.1), and SIP failures from fd00::2 (on lo here).
+    const ami = (n: number, from: string): string =>
+      `Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${n}\r\nRemoteAddress: ${from}\r\n\r\n`;
+    const blocks = [1, 2, 3].flatMap((n) => [ami(n, 'IPV4/TCP/127.0.0.1/5038'), ami(n, 'IPV6/UDP/fd00::2/5060'), ami(n, 'IPV4/TCP/127.0.0.2/5038')]);
+    server.broadcast(blocks.join(''));
+    await vi.waitUntil(() => setElements(TABLE, 'ipv4_addr').has('127.0.0.2'), { timeout: 5000, interval: 20 });
+    expect([...setElements(TABLE, 'ipv4_addr').keys()]).toEqual(['127.0.0.2']);
+    expect(setElements(TABLE, 'ipv6_addr').size).toBe(0);
+    await vi.waitUntil(() => d.lines().filter((l) => l.message === 'security event').length === 9, { timeout: 5000, interval: 20 });
+    expect(d.lines().filter((l) => l.message === 'security event' && l.outcome === 'ignored:self').length).toBe(6);
+
+    const self = await ctl(['ban', '127.0.0.1']);
+    expect(self.code).toBe(2);
+    expect(self.stderr).toContain('127.0.0.1 is an address of this host');
+    expect(self.stderr).toContain('cut ami2ban off from Asterisk');
+    expect(setElements(TABLE, 'ipv4_addr').has('127.0.0.1')).toBe(false);
+    const link = await ctl(['ban', 'fe80::1', '--force']);
+    expect(link.code).toBe(2);
+    expect(link.stderr).toContain('fe80::1 is a link-local address');
+    for (const bad of ['0.0.0.0', '::', '255.255.255.255', '224.0.0.1', 'ff02::1', '169.254.0.1', 'fe80::1%lo']) {
+      expect((await ctl(['ban', bad, '--force'])).code, bad).toBe(2);
+    }
+    const forced = await ctl(['ban', 'fd00::2', '--force', '--for', '1m']);
+    expect(forced.code).toBe(0);
+    expect(d.lines().find((l) => l.message === 'forced ban of an address of this host')).toMatchObject({ ip: 'fd00::2' });
     d.child.kill('SIGTERM');
     expect(await d.exited).toBe(0);
   });

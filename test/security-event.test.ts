@@ -33,13 +33,13 @@ ExpectedResponse: `;
 
 describe('parseAmiAddress', () => {
   it.each([
-    ['IPV4/UDP/198.51.100.7/5071', { family: 'ipv4', transport: 'UDP', ip: '198.51.100.7', port: 5071 }],
-    ['IPV6/TCP/fd00::2/5060', { family: 'ipv6', transport: 'TCP', ip: 'fd00::2', port: 5060 }],
-    ['IPV6/WSS/2001:DB8:0::5/443', { family: 'ipv6', transport: 'WSS', ip: '2001:db8::5', port: 443 }],
-    ['IPV4/1.2.3.4/5060', { family: 'ipv4', transport: null, ip: '1.2.3.4', port: 5060 }],
-    ['IPV6/UDP/::ffff:203.0.113.9/5060', { family: 'ipv4', transport: 'UDP', ip: '203.0.113.9', port: 5060 }],
-    ['IPV6/UDP/fe80::1%eth0/5060', { family: 'ipv6', transport: 'UDP', ip: 'fe80::1', port: 5060 }],
-    ['IPV4/TCP/10.0.0.1/(null)', { family: 'ipv4', transport: 'TCP', ip: '10.0.0.1', port: null }],
+    ['IPV4/UDP/198.51.100.7/5071', { family: 'ipv4', transport: 'UDP', ip: '198.51.100.7', zone: null, port: 5071 }],
+    ['IPV6/TCP/fd00::2/5060', { family: 'ipv6', transport: 'TCP', ip: 'fd00::2', zone: null, port: 5060 }],
+    ['IPV6/WSS/2001:DB8:0::5/443', { family: 'ipv6', transport: 'WSS', ip: '2001:db8::5', zone: null, port: 443 }],
+    ['IPV4/1.2.3.4/5060', { family: 'ipv4', transport: null, ip: '1.2.3.4', zone: null, port: 5060 }],
+    ['IPV6/UDP/::ffff:203.0.113.9/5060', { family: 'ipv4', transport: 'UDP', ip: '203.0.113.9', zone: null, port: 5060 }],
+    ['IPV6/UDP/fe80::1%eth0/5060', { family: 'ipv6', transport: 'UDP', ip: 'fe80::1', zone: 'eth0', port: 5060 }],
+    ['IPV4/TCP/10.0.0.1/(null)', { family: 'ipv4', transport: 'TCP', ip: '10.0.0.1', zone: null, port: null }],
   ])('%s', (text, expected) => {
     expect(parseAmiAddress(text)).toEqual(expected);
   });
@@ -49,7 +49,7 @@ describe('parseAmiAddress', () => {
     expect(parseAmiAddress('IPV6/UDP/(null)/(null)')).toBeNull();
   });
 
-  it.each(['', 'IPV4', 'IPV4/UDP/1.2.3.4', 'IPX/UDP/1.2.3.4/1', 'IPV4/SCTP/1.2.3.4/5', 'IPV4/UDP/1.2.3.400/5', 'IPV4/UDP/fd00::1/5', 'IPV4/UDP/1.2.3.4/70000', 'IPV4/UDP/a/b/c/d'])(
+  it.each(['', 'IPV4', 'IPV4/UDP/1.2.3.4', 'IPX/UDP/1.2.3.4/1', 'IPV4/SCTP/1.2.3.4/5', 'IPV4/UDP/1.2.3.400/5', 'IPV4/UDP/fd00::1/5', 'IPV4/UDP/1.2.3.4/70000', 'IPV4/UDP/a/b/c/d', 'IPV4/UDP/1.2.3.4%eth0/5060'])(
     'rejects %j',
     (text) => {
       expect(typeof parseAmiAddress(text)).toBe('string');
@@ -82,8 +82,8 @@ describe('classifyEvent', () => {
         eventVersion: '1',
         accountId: '<unknown>',
         sessionId: '2je1nijmgtu2jehr3mtf@127.0.0.2',
-        localAddress: { family: 'ipv4', transport: 'UDP', ip: '127.0.0.1', port: 5060 },
-        remoteAddress: { family: 'ipv4', transport: 'UDP', ip: '127.0.0.2', port: 42142 },
+        localAddress: { family: 'ipv4', transport: 'UDP', ip: '127.0.0.1', zone: null, port: 5060 },
+        remoteAddress: { family: 'ipv4', transport: 'UDP', ip: '127.0.0.2', zone: null, port: 42142 },
         eventTime: { text: '2026-11-21T22:36:02.621+0100', epochMs: Date.parse('2026-11-21T21:36:02.621Z') },
         aclName: null,
         requestType: null,
@@ -91,15 +91,27 @@ describe('classifyEvent', () => {
     });
   });
 
-  it('takes the address from RemoteAddress, not from an address-looking AccountID or SessionID', () => {
-    const text = CHALLENGE_FAILED.replace('AccountID: <unknown>', 'AccountID: IPV4/UDP/192.0.2.66/5060').replace(
-      'SessionID: 2je1nijmgtu2jehr3mtf@127.0.0.2',
-      'SessionID: x\r\nRemoteAddress: IPV4/UDP/192.0.2.77/5060',
-    );
-    const c = classifyEvent(message(text));
-    expect(c.kind === 'security' && c.event.remoteAddress?.ip).toBe('192.0.2.77');
-    const c2 = classifyEvent(message(CHALLENGE_FAILED.replace('AccountID: <unknown>', 'AccountID: IPV4/UDP/192.0.2.66/5060')));
-    expect(c2.kind === 'security' && c2.event.remoteAddress?.ip).toBe('127.0.0.2');
+  it('takes the address from RemoteAddress, not from an address-looking AccountID', () => {
+    const c = classifyEvent(message(CHALLENGE_FAILED.replace('AccountID: <unknown>', 'AccountID: IPV4/UDP/192.0.2.66/5060')));
+    expect(c.kind === 'security' && c.event.remoteAddress?.ip).toBe('127.0.0.2');
+  });
+
+  it.each([
+    ['before the real one', (t: string) => t.replace('SessionID: 2je1nijmgtu2jehr3mtf@127.0.0.2', 'SessionID: x\nRemoteAddress: IPV4/UDP/192.0.2.77/5060')],
+    ['after the real one', (t: string) => `${t}\nRemoteAddress: IPV4/UDP/192.0.2.77/5060`],
+    ['in another case', (t: string) => `${t}\nremoteaddress: IPV4/UDP/192.0.2.77/5060`],
+  ])('a repeated RemoteAddress (%s) is malformed, never counted against either address', (_, edit) => {
+    expect(classifyEvent(message(edit(CHALLENGE_FAILED)))).toMatchObject({ kind: 'malformed', reason: expect.stringMatching(/RemoteAddress appears twice/i) as unknown });
+  });
+
+  it('a line feed smuggled inside a value makes the event malformed (real parser, CRLF stream)', () => {
+    const crlf = (t: string): string => `${t.trim().split('\n').join('\r\n')}\r\n\r\n`;
+    const results: string[] = [];
+    const parser = new AmiParser({ message: (m) => results.push(classifyEvent(m).kind) });
+    parser.push(Buffer.from(crlf(CHALLENGE_FAILED)));
+    // AccountID carries "x\nFoo: forged": no header repeats, but the bare LF shows.
+    parser.push(Buffer.from(crlf(CHALLENGE_FAILED).replace('AccountID: <unknown>\r\n', 'AccountID: x\nFoo: forged\r\n')));
+    expect(results).toEqual(['security', 'malformed']);
   });
 
   it('a missing RemoteAddress is malformed; a (null) one is an event without address', () => {

@@ -3,7 +3,14 @@
 export type Header = readonly [name: string, value: string];
 
 export class AmiMessage {
-  constructor(readonly headers: readonly Header[]) {}
+  /**
+   * @param bareLineFeed some lines of the block ended in CRLF and some in a bare LF: Asterisk
+   * ends every line with CRLF, so a bare LF came from inside a value.
+   */
+  constructor(
+    readonly headers: readonly Header[],
+    readonly bareLineFeed = false,
+  ) {}
 
   /** Header value by case-insensitive name; the first occurrence wins, as in Asterisk. */
   get(name: string): string | undefined {
@@ -46,6 +53,8 @@ export class AmiParser {
   private headers: Header[] = [];
   private damaged: ParserIssue | undefined;
   private firstLine = true;
+  private crlfLines = 0;
+  private lfLines = 0;
 
   constructor(
     private readonly handlers: ParserHandlers,
@@ -96,7 +105,8 @@ export class AmiParser {
       this.discardingLine = false;
       return;
     }
-    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    const crlf = raw.endsWith('\r');
+    const line = crlf ? raw.slice(0, -1) : raw;
     if (this.firstLine) {
       this.firstLine = false;
       if (line.startsWith(GREETING)) {
@@ -125,6 +135,8 @@ export class AmiParser {
     let start = colon + 1;
     while (line.charCodeAt(start) === 0x20 || line.charCodeAt(start) === 0x09) start++;
     this.headers.push([line.slice(0, colon), line.slice(start)]);
+    if (crlf) this.crlfLines++;
+    else this.lfLines++;
   }
 
   private damage(issue: ParserIssue): void {
@@ -134,13 +146,15 @@ export class AmiParser {
 
   private endBlock(): void {
     if (this.damaged !== undefined) this.report(this.damaged);
-    else if (this.headers.length > 0) this.handlers.message(new AmiMessage(this.headers));
+    else if (this.headers.length > 0) this.handlers.message(new AmiMessage(this.headers, this.crlfLines > 0 && this.lfLines > 0));
     this.reset();
   }
 
   private reset(): void {
     this.headers = [];
     this.damaged = undefined;
+    this.crlfLines = 0;
+    this.lfLines = 0;
   }
 
   private report(issue: ParserIssue): void {

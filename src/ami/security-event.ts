@@ -10,6 +10,8 @@ export interface AmiAddress {
   /** Absent when Asterisk omitted the transport segment (3-part form). */
   readonly transport: Transport | null;
   readonly ip: string;
+  /** The IPv6 `%zone` the address carried, if any: such an address is link-scoped. */
+  readonly zone: string | null;
   readonly port: number | null;
 }
 
@@ -66,7 +68,7 @@ export function parseAmiAddress(text: string): AmiAddress | null | string {
     if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) return `invalid port in ${JSON.stringify(text)}`;
     port = Number(portText);
   }
-  return { family: parsed.family, transport, ip: parsed.ip, port };
+  return { family: parsed.family, transport, ip: parsed.ip, zone: parsed.zone ?? null, port };
 }
 
 const EVENT_TV = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?([+-])(\d{2}):?(\d{2})$/;
@@ -89,6 +91,16 @@ function address(msg: AmiMessage, header: string): AmiAddress | null | string {
   return typeof parsed === 'string' ? `${header}: ${parsed}` : parsed;
 }
 
+function repeatedHeader(msg: AmiMessage): string | null {
+  const seen = new Set<string>();
+  for (const [k] of msg.headers) {
+    const key = k.toLowerCase();
+    if (seen.has(key)) return k;
+    seen.add(key);
+  }
+  return null;
+}
+
 /** Classifies an event message; never throws. */
 export function classifyEvent(msg: AmiMessage): Classified {
   const name = msg.get('Event') ?? '';
@@ -96,6 +108,11 @@ export function classifyEvent(msg: AmiMessage): Classified {
     const privilege = msg.get('Privilege') ?? '';
     return privilege.split(',').includes('security') ? { kind: 'unknown', name } : { kind: 'non-security', name };
   }
+  // One value per header: a repeat (a second RemoteAddress, or a line smuggled in through a line
+  // feed inside a value) would let the sender choose which one we read.
+  const repeated = repeatedHeader(msg);
+  if (repeated !== null) return { kind: 'malformed', name, reason: `header ${repeated} appears twice` };
+  if (msg.bareLineFeed) return { kind: 'malformed', name, reason: 'a value holds a bare line feed' };
   const severity = msg.get('Severity');
   const service = msg.get('Service');
   if (severity === undefined || service === undefined) {

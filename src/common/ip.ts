@@ -7,6 +7,8 @@ export interface IpAddress {
   readonly family: IpFamily;
   /** Canonical text: dotted quad, or compressed lower-case IPv6 without zone. */
   readonly ip: string;
+  /** The `%zone` suffix an IPv6 text carried, without the `%`. */
+  readonly zone?: string;
 }
 
 /** The eight 16-bit groups of a valid IPv6 text. */
@@ -49,20 +51,61 @@ function ipv6Text(g: readonly number[]): string {
   return bestAt === -1 ? hex(0, 8) : `${hex(0, bestAt)}::${hex(bestAt + bestLen, 8)}`;
 }
 
-/** Parses and canonicalizes an address; IPv4-mapped IPv6 becomes IPv4. Returns null if invalid. */
+/**
+ * Parses and canonicalizes an address; IPv4-mapped IPv6 becomes IPv4. Returns null if invalid,
+ * including a zone on an IPv4 text; an IPv6 zone is kept apart in `zone`.
+ */
 export function parseIp(text: string): IpAddress | null {
   const zoneAt = text.indexOf('%');
   const bare = zoneAt === -1 ? text : text.slice(0, zoneAt);
+  const zone = zoneAt === -1 ? undefined : text.slice(zoneAt + 1);
   const version = isIP(bare);
-  if (version === 4) return { family: 'ipv4', ip: bare };
-  if (version !== 6) return null;
+  if (version === 4) return zone === undefined ? { family: 'ipv4', ip: bare } : null;
+  if (version !== 6 || zone === '') return null;
   const g = ipv6Groups(bare);
   if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    if (zone !== undefined) return null;
     const a = g[6] ?? 0;
     const b = g[7] ?? 0;
     return { family: 'ipv4', ip: `${a >> 8}.${a & 255}.${b >> 8}.${b & 255}` };
   }
-  return { family: 'ipv6', ip: ipv6Text(g) };
+  return zone === undefined ? { family: 'ipv6', ip: ipv6Text(g) } : { family: 'ipv6', ip: ipv6Text(g), zone };
+}
+
+export type UnbannableReason = 'unspecified' | 'broadcast' | 'multicast' | 'link-local' | 'zone';
+
+const UNBANNABLE_TEXT: Readonly<Record<UnbannableReason, string>> = {
+  unspecified: 'the unspecified address',
+  broadcast: 'the broadcast address',
+  multicast: 'a multicast address',
+  'link-local': 'a link-local address (router advertisements and neighbours use these)',
+  zone: 'an address with a %zone (link-scoped)',
+};
+
+/**
+ * Why an address can never be a ban target (no attacker sends from it, or banning it cuts the
+ * host off its own link), or null when it can be banned.
+ */
+export function unbannable(addr: IpAddress): UnbannableReason | null {
+  if (addr.zone !== undefined) return 'zone';
+  if (addr.family === 'ipv4') {
+    const n = ipv4Number(addr.ip);
+    if (n === 0) return 'unspecified';
+    if (n === 0xffffffff) return 'broadcast';
+    if (n >>> 28 === 0xe) return 'multicast';
+    if (n >>> 16 === 0xa9fe) return 'link-local';
+    return null;
+  }
+  const g0 = ipv6Groups(addr.ip)[0] ?? 0;
+  if (addr.ip === '::') return 'unspecified';
+  if (g0 >>> 8 === 0xff) return 'multicast';
+  if ((g0 & 0xffc0) === 0xfe80) return 'link-local';
+  return null;
+}
+
+/** `0.0.0.0 is the unspecified address` */
+export function describeUnbannable(ip: string, reason: UnbannableReason): string {
+  return `${ip} is ${UNBANNABLE_TEXT[reason]} and is never banned`;
 }
 
 export interface Cidr {

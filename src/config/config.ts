@@ -50,6 +50,7 @@ export interface BanPolicyConfig {
   /** BAN_IGNOREIP and the entries of BAN_IGNOREIP_FILE. */
   readonly ignoreIp: readonly Cidr[];
   readonly ignoreIpFile: string | undefined;
+  readonly ignoreSelf: boolean;
   /** Seconds of ban history kept; at least maxTime. */
   readonly historyKeep: number;
   readonly collapseWindow: number;
@@ -314,6 +315,7 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     rndTime: r.duration('BAN_RNDTIME'),
     ignoreIp: ignore.cidrs,
     ignoreIpFile: ignore.file,
+    ignoreSelf: r.bool('BAN_IGNORESELF'),
     historyKeep: Math.max(r.duration('BAN_HISTORY_KEEP', { min: 1 }), maxTime),
     collapseWindow: r.duration('BAN_COLLAPSE_WINDOW'),
     maxTracked: r.int('BAN_MAX_TRACKED', 1, 100_000_000),

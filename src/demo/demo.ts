@@ -56,6 +56,8 @@ async function main(): Promise<number> {
       AMI_USERNAME: 'ami2ban',
       AMI_SECRET: secret,
       BAN_IGNOREIP: '',
+      // The captured attackers (127.0.0.x, fd00::x) may be addresses of the machine running the demo.
+      BAN_IGNORESELF: 'false',
       FIREWALL: 'dry-run',
       STATE_DIR: join(work, 'state'),
       CONTROL_LISTEN: join(work, 'control.sock'),

@@ -1,5 +1,5 @@
 // The threshold engine: fail2ban's semantics over security events. Pure: time is an argument.
-import { AddressSet, type Cidr, type IpFamily, detach, parseIp } from '../common/ip.js';
+import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableReason, detach, parseIp, unbannable } from '../common/ip.js';
 import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
 import { type BanHistory, MemoryBanHistory } from './history.js';
@@ -10,6 +10,7 @@ export interface EnginePolicy extends BanTimePolicy {
   readonly maxRetry: number;
   /** Seconds. */
   readonly findTime: number;
+  /** Seconds an unfinished SIP request (a counted event, no challenge outcome yet) is remembered. */
   readonly collapseWindow: number;
   readonly ignoreIp: readonly Cidr[];
   readonly maxTracked: number;
@@ -63,9 +64,11 @@ export type IgnoreReason =
   | 'registrar'
   | 'no-address'
   | 'invalid-address'
+  | 'unbannable-address'
   | 'ignore-list'
+  | 'self'
   | 'already-banned'
-  | 'collapsed';
+  | 'same-request';
 
 export type Outcome =
   | { readonly kind: 'ignored'; readonly reason: IgnoreReason }
@@ -74,7 +77,8 @@ export type Outcome =
 
 export type ManualBanResult =
   | { readonly kind: 'banned'; readonly decision: BanDecision }
-  | { readonly kind: 'refused'; readonly reason: 'invalid-address' | 'ignore-list' };
+  | { readonly kind: 'refused'; readonly reason: 'invalid-address' | 'ignore-list' | 'self' }
+  | { readonly kind: 'refused'; readonly reason: 'unbannable'; readonly why: UnbannableReason };
 
 interface Tracker {
   /** Detached copy, used as the map key. */
@@ -84,8 +88,8 @@ interface Tracker {
   readonly times: number[];
   readonly events: string[];
   head: number;
-  /** SessionID → when its first failure was counted. */
-  readonly sessions: Map<string, number>;
+  /** SessionIDs of requests already counted and not yet answered by a challenge outcome → when. */
+  readonly open: Map<string, number>;
   lastAt: number;
 }
 
@@ -108,11 +112,14 @@ export interface EngineOptions {
 
 const AMI_SERVICE = 'AMI';
 const REGISTRAR_ACL = 'registrar_';
+/** Exactly one of these ends each SIP request (ami-security-reference.md, fixtures README). */
+const REQUEST_OUTCOMES: ReadonlySet<string> = new Set(['ChallengeSent', 'ChallengeResponseFailed', 'SuccessfulAuth']);
 
 export class Engine {
   /** Counted event names, mapped to themselves so that stored names are ours, not substrings. */
   private readonly counted: ReadonlyMap<string, string>;
   private ignore: AddressSet;
+  private self: ReadonlySet<string> = new Set();
   private readonly trackers = new Map<string, Tracker>();
   private readonly bans = new Map<string, ActiveBan>();
   private readonly expiry = new ExpiryQueue();
@@ -140,33 +147,60 @@ export class Engine {
     for (const [ip, t] of this.trackers) if (this.ignore.has({ ip, family: t.family })) this.trackers.delete(ip);
   }
 
+  /**
+   * The host's own addresses (ignore-self): never banned from events, and a manual ban of one is
+   * refused unless forced. Kept apart from the ignore list, which operators replace.
+   */
+  setSelf(addresses: readonly IpAddress[]): void {
+    this.self = new Set(addresses.map((a) => detach(a.ip)));
+    for (const ip of this.self) this.trackers.delete(ip);
+  }
+
   isIgnored(ip: string): boolean {
     const addr = parseIp(ip);
-    return addr !== null && this.ignore.has(addr);
+    return addr !== null && (this.ignore.has(addr) || this.self.has(addr.ip));
+  }
+
+  isSelf(ip: string): boolean {
+    const addr = parseIp(ip);
+    return addr !== null && this.self.has(addr.ip);
   }
 
   observe(event: EngineEvent, now: number): Outcome {
-    if (event.severity !== 'Error') return ignored('informational');
+    const sip = event.service !== AMI_SERVICE && event.sessionId !== '';
+    const endsRequest = sip && REQUEST_OUTCOMES.has(event.name);
+    if (event.severity !== 'Error') {
+      if (endsRequest) this.endRequest(event);
+      return ignored('informational');
+    }
     const name = this.counted.get(event.name);
-    if (name === undefined) return ignored('not-counted-event');
+    if (name === undefined) {
+      if (endsRequest) this.endRequest(event);
+      return ignored('not-counted-event');
+    }
     if (name === 'FailedACL' && event.aclName?.startsWith(REGISTRAR_ACL) === true) return ignored('registrar');
     if (event.ip === null) return ignored('no-address');
     const addr = parseIp(event.ip);
     if (addr === null) return ignored('invalid-address');
+    if (unbannable(addr) !== null) return ignored('unbannable-address');
     if (this.ignore.has(addr)) return ignored('ignore-list');
     const ip = addr.ip;
+    if (this.self.has(ip)) return ignored('self');
     const ban = this.bans.get(ip);
     if (ban !== undefined && ban.until > now) return ignored('already-banned');
 
     const tracker = this.touch(ip, addr.family, now);
     slide(tracker, now - this.findTimeMs);
 
-    if (event.service !== AMI_SERVICE && event.sessionId !== '') {
-      // One SIP request/dialog raises several events with one Call-ID: count it once per window.
-      // The window runs from the first counted event, so a scanner reusing a Call-ID is still counted.
-      for (const [sid, at] of tracker.sessions) if (now - at >= this.collapseMs) tracker.sessions.delete(sid);
-      if (tracker.sessions.has(event.sessionId)) return ignored('collapsed');
-      tracker.sessions.set(detach(event.sessionId), now);
+    if (sip) {
+      // One failed request raises several counted events on its Call-ID, then exactly one outcome:
+      // count the first, skip the rest until the outcome. A new request on the same Call-ID (every
+      // password guess) counts again. collapseWindow only bounds how long an unanswered one is kept.
+      for (const [sid, at] of tracker.open) if (now - at >= this.collapseMs) tracker.open.delete(sid);
+      const open = tracker.open.has(event.sessionId);
+      if (endsRequest) tracker.open.delete(event.sessionId);
+      if (open) return ignored('same-request');
+      if (!endsRequest) tracker.open.set(detach(event.sessionId), now);
     }
 
     tracker.times.push(now);
@@ -188,6 +222,9 @@ export class Engine {
   ban(ipText: string, now: number, options: { seconds?: number; force?: boolean } = {}): ManualBanResult {
     const addr = parseIp(ipText);
     if (addr === null) return { kind: 'refused', reason: 'invalid-address' };
+    const why = unbannable(addr);
+    if (why !== null) return { kind: 'refused', reason: 'unbannable', why };
+    if (options.force !== true && this.self.has(addr.ip)) return { kind: 'refused', reason: 'self' };
     if (options.force !== true && this.ignore.has(addr)) return { kind: 'refused', reason: 'ignore-list' };
     this.trackers.delete(addr.ip);
     const seconds = options.seconds ?? nextBanSeconds(this.policy, this.history.previousBans(addr.ip), this.random);
@@ -237,7 +274,7 @@ export class Engine {
     const windowStart = now - this.findTimeMs;
     for (const [ip, t] of this.trackers) {
       // Trackers are kept in order of last failure: stop at the first one still in the window.
-      if (t.lastAt > windowStart) break;
+      if (t.lastAt >= windowStart) break;
       this.trackers.delete(ip);
     }
   }
@@ -255,6 +292,18 @@ export class Engine {
     return { tracked: this.trackers.size, activeBans: this.bans.size, evicted: this.evicted };
   }
 
+  /** An outcome ends the request on its Call-ID: the next counted event there is a new request. */
+  private endRequest(event: EngineEvent): void {
+    if (event.ip === null || this.trackers.size === 0) return;
+    let tracker = this.trackers.get(event.ip);
+    if (tracker === undefined) {
+      const addr = parseIp(event.ip);
+      if (addr === null || addr.ip === event.ip) return;
+      tracker = this.trackers.get(addr.ip);
+    }
+    tracker?.open.delete(event.sessionId);
+  }
+
   private touch(ip: string, family: IpFamily, now: number): Tracker {
     let tracker = this.trackers.get(ip);
     if (tracker === undefined) {
@@ -265,7 +314,7 @@ export class Engine {
           this.evicted++;
         }
       }
-      tracker = { ip: detach(ip), family, times: [], events: [], head: 0, sessions: new Map(), lastAt: now };
+      tracker = { ip: detach(ip), family, times: [], events: [], head: 0, open: new Map(), lastAt: now };
     } else {
       // Re-insert so the map stays ordered by last failure.
       this.trackers.delete(ip);
@@ -295,9 +344,12 @@ export class Engine {
   }
 }
 
-/** Drops failures at or before windowStart; compacts the arrays once half of them is dead. */
+/**
+ * Drops failures before windowStart (one exactly findtime old still counts, as in fail2ban);
+ * compacts the arrays once half of them is dead.
+ */
 function slide(t: Tracker, windowStart: number): void {
-  while (t.head < t.times.length && (t.times[t.head] ?? 0) <= windowStart) t.head++;
+  while (t.head < t.times.length && (t.times[t.head] ?? 0) < windowStart) t.head++;
   if (t.head > 16 && t.head * 2 > t.times.length) {
     t.times.splice(0, t.head);
     t.events.splice(0, t.head);

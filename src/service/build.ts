@@ -14,6 +14,7 @@ import { type NftRunner, chooseRunner } from '../firewall/runner.js';
 import type { Logger } from '../log/logger.js';
 import { BanStore } from '../store/store.js';
 import { Daemon } from './daemon.js';
+import { selfAddresses } from './self.js';
 
 export interface BuildOverrides {
   readonly connector?: AmiConnector;
@@ -96,6 +97,20 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
   }
   const engine = new Engine(config.ban, { history: storeHistory(store, logger) });
   const dropped = firewall instanceof NftablesFirewall ? () => firewall.counters() : undefined;
-  const daemon = new Daemon({ ami, engine, firewall, store, metrics, logger, version, ...(dropped === undefined ? {} : { dropped }) });
+  const listen = config.control.listen;
+  const self = config.ban.ignoreSelf
+    ? () => selfAddresses({ amiHost: config.ami.host, ...(listen.kind === 'tcp' ? { controlHost: listen.host } : {}) })
+    : undefined;
+  const daemon = new Daemon({
+    ami,
+    engine,
+    firewall,
+    store,
+    metrics,
+    logger,
+    version,
+    ...(dropped === undefined ? {} : { dropped }),
+    ...(self === undefined ? {} : { self }),
+  });
   return { daemon, metrics };
 }

@@ -1,7 +1,7 @@
 // The running service: AMI → engine → firewall → store, reconciled at start, observable, controllable.
 import type { AmiClient } from '../ami/client.js';
 import type { SecurityEvent } from '../ami/security-event.js';
-import { type Cidr, parseIp } from '../common/ip.js';
+import { type Cidr, describeUnbannable, parseIp } from '../common/ip.js';
 import { PERMANENT, parseDuration } from '../config/duration.js';
 import type { BanView, ControlTarget, ManualBanOutcome, StatusReport } from '../control/api.js';
 import type { Metrics } from '../control/metrics.js';
@@ -11,6 +11,7 @@ import type { ExistingBan, Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log/logger.js';
 import type { BanStore, StoredBan } from '../store/store.js';
 import { banLogFields, toEngineEvent } from './pipeline.js';
+import type { SelfResult } from './self.js';
 
 export interface DaemonOptions {
   readonly ami: AmiClient;
@@ -28,6 +29,10 @@ export interface DaemonOptions {
   /** Absolute nftables counters, when the firewall has them. */
   readonly dropped?: () => Promise<Readonly<Record<'ipv4' | 'ipv6', { packets: number; bytes: number }>>>;
   readonly now?: () => number;
+  /** The host's own addresses (BAN_IGNORESELF); absent = ignore-self off. */
+  readonly self?: () => Promise<SelfResult>;
+  /** How often they are read again, so that a new address is covered. */
+  readonly selfRefreshMs?: number;
 }
 
 export interface DaemonCounters {
@@ -46,6 +51,8 @@ export class Daemon implements ControlTarget {
   private housekeeping: NodeJS.Timeout | undefined;
   private lastStatsAt = 0;
   private lastPurgeAt = 0;
+  private lastSelfAt = 0;
+  private selfText = '';
   private startedAt = 0;
   private firewallState: 'starting' | 'ready' | 'stopped' = 'starting';
   private readonly now: () => number;
@@ -81,6 +88,7 @@ export class Daemon implements ControlTarget {
   async start(ignoreEntries: readonly string[] = []): Promise<void> {
     this.ignoreEntries = ignoreEntries;
     this.startedAt = this.now();
+    await this.refreshSelf();
     const { store, engine, firewall, logger } = this.o;
     const expiredWhileDown = store.expireDue(this.startedAt);
     const inKernel = await firewall.start();
@@ -212,9 +220,19 @@ export class Daemon implements ControlTarget {
     const now = this.now();
     const r = this.o.engine.ban(ipText, now, { ...(seconds === undefined ? {} : { seconds }), force });
     if (r.kind === 'refused') {
-      return r.reason === 'invalid-address'
-        ? { kind: 'invalid', message: `"${ipText}" is not an IPv4 or IPv6 address` }
-        : { kind: 'refused', message: `${ipText} is in the ignore list (BAN_IGNOREIP); pass force to ban it anyway` };
+      switch (r.reason) {
+        case 'invalid-address':
+          return { kind: 'invalid', message: `"${ipText}" is not an IPv4 or IPv6 address` };
+        case 'unbannable':
+          return { kind: 'invalid', message: describeUnbannable(ipText, r.why) };
+        case 'self':
+          return { kind: 'refused', message: `${ipText} is an address of this host, the AMI host or the control listener (BAN_IGNORESELF): banning it can cut ami2ban off from Asterisk and the host from itself; pass force to ban it anyway` };
+        case 'ignore-list':
+          return { kind: 'refused', message: `${ipText} is in the ignore list (BAN_IGNOREIP); pass force to ban it anyway` };
+      }
+    }
+    if (this.o.engine.isSelf(r.decision.ip)) {
+      this.o.logger.warn('forced ban of an address of this host', { ip: r.decision.ip, consequence: 'traffic from it is dropped: AMI, the control API or the host itself may become unreachable' });
     }
     await this.applyBan(r.decision);
     return { kind: 'banned', ban: this.view(this.fromDecision(r.decision), now) };
@@ -367,8 +385,22 @@ export class Daemon implements ControlTarget {
     return { ip: d.ip, family: d.family, startedAt: d.at, expiresAt: d.until, reason: d.reason, failures: d.failures, events: d.events, previousBans: d.previousBans };
   }
 
+  /** Reads the host's own addresses again; a change is logged, a failure keeps the last good list. */
+  private async refreshSelf(): Promise<void> {
+    if (this.o.self === undefined) return;
+    this.lastSelfAt = this.now();
+    const r = await this.o.self();
+    for (const u of r.unresolved) this.o.logger.warn('could not resolve a host of ours for ignore-self', { host: u.host, error: u.error });
+    const text = r.addresses.map((a) => a.ip).sort().join(',');
+    if (r.addresses.length === 0 || text === this.selfText) return;
+    this.selfText = text;
+    this.o.engine.setSelf(r.addresses);
+    this.o.logger.info('ignore-self: own addresses never banned', { addresses: text });
+  }
+
   private sweep(): void {
     const now = this.now();
+    if (this.o.self !== undefined && now - this.lastSelfAt >= (this.o.selfRefreshMs ?? 30_000)) void this.refreshSelf();
     for (const d of this.o.engine.expire(now)) void this.applyUnban(d);
     this.o.engine.prune(now);
     if (now - this.lastPurgeAt >= HISTORY_PURGE_MS) {

@@ -4,12 +4,14 @@ import { formatDuration } from '../config/duration.js';
 import type { BanDecision, EngineEvent } from '../engine/engine.js';
 
 export function toEngineEvent(e: SecurityEvent): EngineEvent {
+  const r = e.remoteAddress;
   return {
     name: e.name,
     severity: e.severity,
     service: e.service,
     sessionId: e.sessionId,
-    ip: e.remoteAddress?.ip ?? null,
+    // The zone goes along: the engine never bans a link-scoped address.
+    ip: r === null ? null : r.zone === null ? r.ip : `${r.ip}%${r.zone}`,
     aclName: e.aclName,
   };
 }

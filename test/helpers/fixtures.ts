@@ -14,4 +14,4 @@ export const RAW_FIXTURES = [
 ] as const;
 
 /** The bans listed in the fixtures README for the default policy with an empty ignore list. */
-export const EXPECTED_BANS = ['127.0.0.2', '127.0.0.3', 'fd00::2', 'fd00::3', '127.0.0.10', '127.0.0.11', '127.0.0.12'];
+export const EXPECTED_BANS = ['127.0.0.2', '127.0.0.3', '127.0.0.4', 'fd00::2', 'fd00::3', '127.0.0.10', '127.0.0.11', '127.0.0.12'];
