@@ -89,13 +89,14 @@ async function pipeline(): Promise<{ socket: Socket; onBan: Map<string, () => vo
   const port = await server.start();
   const stateDir = mkdtempSync(join(tmpdir(), 'ami2ban-bench-'));
   const config = loadConfig({ AMI_USERNAME: 'bench', AMI_SECRET: 'bench', AMI_PORT: String(port), BAN_IGNOREIP: '', STATE_DIR: stateDir, NFT_TABLE: TABLE });
-  const fw = firewall(new AddonRunner(), 20_000);
+  const fw = firewall(new AddonRunner(), 500);
   const onBan = new Map<string, () => void>();
   // The firewall as the daemon sees it, telling the benchmark when each ban is committed.
   const observed: Firewall = {
     name: fw.name,
     start: () => fw.start(),
     ban: (ip, family, seconds) => fw.ban(ip, family, seconds).then(() => onBan.get(ip)?.()),
+    ensure: (ip, family, seconds) => fw.ensure(ip, family, seconds),
     unban: (ip, family) => fw.unban(ip, family),
     stop: () => fw.stop(),
   };

@@ -1,6 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BanView, StatusReport } from '../src/control/api.js';
 import { ControlClient } from '../src/control/client.js';
@@ -20,6 +21,8 @@ interface Rig {
   client: ControlClient;
   firewall: MemoryFirewall;
   log: MemoryLogger;
+  /** STATE_DIR */
+  dir: string;
 }
 
 let rig: Rig | undefined;
@@ -47,7 +50,7 @@ async function start(options: { token?: string; tcp?: boolean; env?: Record<stri
   if (options.connect !== false) await subscribed;
   await control.listen();
   const client = new ControlClient(options.tcp === true ? { kind: 'tcp', host: '127.0.0.1', port: control.port() } : listen, options.token);
-  rig = { daemon, server, control, client, firewall, log };
+  rig = { daemon, server, control, client, firewall, log, dir };
   return rig;
 }
 
@@ -181,25 +184,96 @@ describe('control API over a real socket', () => {
 });
 
 describe('consistency check', () => {
-  it('failures that keep arriving from a banned address are warned about once, and counted', async () => {
+  it('failures that keep arriving from a banned address: its ban is put back first (element lost), then warned about once', async () => {
     const r = await start({ env: { BAN_IGNOREIP: '' } });
     const block = (n: number): string =>
       `Event: InvalidAccountID\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${n}\r\nRemoteAddress: IPV4/TCP/198.51.100.50/5038\r\n\r\n`;
     r.server.broadcast(block(1) + block(2) + block(3));
     await vi.waitUntil(() => r.firewall.elements.has('198.51.100.50'));
     await r.daemon.idle();
+    // Someone empties the set (`nft flush set`): the engine still holds the ban.
+    r.firewall.elements.clear();
     vi.useFakeTimers({ toFake: ['Date'] });
     try {
       vi.setSystemTime(Date.now() + 6000);
-      r.server.broadcast(block(4) + block(5));
-      await vi.waitUntil(() => r.daemon.counters.events === 5, { interval: 5 });
+      r.server.broadcast(block(4));
+      await vi.waitUntil(() => r.firewall.elements.has('198.51.100.50'), { interval: 5 });
+      expect(r.firewall.elements.get('198.51.100.50')?.seconds).toBeGreaterThan(3590);
+      expect(r.log.messages('warn')).toContain('failures keep arriving from a banned address: putting its ban back in the kernel');
+      // Still arriving after that: the ban does not work.
+      vi.setSystemTime(Date.now() + 6000);
+      r.server.broadcast(block(5) + block(6));
+      await vi.waitUntil(() => r.daemon.counters.events === 6, { interval: 5 });
     } finally {
       vi.useRealTimers();
     }
     const warnings = r.log.lines.filter((l) => l.message === 'ban not effective: failures keep arriving from a banned address');
     expect(warnings.length).toBe(1);
     expect(warnings[0]?.meta.ip).toBe('198.51.100.50');
-    expect(String((await r.client.call('GET', '/metrics')).body)).toContain('ami2ban_ineffective_bans_total 1');
+    const metrics = String((await r.client.call('GET', '/metrics')).body);
+    expect(metrics).toContain('ami2ban_ineffective_bans_total 1');
+    expect(metrics).toContain('ami2ban_rebans_total 1');
+  });
+
+  it('a firewall that refuses: 502 with its message, never 201; counted, not ready, retried until in force', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    r.firewall.failWith = new Error('Could not process rule: Operation not permitted');
+    const res = await r.client.call('POST', '/v1/bans', { ip: '198.51.100.60', duration: '1h' });
+    expect(res.status).toBe(502);
+    expect(JSON.stringify(res.body)).toContain('Operation not permitted');
+    expect(r.log.messages('info')).not.toContain('ban');
+    const ready = await r.client.call('GET', '/readyz');
+    expect(ready.status).toBe(503);
+    expect(JSON.stringify(ready.body)).toContain('1 ban(s) not in the kernel');
+    const status = (await r.client.call('GET', '/v1/status')).body as { firewall: { unenforced: number; lastError: string } };
+    expect(status.firewall).toMatchObject({ unenforced: 1, lastError: expect.stringContaining('Operation not permitted') as unknown });
+    expect(String((await r.client.call('GET', '/metrics')).body)).toMatch(/^ami2ban_firewall_errors_total\{op="ban"\} [1-9]/m);
+    // The kernel accepts again: the retry puts it in force, and only then is it logged as a ban.
+    r.firewall.failWith = undefined;
+    await vi.waitUntil(() => r.firewall.elements.has('198.51.100.60'), { timeout: 3000, interval: 20 });
+    await vi.waitUntil(() => r.log.lines.some((l) => l.message === 'ban' && l.meta.ip === '198.51.100.60'), { timeout: 3000, interval: 20 });
+    expect((await r.client.call('GET', '/readyz')).status).toBe(200);
+  });
+
+  it('a ban database that fails: the ban is in the kernel but not acknowledged (503) until the write succeeds', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    // Another connection holds the write lock: every write of ours fails at once.
+    const other = new Database(join(r.dir, 'ami2ban.sqlite'));
+    other.exec('BEGIN EXCLUSIVE');
+    try {
+      const res = await r.client.call('POST', '/v1/bans', { ip: '198.51.100.62', duration: '1h' });
+      expect(res.status).toBe(503);
+      expect(JSON.stringify(res.body)).toContain('blocked in the kernel, but the ban database failed');
+      expect(r.firewall.elements.has('198.51.100.62')).toBe(true);
+      const status = (await r.client.call('GET', '/v1/status')).body as { store: { healthy: boolean; pending: number; writeErrors: number } };
+      expect(status.store).toMatchObject({ healthy: false, pending: 1 });
+      expect(status.store.writeErrors).toBeGreaterThan(0);
+      expect(String((await r.client.call('GET', '/metrics')).body)).toContain('ami2ban_store_healthy 0');
+      // The bans in force are still listed: they come from the daemon, not from the failing database.
+      expect(r.daemon.counters.bans).toBe(1);
+      expect(r.log.lines.some((l) => l.message === 'ban')).toBe(false);
+    } finally {
+      other.exec('COMMIT');
+      other.close();
+    }
+    await vi.waitUntil(() => r.log.lines.some((l) => l.message === 'ban' && l.meta.ip === '198.51.100.62'), { timeout: 5000, interval: 20 });
+    const status = (await r.client.call('GET', '/v1/status')).body as { store: { healthy: boolean; pending: number } };
+    expect(status.store).toMatchObject({ healthy: true, pending: 0 });
+    const rows = new Database(join(r.dir, 'ami2ban.sqlite'), { readonly: true }).prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = '198.51.100.62'").get() as { n: number };
+    expect(rows.n).toBe(1);
+  });
+
+  it('a failed unban never answers 200, and the address stays banned in our view', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    expect((await r.client.call('POST', '/v1/bans', { ip: '198.51.100.61' })).status).toBe(201);
+    r.firewall.failWith = new Error('Could not process rule: Device or resource busy');
+    const res = await r.client.call('DELETE', '/v1/bans/198.51.100.61');
+    expect(res.status).toBe(502);
+    expect(JSON.stringify(res.body)).toContain('stays banned');
+    expect((((await r.client.call('GET', '/v1/bans')).body as { bans: { ip: string }[] }).bans).map((b) => b.ip)).toEqual(['198.51.100.61']);
+    r.firewall.failWith = undefined;
+    expect((await r.client.call('DELETE', '/v1/bans/198.51.100.61')).status).toBe(200);
+    expect(r.firewall.elements.has('198.51.100.61')).toBe(false);
   });
 });
 

@@ -10,7 +10,22 @@ export interface StatusReport {
     readonly lastEventAgeSeconds: number | null;
     readonly reconnects: number;
   };
-  readonly firewall: { readonly backend: string; readonly state: 'starting' | 'ready' | 'stopped' };
+  readonly firewall: {
+    readonly backend: string;
+    readonly state: 'starting' | 'ready' | 'stopped';
+    /** Bans decided but not in the kernel (being retried). */
+    readonly unenforced: number;
+    readonly errors: number;
+    readonly lastError: string | null;
+  };
+  readonly store: {
+    readonly path: string;
+    readonly healthy: boolean;
+    readonly pending: number;
+    readonly writeErrors: number;
+    readonly dropped: number;
+    readonly lastError: string | null;
+  };
   readonly trackedAddresses: number;
   readonly activeBans: number;
   readonly counts: { readonly events: number; readonly failures: number; readonly bans: number; readonly unbans: number };
@@ -35,15 +50,22 @@ export interface BanView {
 export type ManualBanOutcome =
   | { readonly kind: 'banned'; readonly ban: BanView }
   | { readonly kind: 'invalid'; readonly message: string }
-  | { readonly kind: 'refused'; readonly message: string };
+  | { readonly kind: 'refused'; readonly message: string }
+  /** Not acknowledged: the kernel (502) or the database (503) failed; the message says which and why. */
+  | { readonly kind: 'failed'; readonly status: 502 | 503; readonly message: string };
+
+export type UnbanOutcome =
+  | { readonly kind: 'unbanned' }
+  | { readonly kind: 'not-banned' }
+  | { readonly kind: 'invalid' }
+  | { readonly kind: 'failed'; readonly message: string };
 
 export interface ControlTarget {
   status(): StatusReport;
   bans(): BanView[];
   /** duration as the operator wrote it (`1h`, `600`, `-1`); undefined = the policy's. */
   ban(ip: string, duration: string | undefined, force: boolean): Promise<ManualBanOutcome>;
-  /** null when the text is not an IP address; false when it was not banned. */
-  unban(ip: string): Promise<boolean | null>;
+  unban(ip: string): Promise<UnbanOutcome>;
   unbanAll(): Promise<number>;
   readiness(): { readonly ready: boolean; readonly reasons: readonly string[] };
 }

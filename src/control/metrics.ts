@@ -8,6 +8,8 @@ export interface MetricSources {
   amiLastEventAge(): number | null;
   activeBans(): Readonly<Record<'ipv4' | 'ipv6', number>>;
   trackedAddresses(): number;
+  unenforcedBans(): number;
+  storeHealth(): { readonly healthy: boolean; readonly pending: number };
   /** Absolute nftables counter values, or undefined when there are none (dry-run). */
   dropped(): Promise<Readonly<Record<'ipv4' | 'ipv6', { packets: number; bytes: number }>> | undefined>;
 }
@@ -25,6 +27,8 @@ export class Metrics {
   readonly firewallBatchSeconds: client.Histogram;
   readonly banLatencySeconds: client.Histogram;
   readonly ineffectiveBans: client.Counter;
+  readonly firewallErrors: client.Counter<'op'>;
+  readonly rebans: client.Counter;
   private sources: MetricSources | undefined;
 
   constructor() {
@@ -109,6 +113,42 @@ export class Metrics {
       help: 'from the threshold-crossing event received to the ban in the firewall',
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
       registers,
+    });
+    this.firewallErrors = new client.Counter({
+      name: 'ami2ban_firewall_errors_total',
+      help: 'failed kernel operations (each is retried), by operation',
+      labelNames: ['op'],
+      registers,
+    });
+    for (const op of ['ban', 'unban']) this.firewallErrors.inc({ op }, 0);
+    this.rebans = new client.Counter({
+      name: 'ami2ban_rebans_total',
+      help: 'bans put back in the kernel because failures kept arriving from an address banned there (element lost, e.g. nft flush set)',
+      registers,
+    });
+    new client.Gauge({
+      name: 'ami2ban_unenforced_bans',
+      help: 'bans decided but not in the kernel, being retried',
+      registers,
+      collect() {
+        this.set(self()?.unenforcedBans() ?? 0);
+      },
+    });
+    new client.Gauge({
+      name: 'ami2ban_store_healthy',
+      help: '1 when the last write to the ban database succeeded',
+      registers,
+      collect() {
+        this.set(self()?.storeHealth().healthy === false ? 0 : 1);
+      },
+    });
+    new client.Gauge({
+      name: 'ami2ban_store_pending_writes',
+      help: 'bans waiting to be written to the ban database',
+      registers,
+      collect() {
+        this.set(self()?.storeHealth().pending ?? 0);
+      },
     });
     this.ineffectiveBans = new client.Counter({
       name: 'ami2ban_ineffective_bans_total',

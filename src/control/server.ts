@@ -166,6 +166,7 @@ export class ControlServer {
       const outcome = await t.ban(ip, duration === undefined ? undefined : String(duration), force === true);
       if (outcome.kind === 'invalid') throw new HttpError(400, outcome.message);
       if (outcome.kind === 'refused') throw new HttpError(409, outcome.message);
+      if (outcome.kind === 'failed') throw new HttpError(outcome.status, outcome.message);
       send(res, 201, { ban: outcome.ban });
     } else if (path === '/v1/bans' && method === 'DELETE') {
       send(res, 200, { unbanned: await t.unbanAll() });
@@ -173,8 +174,9 @@ export class ControlServer {
       only('DELETE');
       const ip = decodeURIComponent(path.slice('/v1/bans/'.length));
       const done = await t.unban(ip);
-      if (done === null) throw new HttpError(400, `"${ip}" is not an IP address`);
-      if (!done) throw new HttpError(404, `${ip} is not banned`);
+      if (done.kind === 'invalid') throw new HttpError(400, `"${ip}" is not an IP address`);
+      if (done.kind === 'not-banned') throw new HttpError(404, `${ip} is not banned`);
+      if (done.kind === 'failed') throw new HttpError(502, done.message);
       send(res, 200, { unbanned: ip });
     } else if (path === '/v1/bans') {
       throw new HttpError(405, `${method} not allowed on ${path}`);

@@ -18,6 +18,10 @@ export class DryRunFirewall implements Firewall {
     return Promise.resolve();
   }
 
+  ensure(ip: string, family: IpFamily, seconds: number): Promise<void> {
+    return this.ban(ip, family, seconds);
+  }
+
   unban(ip: string, family: IpFamily): Promise<void> {
     if (this.log.isDebugEnabled()) this.log.debug('dry-run: would delete element', { ip, family });
     return Promise.resolve();

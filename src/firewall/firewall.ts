@@ -15,6 +15,11 @@ export interface Firewall {
   start(): Promise<readonly ExistingBan[]>;
   /** Seconds; Infinity = permanent. Banning a banned address replaces its ban. */
   ban(ip: string, family: IpFamily, seconds: number): Promise<void>;
+  /**
+   * Puts a ban back if it is missing (e.g. its element was removed by hand); a present one is
+   * left as it is. Seconds as for ban().
+   */
+  ensure(ip: string, family: IpFamily, seconds: number): Promise<void>;
   unban(ip: string, family: IpFamily): Promise<void>;
   /** Commits pending work; leaves the bans in place. */
   stop(): Promise<void>;

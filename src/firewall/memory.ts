@@ -7,6 +7,8 @@ export class MemoryFirewall implements Firewall {
   readonly elements = new Map<string, { family: IpFamily; seconds: number }>();
   readonly operations: string[] = [];
   started = false;
+  /** When set, every operation fails with it (a firewall that refuses). */
+  failWith: Error | undefined;
   /** Returned by start(), as if found in the kernel. */
   existing: ExistingBan[] = [];
 
@@ -16,12 +18,19 @@ export class MemoryFirewall implements Firewall {
   }
 
   ban(ip: string, family: IpFamily, seconds: number): Promise<void> {
+    if (this.failWith !== undefined) return Promise.reject(this.failWith);
     this.elements.set(ip, { family, seconds });
     this.operations.push(`ban ${ip} ${seconds}`);
     return Promise.resolve();
   }
 
+  ensure(ip: string, family: IpFamily, seconds: number): Promise<void> {
+    if (this.elements.has(ip)) return Promise.resolve();
+    return this.ban(ip, family, seconds);
+  }
+
   unban(ip: string): Promise<void> {
+    if (this.failWith !== undefined) return Promise.reject(this.failWith);
     this.elements.delete(ip);
     this.operations.push(`unban ${ip}`);
     return Promise.resolve();

@@ -76,7 +76,8 @@ export class NftablesFirewall implements Firewall {
 
   constructor(private readonly o: NftablesFirewallOptions) {
     this.name = `nftables (${o.runner.backend})`;
-    this.maxBatch = o.maxBatch ?? 20_000;
+    // Bounded chunks: a failing one is split by halves, and one chunk never holds the loop long.
+    this.maxBatch = o.maxBatch ?? 500;
     this.now = o.now ?? Date.now;
     this.log = o.logger;
   }
@@ -117,6 +118,12 @@ export class NftablesFirewall implements Firewall {
     const kind: OpKind = current !== undefined && current.expiresAt > now ? 'extend' : 'add';
     this.active.set(ip, { family, expiresAt: seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000 });
     return this.enqueue(kind, ip, family, seconds);
+  }
+
+  ensure(ip: string, family: IpFamily, seconds: number): Promise<void> {
+    // A plain add: the kernel leaves an element that is there as it is, and adds a missing one.
+    this.active.set(ip, { family, expiresAt: seconds === Number.POSITIVE_INFINITY ? seconds : this.now() + seconds * 1000 });
+    return this.enqueue('add', ip, family, seconds);
   }
 
   unban(ip: string, family: IpFamily): Promise<void> {
@@ -231,7 +238,11 @@ export class NftablesFirewall implements Firewall {
     }
   }
 
-  private async commit(batch: readonly Op[]): Promise<void> {
+  private async commit(batch: readonly Op[], repaired = false): Promise<void> {
+    if (batch.length === 1 && batch[0] !== undefined && repaired) {
+      await this.commitOne(batch[0]);
+      return;
+    }
     const t0 = performance.now();
     try {
       await this.o.runner.run({ nftables: this.commands(batch) });
@@ -242,12 +253,15 @@ export class NftablesFirewall implements Firewall {
     } catch (err) {
       this.o.onTransaction?.((performance.now() - t0) / 1000, batch.length, false);
       this.stats.failedTransactions++;
-      this.log.warn('nftables transaction failed, retrying its elements one by one', {
-        elements: batch.length,
-        error: errorMessage(err),
-      });
-      await this.repairIfBroken('a transaction failed');
-      for (const op of batch) await this.commitOne(op);
+      this.log.warn('nftables transaction failed, retrying it in halves', { elements: batch.length, error: errorMessage(err) });
+      // A flushed ruleset fails every chunk: check (and repair) once; then bad elements are found by halving.
+      if (!repaired && (await this.repairIfBroken('a transaction failed'))) {
+        await this.commit(batch, true);
+        return;
+      }
+      const half = Math.ceil(batch.length / 2);
+      await this.commit(batch.slice(0, half), true);
+      if (half < batch.length) await this.commit(batch.slice(half), true);
     }
   }
 

@@ -3,7 +3,7 @@ import type { AmiClient } from '../ami/client.js';
 import type { SecurityEvent } from '../ami/security-event.js';
 import { type Cidr, describeUnbannable, parseIp } from '../common/ip.js';
 import { PERMANENT, parseDuration } from '../config/duration.js';
-import type { BanView, ControlTarget, ManualBanOutcome, StatusReport } from '../control/api.js';
+import type { BanView, ControlTarget, ManualBanOutcome, StatusReport, UnbanOutcome } from '../control/api.js';
 import type { Metrics } from '../control/metrics.js';
 import type { BanDecision, Engine, IgnoreReason, UnbanDecision } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
@@ -45,6 +45,17 @@ export interface DaemonCounters {
 }
 
 const HISTORY_PURGE_MS = 3_600_000;
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 30_000;
+
+/** What became of a ban decision: acknowledged only when both durable and in the kernel. */
+type BanResult = { readonly ok: true } | { readonly ok: false; readonly status: 502 | 503; readonly message: string };
+
+interface Unenforced {
+  readonly decision: BanDecision;
+  delayMs: number;
+  timer: NodeJS.Timeout;
+}
 
 export class Daemon implements ControlTarget {
   readonly counters: DaemonCounters = { events: 0, failures: 0, bans: 0, unbans: 0, firewallErrors: 0, ignored: {} };
@@ -60,6 +71,11 @@ export class Daemon implements ControlTarget {
   /** When each ban was last committed to the firewall, for the consistency check. */
   private readonly enforcedSince = new Map<string, number>();
   private readonly warnedIneffective = new Set<string>();
+  /** Bans decided whose kernel commit failed: retried with backoff until in force, lifted or over. */
+  private readonly unenforced = new Map<string, Unenforced>();
+  private lastFirewallError: string | null = null;
+  /** When a ban was last put back for failures still arriving (at most once per grace period). */
+  private readonly rebannedAt = new Map<string, number>();
   private ignoreEntries: readonly string[] = [];
   private readonly onEvent = (event: SecurityEvent, receivedAt: number): void => {
     this.handle(event, receivedAt);
@@ -80,6 +96,8 @@ export class Daemon implements ControlTarget {
         return counts;
       },
       trackedAddresses: () => o.engine.stats().tracked,
+      unenforcedBans: () => this.unenforced.size,
+      storeHealth: () => o.store.health(),
       dropped: async () => (o.dropped === undefined ? undefined : o.dropped()),
     });
   }
@@ -102,8 +120,10 @@ export class Daemon implements ControlTarget {
       // Lost from the kernel (host reboot, flushed ruleset), or shorter there than recorded (a
       // longer ban whose commit was cut off): put it back for what is left of it.
       if (k === undefined || s.expiresAt - k.expiresAt > 5000) {
-        const seconds = s.expiresAt === PERMANENT ? PERMANENT : (s.expiresAt - now) / 1000;
-        void this.track(firewall.ban(s.ip, s.family, seconds), s.ip, 'ban');
+        const d: BanDecision = { type: 'ban', ...s, at: s.startedAt, banSeconds: (s.expiresAt - s.startedAt) / 1000, until: s.expiresAt, reason: 'manual' };
+        void this.enforce(d, true).then((error) => {
+          if (error !== null) this.retryLater(d, error);
+        });
         restored++;
       }
       kernel.delete(s.ip);
@@ -195,7 +215,14 @@ export class Daemon implements ControlTarget {
         lastEventAgeSeconds: last === undefined ? null : Math.round((this.now() - last) / 100) / 10,
         reconnects: this.o.ami.counters.reconnects,
       },
-      firewall: { backend: this.o.firewall.name, state: this.firewallState },
+      firewall: {
+        backend: this.o.firewall.name,
+        state: this.firewallState,
+        unenforced: this.unenforced.size,
+        errors: this.counters.firewallErrors,
+        lastError: this.lastFirewallError,
+      },
+      store: { path: this.o.store.path, ...this.o.store.health() },
       trackedAddresses: s.tracked,
       activeBans: s.activeBans,
       counts: { events: this.counters.events, failures: this.counters.failures, bans: this.counters.bans, unbans: this.counters.unbans },
@@ -234,34 +261,35 @@ export class Daemon implements ControlTarget {
     if (this.o.engine.isSelf(r.decision.ip)) {
       this.o.logger.warn('forced ban of an address of this host', { ip: r.decision.ip, consequence: 'traffic from it is dropped: AMI, the control API or the host itself may become unreachable' });
     }
-    await this.applyBan(r.decision);
+    const result = await this.applyBan(r.decision);
+    if (!result.ok) return { kind: 'failed', status: result.status, message: result.message };
     return { kind: 'banned', ban: this.view(this.fromDecision(r.decision), now) };
   }
 
-  async unban(ipText: string): Promise<boolean | null> {
-    if (parseIp(ipText) === null) return null;
-    const d = this.o.engine.unban(ipText, this.now());
-    if (d === null) return false;
-    await this.applyUnban(d);
-    return true;
+  async unban(ipText: string): Promise<UnbanOutcome> {
+    if (parseIp(ipText) === null) return { kind: 'invalid' };
+    const now = this.now();
+    const before = this.o.engine.activeBans().get(parseIp(ipText)?.ip ?? '');
+    const d = this.o.engine.unban(ipText, now);
+    if (d === null || before === undefined) return { kind: 'not-banned' };
+    const error = await this.applyUnban(d);
+    if (error === null) return { kind: 'unbanned' };
+    // Still blocked in the kernel: it stays banned in our view too, until it expires there.
+    this.o.engine.adopt(d.ip, before.until, this.now());
+    return { kind: 'failed', message: `nftables could not remove ${d.ip}; it stays banned: ${error}` };
   }
 
   async unbanAll(): Promise<number> {
-    const now = this.now();
     const ips = [...this.o.engine.activeBans().keys()];
-    const done: Promise<void>[] = [];
-    for (const ip of ips) {
-      const d = this.o.engine.unban(ip, now);
-      if (d !== null) done.push(this.applyUnban(d));
-    }
-    await Promise.all(done);
-    return done.length;
+    const results = await Promise.all(ips.map((ip) => this.unban(ip)));
+    return results.filter((r) => r.kind === 'unbanned').length;
   }
 
   readiness(): { ready: boolean; reasons: string[] } {
     const reasons: string[] = [];
     if (this.o.ami.state !== 'ready') reasons.push(`AMI is ${this.o.ami.state}`);
     if (this.firewallState !== 'ready') reasons.push(`firewall is ${this.firewallState}`);
+    if (this.unenforced.size > 0) reasons.push(`${this.unenforced.size} ban(s) not in the kernel, retrying: ${this.lastFirewallError ?? 'nftables failed'}`);
     return { ready: reasons.length === 0, reasons };
   }
 
@@ -288,7 +316,7 @@ export class Daemon implements ControlTarget {
       case 'ignored':
         this.counters.ignored[outcome.reason] = (this.counters.ignored[outcome.reason] ?? 0) + 1;
         metrics.ignored.inc({ reason: outcome.reason });
-        if (outcome.reason === 'already-banned' && event.remoteAddress !== null) this.checkEffective(event.remoteAddress.ip, receivedAt);
+        if (outcome.reason === 'already-banned' && event.remoteAddress !== null) this.checkBan(event.remoteAddress.ip, receivedAt);
         return;
       case 'counted':
         this.counters.failures++;
@@ -302,10 +330,32 @@ export class Daemon implements ControlTarget {
     }
   }
 
-  /** Failures still arriving well after a ban is in force: the ban does not work (wrong hook, another table accepting first). */
-  private checkEffective(ip: string, at: number): void {
+  /**
+   * Failures still arriving well after a ban is in force (fail2ban's __checkBan): first the
+   * element is put back (it may have been removed, e.g. `nft flush set`; adding a present one
+   * changes nothing); if they go on after that, the ban does not work (hook, other tables).
+   */
+  private checkBan(ip: string, at: number): void {
     const since = this.enforcedSince.get(ip);
-    if (since === undefined || at - since < (this.o.ineffectiveAfterMs ?? 5000) || this.warnedIneffective.has(ip)) return;
+    const grace = this.o.ineffectiveAfterMs ?? 5000;
+    if (since === undefined || at - since < grace || this.warnedIneffective.has(ip) || this.unenforced.has(ip)) return;
+    const rebanned = this.rebannedAt.get(ip);
+    if (rebanned === undefined || rebanned < since) {
+      const ban = this.o.engine.activeBans().get(ip);
+      if (ban === undefined) return;
+      this.rebannedAt.set(ip, at);
+      this.enforcedSince.set(ip, at);
+      this.o.metrics.rebans.inc();
+      const seconds = ban.until === PERMANENT ? PERMANENT : Math.max(1, (ban.until - at) / 1000);
+      this.o.logger.warn('failures keep arriving from a banned address: putting its ban back in the kernel', { ip });
+      void this.o.firewall.ensure(ip, ban.family, seconds).then(
+        () => undefined,
+        (err: unknown) => {
+          this.o.logger.error('putting a ban back failed', { ip, error: errorMessage(err) });
+        },
+      );
+      return;
+    }
     this.warnedIneffective.add(ip);
     this.o.metrics.ineffectiveBans.inc();
     this.o.logger.warn('ban not effective: failures keep arriving from a banned address', {
@@ -315,46 +365,133 @@ export class Daemon implements ControlTarget {
     });
   }
 
-  private applyBan(d: BanDecision): Promise<void> {
+  /** Commits a decision to the kernel and the store; logs `ban` only once both hold it. */
+  private async applyBan(d: BanDecision): Promise<BanResult> {
     this.counters.bans++;
     this.o.metrics.bans.inc({ reason: d.reason });
-    this.o.logger.info('ban', banLogFields(d));
-    const op = this.o.firewall.ban(d.ip, d.family, d.banSeconds).then(() => {
-      const now = this.now();
-      this.enforcedSince.set(d.ip, now);
-      this.warnedIneffective.delete(d.ip);
-      this.o.metrics.banLatencySeconds.observe((now - d.at) / 1000);
-    });
-    return this.track(op, d.ip, 'ban');
+    this.cancelRetry(d.ip);
+    const [kernelError, storeError] = await Promise.all([this.enforce(d), this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
+    if (kernelError !== null) {
+      this.retryLater(d, kernelError);
+      return { ok: false, status: 502, message: `nftables refused the ban of ${d.ip} (retrying): ${kernelError}` };
+    }
+    if (storeError !== null) {
+      this.o.logger.error('ban in the kernel but not yet in the ban database (retrying the write)', { ip: d.ip, store: this.o.store.path, error: storeError });
+      void this.acknowledgeWhenDurable(d);
+      return { ok: false, status: 503, message: `${d.ip} is blocked in the kernel, but the ban database failed (retrying): ${storeError}` };
+    }
+    this.acknowledge(d);
+    return { ok: true };
   }
 
-  private applyUnban(d: UnbanDecision): Promise<void> {
-    this.counters.unbans++;
-    this.o.metrics.unbans.inc({ reason: d.reason });
-    this.o.logger.info('unban', { ip: d.ip, family: d.family, reason: d.reason });
+  /** The kernel commit of one decision (a retry: for what is left of it); null on success, else why. */
+  private async enforce(d: BanDecision, retry = false): Promise<string | null> {
+    const seconds = !retry || d.until === PERMANENT ? d.banSeconds : (d.until - this.now()) / 1000;
+    try {
+      await this.track(this.o.firewall.ban(d.ip, d.family, Math.max(1, seconds)), 'ban');
+      return null;
+    } catch (err) {
+      return errorMessage(err);
+    }
+  }
+
+  private acknowledge(d: BanDecision): void {
+    const now = this.now();
+    this.enforcedSince.set(d.ip, now);
+    this.warnedIneffective.delete(d.ip);
+    this.o.metrics.banLatencySeconds.observe((now - d.at) / 1000);
+    this.o.logger.info('ban', banLogFields(d));
+  }
+
+  private async acknowledgeWhenDurable(d: BanDecision): Promise<void> {
+    for (;;) {
+      try {
+        await this.o.store.durable();
+        break;
+      } catch {
+        // The store retries with its own backoff; wait for its next attempt.
+      }
+    }
+    if (this.o.engine.isBanned(d.ip, this.now())) this.acknowledge(d);
+  }
+
+  private retryLater(d: BanDecision, error: string): void {
+    const previous = this.unenforced.get(d.ip);
+    const delayMs = previous === undefined ? RETRY_MIN_MS : Math.min(RETRY_MAX_MS, previous.delayMs * 2);
+    this.o.logger.error('ban not in force: nftables failed, retrying', { ip: d.ip, error, retryInSeconds: delayMs / 1000 });
+    const timer = setTimeout(() => {
+      void this.retry(d);
+    }, delayMs);
+    timer.unref();
+    this.unenforced.set(d.ip, { decision: d, delayMs, timer });
+  }
+
+  private async retry(d: BanDecision): Promise<void> {
+    const active = this.o.engine.activeBans().get(d.ip);
+    // Lifted, replaced by a newer decision, or over: nothing left to enforce.
+    if (active === undefined || active.until !== d.until || this.unenforced.get(d.ip)?.decision !== d || d.until <= this.now()) {
+      if (this.unenforced.get(d.ip)?.decision === d) this.unenforced.delete(d.ip);
+      return;
+    }
+    const error = await this.enforce(d, true);
+    if (error !== null) {
+      this.retryLater(d, error);
+      return;
+    }
+    this.unenforced.delete(d.ip);
+    await this.acknowledgeWhenDurable(d);
+  }
+
+  private cancelRetry(ip: string): void {
+    const u = this.unenforced.get(ip);
+    if (u === undefined) return;
+    clearTimeout(u.timer);
+    this.unenforced.delete(ip);
+  }
+
+  /** Null when done, else why not. */
+  private async applyUnban(d: UnbanDecision): Promise<string | null> {
+    this.cancelRetry(d.ip);
     this.enforcedSince.delete(d.ip);
     this.warnedIneffective.delete(d.ip);
+    this.rebannedAt.delete(d.ip);
+    // An expired ban is already gone from the kernel (element timeout).
+    if (d.reason !== 'expired') {
+      try {
+        await this.track(this.o.firewall.unban(d.ip, d.family), 'unban');
+      } catch (err) {
+        return errorMessage(err);
+      }
+    }
+    this.counters.unbans++;
+    this.o.metrics.unbans.inc({ reason: d.reason });
     this.writeStore(() => {
       this.o.store.recordUnban(d.ip, d.at, d.reason);
     });
-    // An expired ban is already gone from the kernel (element timeout).
-    if (d.reason === 'expired') return Promise.resolve();
-    return this.track(this.o.firewall.unban(d.ip, d.family), d.ip, 'unban');
+    this.o.logger.info('unban', { ip: d.ip, family: d.family, reason: d.reason });
+    return null;
   }
 
-  private track(op: Promise<void>, ip: string, what: 'ban' | 'unban'): Promise<void> {
+  /** Counts the outcome of a firewall operation; a failure is rethrown to the caller. */
+  private track(op: Promise<void>, what: 'ban' | 'unban'): Promise<void> {
     const p = op.then(
       () => {
         this.o.metrics.firewallOperations.inc({ op: what, result: 'ok' });
       },
       (err: unknown) => {
         this.counters.firewallErrors++;
+        this.lastFirewallError = errorMessage(err);
         this.o.metrics.firewallOperations.inc({ op: what, result: 'error' });
-        this.o.logger.error(`firewall ${what} failed`, { ip, error: errorMessage(err) });
+        this.o.metrics.firewallErrors.inc({ op: what });
+        throw err;
       },
     );
-    this.inFlight.add(p);
-    void p.finally(() => this.inFlight.delete(p));
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.inFlight.add(settled);
+    void settled.finally(() => this.inFlight.delete(settled));
     return p;
   }
 

@@ -64,6 +64,25 @@ CREATE INDEX IF NOT EXISTS bans_open ON bans (ip) WHERE ended_at IS NULL;
 `;
 
 export const DATABASE_FILE = 'ami2ban.sqlite';
+/** Bans kept for a retry while writes fail; past this the oldest are dropped (and counted). */
+const MAX_PENDING = 200_000;
+const RETRY_MIN_MS = 250;
+const RETRY_MAX_MS = 10_000;
+
+export interface StoreHealth {
+  readonly healthy: boolean;
+  /** Bans waiting to be written. */
+  readonly pending: number;
+  readonly writeErrors: number;
+  /** Bans dropped because the queue was full while writes failed. */
+  readonly dropped: number;
+  readonly lastError: string | null;
+}
+
+interface Waiter {
+  readonly resolve: () => void;
+  readonly reject: (err: StoreError) => void;
+}
 
 function toStored(r: Row): StoredBan {
   return {
@@ -85,6 +104,12 @@ export class BanStore {
   private pending: BanRecordInput[] = [];
   private readonly pendingPerIp = new Map<string, number[]>();
   private flushScheduled: NodeJS.Immediate | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs = RETRY_MIN_MS;
+  private waiters: Waiter[] = [];
+  private writeErrors = 0;
+  private dropped = 0;
+  private lastError: StoreError | undefined;
   private readonly writeBatch: (rows: readonly BanRecordInput[]) => void;
   private readonly stmt: {
     count: Database.Statement<[string, number], { n: number }>;
@@ -106,7 +131,9 @@ export class BanStore {
     this.path = join(dir, DATABASE_FILE);
     try {
       mkdirSync(dir, { recursive: true });
-      this.db = new Database(this.path);
+      // No busy wait: a lock held elsewhere fails the write at once (it is retried later) rather
+      // than freezing the event loop that carries bans to the kernel.
+      this.db = new Database(this.path, { timeout: 0 });
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
       this.db.exec(SCHEMA);
@@ -160,31 +187,75 @@ export class BanStore {
     const times = this.pendingPerIp.get(b.ip);
     if (times === undefined) this.pendingPerIp.set(b.ip, [b.at]);
     else times.push(b.at);
-    if (this.pending.length >= 5000) this.flush();
-    else
-      this.flushScheduled ??= setImmediate(() => {
-        try {
-          this.flush();
-        } catch (err) {
-          this.onWriteError(new StoreError(`writing bans to ${this.path} failed: ${errorMessage(err)}`, err));
-        }
-      });
+    if (this.pending.length > MAX_PENDING) {
+      // Writes have been failing for long: keep the newest; the kernel still holds the dropped ones.
+      const gone = this.pending.splice(0, this.pending.length - MAX_PENDING);
+      this.dropped += gone.length;
+    }
+    if (this.pending.length >= 5000 && this.lastError === undefined) this.flush();
+    else if (this.retryTimer === undefined) this.flushScheduled ??= setImmediate(() => this.flush());
   }
 
-  /** Writes the bans recorded so far. */
-  flush(): void {
+  /**
+   * Resolves once every ban recorded so far is written; rejects with the cause when the next
+   * write attempt fails (the rows stay queued and are retried with backoff).
+   */
+  durable(): Promise<void> {
+    if (this.pending.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+    });
+  }
+
+  health(): StoreHealth {
+    return {
+      healthy: this.lastError === undefined,
+      pending: this.pending.length,
+      writeErrors: this.writeErrors,
+      dropped: this.dropped,
+      lastError: this.lastError?.message ?? null,
+    };
+  }
+
+  /** Writes the bans recorded so far; never throws: a failure keeps them for a retry. */
+  flush(): boolean {
     if (this.flushScheduled !== undefined) clearImmediate(this.flushScheduled);
     this.flushScheduled = undefined;
-    if (this.pending.length === 0) return;
-    const rows = this.pending;
-    this.pending = [];
-    this.pendingPerIp.clear();
-    if (this.db.open) this.writeBatch(rows);
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    const waiters = this.waiters;
+    this.waiters = [];
+    if (this.pending.length > 0 && this.db.open) {
+      try {
+        this.writeBatch(this.pending);
+      } catch (err) {
+        const error = new StoreError(`writing bans to ${this.path} failed: ${errorMessage(err)}`, err);
+        this.writeErrors++;
+        this.lastError = error;
+        this.onWriteError(error);
+        for (const w of waiters) w.reject(error);
+        this.retryTimer = setTimeout(() => this.flush(), this.retryMs);
+        this.retryTimer.unref();
+        this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
+        return false;
+      }
+      this.pending = [];
+      this.pendingPerIp.clear();
+    }
+    this.lastError = undefined;
+    this.retryMs = RETRY_MIN_MS;
+    for (const w of waiters) w.resolve();
+    return true;
   }
 
+  /** Throws a StoreError when the write fails. */
   recordUnban(ip: string, at: number, reason: 'expired' | 'manual'): void {
     this.flush();
-    this.stmt.close.run(at, reason, ip);
+    try {
+      this.stmt.close.run(at, reason, ip);
+    } catch (err) {
+      throw new StoreError(`writing an unban to ${this.path} failed: ${errorMessage(err)}`, err);
+    }
   }
 
   /** Open bans that have not expired by `now`. */
@@ -208,6 +279,7 @@ export class BanStore {
   close(): void {
     if (!this.db.open) return;
     this.flush();
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.db.close();
   }
 }
