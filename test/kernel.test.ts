@@ -397,9 +397,11 @@ async function startDaemon(env: Record<string, string>): Promise<RunningDaemon> 
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  // Complete lines only: a process killed mid-write leaves a partial last one.
   const lines = (): Record<string, unknown>[] =>
     out
       .split('\n')
+      .slice(0, -1)
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
   await vi.waitUntil(() => lines().some((l) => l.message === 'control API listening') || child.exitCode !== null, { timeout: 10_000, interval: 20 });
@@ -495,6 +497,34 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       const listed = JSON.parse((await ctl(['list', '--json'])).stdout) as BanViewLike[];
       expect(listed.map((b) => b.ip).sort()).toEqual([...EXPECTED_BANS].sort());
       expect(new Set(listed.map((b) => b.ip)).size).toBe(listed.length);
+      d2.child.kill('SIGTERM');
+      expect(await d2.exited).toBe(0);
+    });
+  }
+
+  for (const killAfter of [1, 1500, 4000]) {
+    it(`SIGKILL after ${killAfter} of a 5 000-ban burst is acknowledged: every acknowledged ban is in the kernel after restart`, async () => {
+      const burstEnv = { ...env, BAN_MAXRETRY: '1' };
+      const subscribed = server.nextSubscription();
+      const d1 = await startDaemon(burstEnv);
+      await subscribed;
+      const ip = (i: number): string => `10.77.${i >> 8}.${i & 255}`;
+      const blocks: string[] = [];
+      for (let i = 0; i < 5000; i++) {
+        blocks.push(`Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${i}\r\nRemoteAddress: IPV4/TCP/${ip(i)}/5038\r\n\r\n`);
+      }
+      server.broadcast(blocks.join(''));
+      const acknowledged = (): string[] => d1.lines().filter((l) => l.message === 'ban').map((l) => String(l.ip));
+      await vi.waitUntil(() => acknowledged().length >= killAfter, { timeout: 15_000, interval: 2 });
+      d1.child.kill('SIGKILL');
+      await d1.exited;
+      const acked = acknowledged();
+      expect(acked.length).toBeGreaterThanOrEqual(killAfter);
+
+      const d2 = await startDaemon(burstEnv);
+      const inKernel = setElements(TABLE, 'ipv4_addr');
+      const missing = acked.filter((a) => !inKernel.has(a));
+      expect(missing).toEqual([]);
       d2.child.kill('SIGTERM');
       expect(await d2.exited).toBe(0);
     });

@@ -76,6 +76,8 @@ export class Daemon implements ControlTarget {
   private lastFirewallError: string | null = null;
   /** When a ban was last put back for failures still arriving (at most once per grace period). */
   private readonly rebannedAt = new Map<string, number>();
+  /** The bans in force as the daemon holds them: what `list` shows, even while the store fails. */
+  private readonly records = new Map<string, StoredBan>();
   private ignoreEntries: readonly string[] = [];
   private readonly onEvent = (event: SecurityEvent, receivedAt: number): void => {
     this.handle(event, receivedAt);
@@ -127,12 +129,17 @@ export class Daemon implements ControlTarget {
         restored++;
       }
       kernel.delete(s.ip);
-      if (engine.adopt(s.ip, s.expiresAt, now)) this.enforcedSince.set(s.ip, now);
+      if (engine.adopt(s.ip, s.expiresAt, now)) {
+        this.enforcedSince.set(s.ip, now);
+        this.records.set(s.ip, s);
+      }
     }
     for (const k of kernel.values()) {
       // In the kernel but unknown to the store (e.g. the database was replaced): adopt and record it.
       if (!engine.adopt(k.ip, k.expiresAt, now)) continue;
       this.enforcedSince.set(k.ip, now);
+      const previousBans = store.previousBans(k.ip);
+      this.records.set(k.ip, { ip: k.ip, family: k.family, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: {}, previousBans });
       store.recordBan({
         ip: k.ip,
         family: k.family,
@@ -142,7 +149,7 @@ export class Daemon implements ControlTarget {
         reason: 'adopted',
         failures: 0,
         events: {},
-        previousBans: store.previousBans(k.ip),
+        previousBans,
       });
       adoptedUnknown++;
     }
@@ -231,10 +238,9 @@ export class Daemon implements ControlTarget {
 
   bans(): BanView[] {
     const now = this.now();
-    return this.o.store
-      .activeBans(now)
-      .filter((b) => this.o.engine.isBanned(b.ip, now))
-      .map((b) => this.view(b, now));
+    const out: BanView[] = [];
+    for (const b of this.records.values()) if (this.o.engine.isBanned(b.ip, now)) out.push(this.view(b, now));
+    return out;
   }
 
   async ban(ipText: string, duration: string | undefined, force: boolean): Promise<ManualBanOutcome> {
@@ -370,6 +376,7 @@ export class Daemon implements ControlTarget {
     this.counters.bans++;
     this.o.metrics.bans.inc({ reason: d.reason });
     this.cancelRetry(d.ip);
+    this.records.set(d.ip, this.fromDecision(d));
     const [kernelError, storeError] = await Promise.all([this.enforce(d), this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
     if (kernelError !== null) {
       this.retryLater(d, kernelError);
@@ -463,6 +470,7 @@ export class Daemon implements ControlTarget {
         return errorMessage(err);
       }
     }
+    this.records.delete(d.ip);
     this.counters.unbans++;
     this.o.metrics.unbans.inc({ reason: d.reason });
     this.writeStore(() => {
