@@ -160,6 +160,7 @@ async function run(io: CliIo): Promise<number> {
   });
   let daemon: Daemon;
   let control: ControlServer;
+  let observability: ControlServer | undefined;
   try {
     const built = buildDaemon(config, logger, io.version);
     daemon = built.daemon;
@@ -168,10 +169,16 @@ async function run(io: CliIo): Promise<number> {
       token: config.control.token?.reveal(),
       target: daemon,
       metrics: built.metrics,
+      group: config.control.group,
     });
+    if (config.metricsListen !== undefined) {
+      observability = new ControlServer({ listen: config.metricsListen, token: undefined, target: daemon, metrics: built.metrics, observabilityOnly: true });
+    }
     await daemon.start(config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`));
     await control.listen();
+    await observability?.listen();
     logger.info('control API listening', { address: control.address, bearerAuth: config.control.token !== undefined });
+    if (observability !== undefined) logger.info('metrics listening', { address: observability.address });
   } catch (err) {
     // A clear line naming what failed (database path, nftables, listen address), no stack trace.
     logger.error('start failed', { error: errorMessage(err), ...(err instanceof Ami2banError ? { code: err.code } : {}) });
@@ -185,6 +192,7 @@ async function run(io: CliIo): Promise<number> {
   logger.info('stopping', { signal });
   const stopped = (async () => {
     await control.close();
+    await observability?.close();
     await daemon.stop();
     return true;
   })();

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.js';
 import { PERMANENT, formatDuration, parseDuration } from '../src/config/duration.js';
 import { ConfigError } from '../src/errors.js';
-import { BASE_ENV } from './helpers/policy.js';
+import { BASE_ENV, config } from './helpers/policy.js';
 
 function problems(env: Record<string, string>): Record<string, string> {
   try {
@@ -144,6 +144,19 @@ describe('loadConfig', () => {
     expect(p.BAN_IGNOREIP).toContain('999.1.1.1');
     expect(p.BAN_EVENTS).toContain('NoSuchEvent');
     expect(p.BAN_MAXRETRIES).toContain('did you mean BAN_MAXRETRY');
+  });
+
+  it('the control API defaults to a unix socket in STATE_DIR; TCP needs a token; secrets are one line', () => {
+    expect(config({ STATE_DIR: '/srv/a2b' }).control.listen).toEqual({ kind: 'unix', path: '/srv/a2b/control.sock' });
+    const tcp = problems({ CONTROL_LISTEN: '0.0.0.0:9180' });
+    expect(tcp.CONTROL_LISTEN).toContain('needs CONTROL_TOKEN');
+    expect(config({ CONTROL_LISTEN: '127.0.0.1:9180', CONTROL_TOKEN: 't0ken' }).control.listen).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 9180 });
+    expect(problems({ AMI_SECRET: 'abc\r\nAction: Originate' }).AMI_SECRET).toContain('CR or LF');
+    expect(problems({ CONTROL_TOKEN: 'a\nb' }).CONTROL_TOKEN).toContain('CR or LF');
+    expect(problems({ CONTROL_GROUP: 'bad group' }).CONTROL_GROUP).toContain('expected a group name or id');
+    expect(config({ CONTROL_GROUP: 'asterisk' }).control.group).toBe('asterisk');
+    expect(config({ METRICS_LISTEN: '0.0.0.0:9181' }).metricsListen).toEqual({ kind: 'tcp', host: '0.0.0.0', port: 9181 });
+    expect(problems({ METRICS_LISTEN: '/tmp/x.sock' }).METRICS_LISTEN).toContain('expected host:port');
   });
 
   it('reads the secret from AMI_SECRET_FILE, without its trailing newline', () => {

@@ -1,10 +1,12 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BanView, StatusReport } from '../src/control/api.js';
 import { ControlClient } from '../src/control/client.js';
+import { Metrics } from '../src/control/metrics.js';
 import { ControlServer, type ListenAddress } from '../src/control/server.js';
 import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
 import { MemoryFirewall } from '../src/firewall/memory.js';
@@ -275,6 +277,80 @@ describe('consistency check', () => {
     r.firewall.failWith = undefined;
     expect((await r.client.call('DELETE', '/v1/bans/198.51.100.61')).status).toBe(200);
     expect(r.firewall.elements.has('198.51.100.61')).toBe(false);
+  });
+});
+
+describe('a control plane nobody else can drive', () => {
+  it('the unix socket is 0600 even under umask 000, and 0660 with CONTROL_GROUP', async () => {
+    const before = process.umask(0);
+    try {
+      const r = await start();
+      const path = join(r.dir, 'control.sock');
+      expect(statSync(path).mode & 0o777).toBe(0o600);
+      await r.control.close();
+      const grouped = new ControlServer({ listen: { kind: 'unix', path }, token: undefined, target: r.daemon, metrics: new Metrics(), group: String(process.getgid?.() ?? 0) });
+      await grouped.listen();
+      expect(statSync(path).mode & 0o777).toBe(0o660);
+      await grouped.close();
+      const unknown = new ControlServer({ listen: { kind: 'unix', path }, token: undefined, target: r.daemon, metrics: new Metrics(), group: 'no-such-group-here' });
+      await expect(unknown.listen()).rejects.toThrow('CONTROL_GROUP: no group named "no-such-group-here"');
+    } finally {
+      process.umask(before);
+    }
+  });
+
+  it('never removes what is not a stale socket at the path', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ami2ban-sock-'));
+    const path = join(dir, 'precious.txt');
+    writeFileSync(path, 'keep me');
+    const r = await start();
+    const server = new ControlServer({ listen: { kind: 'unix', path }, token: undefined, target: r.daemon, metrics: new Metrics() });
+    await expect(server.listen()).rejects.toThrow(`${path} exists and is not a socket; refusing to replace it`);
+    expect(readFileSync(path, 'utf8')).toBe('keep me');
+    // A live socket is not taken over either.
+    const live = new ControlServer({ listen: { kind: 'unix', path: join(r.dir, 'control.sock') }, token: undefined, target: r.daemon, metrics: new Metrics() });
+    await expect(live.listen()).rejects.toThrow('another process already listens on');
+  });
+
+  it('refuses requests with an Origin header, bodies that are not JSON, and malformed escapes', async () => {
+    const r = await start();
+    const raw = (method: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        const req = request({ socketPath: join(r.dir, 'control.sock'), method, path, headers }, (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d.toString()));
+          res.on('end', () => {
+            resolve({ status: res.statusCode ?? 0, body: text });
+          });
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    const cross = await raw('POST', '/v1/bans', { origin: 'https://evil.example', 'content-type': 'application/json' }, '{"ip":"198.51.100.70"}');
+    expect(cross.status).toBe(403);
+    expect(cross.body).toContain('Origin');
+    const form = await raw('POST', '/v1/bans', { 'content-type': 'text/plain' }, '{"ip":"198.51.100.70"}');
+    expect(form.status).toBe(415);
+    expect(r.firewall.elements.has('198.51.100.70')).toBe(false);
+    expect((await raw('DELETE', '/v1/bans/%E0%A4%A', {})).status).toBe(400);
+    expect((await raw('POST', '/v1/bans', { 'content-type': 'application/json; charset=utf-8' }, '{"ip":"198.51.100.70"}')).status).toBe(201);
+  });
+
+  it('METRICS_LISTEN serves /metrics, /healthz and /readyz only, without a token', async () => {
+    const r = await start();
+    const obs = new ControlServer({ listen: { kind: 'tcp', host: '127.0.0.1', port: 0 }, token: undefined, target: r.daemon, metrics: new Metrics(), observabilityOnly: true });
+    await obs.listen();
+    try {
+      const c = new ControlClient({ kind: 'tcp', host: '127.0.0.1', port: obs.port() }, undefined);
+      expect((await c.call('GET', '/healthz')).status).toBe(200);
+      expect((await c.call('GET', '/metrics')).status).toBe(200);
+      const ban = await c.call('POST', '/v1/bans', { ip: '198.51.100.71' });
+      expect(ban.status).toBe(404);
+      expect((await c.call('GET', '/v1/status')).status).toBe(404);
+      expect(r.firewall.elements.has('198.51.100.71')).toBe(false);
+    } finally {
+      await obs.close();
+    }
   });
 });
 

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { isSecurityEventName } from '../common/security-events.js';
 import { type Cidr, parseCidr, splitList } from '../common/ip.js';
 import { ConfigError, type ConfigProblem, errorMessage } from '../errors.js';
@@ -63,7 +64,9 @@ export interface Config {
   readonly firewall: FirewallKind;
   readonly nftables: NftablesConfig;
   readonly stateDir: string;
-  readonly control: { readonly listen: ControlListen; readonly token: Secret | undefined };
+  readonly control: { readonly listen: ControlListen; readonly token: Secret | undefined; readonly group: string | undefined };
+  /** Observability only (/metrics, /healthz, /readyz), no token. */
+  readonly metricsListen: (ControlListen & { readonly kind: 'tcp' }) | undefined;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
 }
 
@@ -155,6 +158,7 @@ function readSecret(r: Reader, readFile: (path: string) => string): Secret {
     try {
       const value = readFile(file).replace(/\r?\n$/, '');
       if (value === '') r.fail('AMI_SECRET_FILE', `file "${file}" is empty; expected the AMI secret`);
+      if (/[\r\n]/.test(value)) r.fail('AMI_SECRET_FILE', `file "${file}" holds more than one line; expected the AMI secret alone`);
       return new Secret(value);
     } catch (err) {
       r.fail('AMI_SECRET_FILE', `cannot read "${file}" (${errorMessage(err)}); expected a readable file holding the AMI secret`);
@@ -165,6 +169,8 @@ function readSecret(r: Reader, readFile: (path: string) => string): Secret {
     r.fail('AMI_SECRET', 'not set; expected the secret of the manager.conf user (or AMI_SECRET_FILE)');
     return new Secret('');
   }
+  // A line break would end the Login action early and let the rest pass as headers.
+  if (/[\r\n]/.test(inline)) r.fail('AMI_SECRET', 'holds a CR or LF; expected one line');
   return new Secret(inline);
 }
 
@@ -229,16 +235,33 @@ export function loadIgnoreList(env: Env, readFile: (path: string) => string = (p
   return { cidrs, problems: r.problems };
 }
 
-function readControlListen(r: Reader): ControlListen {
-  const raw = r.raw('CONTROL_LISTEN') ?? '';
-  if (raw.startsWith('/')) return { kind: 'unix', path: raw };
+function parseHostPort(raw: string): { host: string; port: number } | null {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(raw);
   const port = Number(m?.[3]);
-  if (m === null || port < 1 || port > 65535) {
-    r.fail('CONTROL_LISTEN', `"${raw}" is not valid; expected host:port (e.g. 127.0.0.1:9180, [::1]:9180) or an absolute unix socket path`);
-    return { kind: 'tcp', host: '127.0.0.1', port: 9180 };
+  if (m === null || port < 1 || port > 65535) return null;
+  return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
+}
+
+function readControlListen(r: Reader, stateDir: string): ControlListen {
+  const raw = r.raw('CONTROL_LISTEN');
+  if (raw === undefined) return { kind: 'unix', path: join(stateDir, 'control.sock') };
+  if (raw.startsWith('/')) return { kind: 'unix', path: raw };
+  const hp = parseHostPort(raw);
+  if (hp === null) {
+    r.fail('CONTROL_LISTEN', `"${raw}" is not valid; expected an absolute unix socket path or host:port (e.g. 127.0.0.1:9180, [::1]:9180)`);
+    return { kind: 'unix', path: join(stateDir, 'control.sock') };
   }
-  return { kind: 'tcp', host: m[1] ?? m[2] ?? '127.0.0.1', port };
+  // Anyone on the host can reach a TCP port: it must not drive bans without a token.
+  if (r.raw('CONTROL_TOKEN') === undefined) r.fail('CONTROL_LISTEN', `"${raw}" is TCP, which needs CONTROL_TOKEN (or use a unix socket path)`);
+  return { kind: 'tcp', ...hp };
+}
+
+function readMetricsListen(r: Reader): (ControlListen & { kind: 'tcp' }) | undefined {
+  const raw = r.raw('METRICS_LISTEN');
+  if (raw === undefined) return undefined;
+  const hp = parseHostPort(raw);
+  if (hp === null) r.fail('METRICS_LISTEN', `"${raw}" is not valid; expected host:port (e.g. 0.0.0.0:9180)`);
+  return hp === null ? undefined : { kind: 'tcp', ...hp };
 }
 
 /** `udp/5060,tcp/5060-5061,5061`: a bare port means tcp and udp. */
@@ -337,12 +360,16 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
   const stateDir = r.raw('STATE_DIR') ?? '';
   if (!stateDir.startsWith('/')) r.fail('STATE_DIR', `"${stateDir}" is not valid; expected an absolute directory path`);
   const token = r.raw('CONTROL_TOKEN');
-  const control = { listen: readControlListen(r), token: token === undefined ? undefined : new Secret(token) };
+  if (token !== undefined && /[\r\n]/.test(token)) r.fail('CONTROL_TOKEN', 'holds a CR or LF; expected one line');
+  const group = r.raw('CONTROL_GROUP');
+  if (group !== undefined && !/^[A-Za-z_][A-Za-z0-9_.-]*\$?$|^\d+$/.test(group)) r.fail('CONTROL_GROUP', `"${group}" is not valid; expected a group name or id`);
+  const control = { listen: readControlListen(r, stateDir), token: token === undefined ? undefined : new Secret(token), group };
+  const metricsListen = readMetricsListen(r);
   const log = {
     level: r.oneOf<LogLevel>('LOG_LEVEL', ['error', 'warn', 'info', 'debug']),
     format: r.oneOf<LogFormat>('LOG_FORMAT', ['auto', 'json', 'text']),
   };
 
   if (r.problems.length > 0) throw new ConfigError(r.problems);
-  return deepFreeze({ ami, ban, firewall, nftables, stateDir, control, log });
+  return deepFreeze({ ami, ban, firewall, nftables, stateDir, control, metricsListen, log });
 }

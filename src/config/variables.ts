@@ -45,11 +45,13 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'NFT_BACKEND', default: 'auto', meaning: '`auto` (the libnftables addon, else `nft -j -f -`), `libnftables` or `nft`' },
   { name: 'NFT_CHECK_INTERVAL', default: '10s', meaning: 'how often our table is checked; if flushed, it is recreated and active bans re-added; 0 = never' },
   { name: 'STATE_DIR', default: '/var/lib/ami2ban', meaning: 'directory of the ban database, `ami2ban.sqlite`' },
-  { name: 'CONTROL_LISTEN', default: '127.0.0.1:9180', meaning: 'control API and /metrics: `host:port`, or a path for a unix socket' },
-  { name: 'CONTROL_TOKEN', default: undefined, meaning: 'when set, every control request needs `Authorization: Bearer <token>`', secret: true },
+  { name: 'CONTROL_LISTEN', default: undefined, meaning: 'control API: a unix socket path (default `STATE_DIR/control.sock`, mode 0600), or `host:port` (then CONTROL_TOKEN is required)' },
+  { name: 'CONTROL_TOKEN', default: undefined, meaning: 'every control request needs `Authorization: Bearer <token>`; required when CONTROL_LISTEN is TCP', secret: true },
+  { name: 'CONTROL_GROUP', default: undefined, meaning: 'a group (name or id) allowed to use the control socket: mode 0660 instead of 0600' },
+  { name: 'METRICS_LISTEN', default: undefined, meaning: '`host:port` serving only /metrics, /healthz and /readyz, without a token (for Prometheus and health checks); none by default' },
   { name: 'LOG_LEVEL', default: 'info', meaning: '`error`, `warn`, `info` or `debug`' },
   { name: 'LOG_FORMAT', default: 'auto', meaning: '`json`, `text`, or `auto` (JSON when stdout is not a TTY)' },
 ];
 
 /** Prefixes that belong to ami2ban: an unknown variable with one of them is a configuration error. */
-export const OWN_PREFIXES = ['AMI_', 'BAN_', 'NFT_', 'CONTROL_'] as const;
+export const OWN_PREFIXES = ['AMI_', 'BAN_', 'NFT_', 'CONTROL_', 'METRICS_'] as const;

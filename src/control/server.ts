@@ -1,6 +1,6 @@
 // The local control API: status, bans, manual ban/unban, health, readiness, /metrics.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { existsSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { connect } from 'node:net';
 import { ControlError, errorMessage } from '../errors.js';
@@ -20,6 +20,22 @@ export interface ControlServerOptions {
   readonly token: string | undefined;
   readonly target: ControlTarget;
   readonly metrics: Metrics;
+  /** A unix socket is mode 0600; with a group (name or id), 0660 and owned by that group. */
+  readonly group?: string | undefined;
+  /** Serve /metrics, /healthz and /readyz only (a listener without a token, for Prometheus). */
+  readonly observabilityOnly?: boolean;
+}
+
+const OBSERVABILITY = new Set(['/metrics', '/healthz', '/readyz']);
+
+/** A group name from /etc/group, or a numeric id. */
+function groupId(group: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  for (const line of readFileSync('/etc/group', 'utf8').split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid !== undefined) return Number(gid);
+  }
+  throw new ControlError(`CONTROL_GROUP: no group named "${group}" in /etc/group`);
 }
 
 const MAX_BODY = 16 * 1024;
@@ -44,6 +60,11 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 }
 
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const type = (req.headers['content-type'] ?? '').split(';', 1)[0]?.trim().toLowerCase();
+  const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0';
+  if ((hasBody || req.headers['transfer-encoding'] !== undefined) && type !== 'application/json') {
+    throw new HttpError(415, 'the body must be JSON, sent as Content-Type: application/json');
+  }
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -83,10 +104,8 @@ export class ControlServer {
 
   async listen(): Promise<void> {
     const l = this.o.listen;
-    if (l.kind === 'unix' && existsSync(l.path)) {
-      if (await answers(l.path)) throw new ControlError(`another process already listens on ${l.path}`);
-      unlinkSync(l.path); // left behind by a killed daemon
-    }
+    const gid = l.kind === 'unix' && this.o.group !== undefined ? groupId(this.o.group) : undefined;
+    if (l.kind === 'unix') await removeStaleSocket(l.path);
     const server = createServer((req, res) => {
       void this.handle(req, res);
     });
@@ -95,9 +114,21 @@ export class ControlServer {
       server.once('error', (err) => {
         reject(new ControlError(`cannot listen on ${this.address}: ${errorMessage(err)}`, err));
       });
-      if (l.kind === 'unix') server.listen(l.path, resolve);
-      else server.listen(l.port, l.host, resolve);
+      if (l.kind === 'unix') {
+        // The socket is created by bind() inside listen(): a strict umask makes it 0600 from the
+        // first instant, whatever the process umask is.
+        const before = process.umask(0o177);
+        try {
+          server.listen(l.path, resolve);
+        } finally {
+          process.umask(before);
+        }
+      } else server.listen(l.port, l.host, resolve);
     });
+    if (l.kind === 'unix') {
+      if (gid !== undefined) chownSync(l.path, -1, gid);
+      chmodSync(l.path, gid === undefined ? 0o600 : 0o660);
+    }
   }
 
   async close(): Promise<void> {
@@ -118,7 +149,12 @@ export class ControlServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
-      if (!this.authorized(req)) {
+      // A browser adds Origin to cross-site requests: no web page may drive bans.
+      if (req.headers.origin !== undefined) throw new HttpError(403, 'requests carrying an Origin header (from a web page) are refused');
+      if (this.o.observabilityOnly === true) {
+        const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
+        if (!OBSERVABILITY.has(path)) throw new HttpError(404, `only /metrics, /healthz and /readyz are served here (METRICS_LISTEN); the control API is on CONTROL_LISTEN`);
+      } else if (!this.authorized(req)) {
         res.setHeader('www-authenticate', 'Bearer');
         throw new HttpError(401, 'missing or wrong bearer token (CONTROL_TOKEN)');
       }
@@ -172,7 +208,12 @@ export class ControlServer {
       send(res, 200, { unbanned: await t.unbanAll() });
     } else if (path.startsWith('/v1/bans/')) {
       only('DELETE');
-      const ip = decodeURIComponent(path.slice('/v1/bans/'.length));
+      let ip: string;
+      try {
+        ip = decodeURIComponent(path.slice('/v1/bans/'.length));
+      } catch {
+        throw new HttpError(400, 'the address in the path has a malformed percent-escape');
+      }
       const done = await t.unban(ip);
       if (done.kind === 'invalid') throw new HttpError(400, `"${ip}" is not an IP address`);
       if (done.kind === 'not-banned') throw new HttpError(404, `${ip} is not banned`);
@@ -184,6 +225,22 @@ export class ControlServer {
       throw new HttpError(404, `no such endpoint: ${path}`);
     }
   }
+}
+
+/**
+ * Removes what a killed daemon left at the socket path, and nothing else: a path that is not a
+ * socket, or a socket something still answers on, is refused.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch {
+    return; // nothing there
+  }
+  if (!isSocket) throw new ControlError(`${path} exists and is not a socket; refusing to replace it (check CONTROL_LISTEN)`);
+  if (await answers(path)) throw new ControlError(`another process already listens on ${path}`);
+  unlinkSync(path);
 }
 
 function answers(path: string): Promise<boolean> {
