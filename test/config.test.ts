@@ -146,6 +146,14 @@ describe('loadConfig', () => {
     expect(p.BAN_MAXRETRIES).toContain('did you mean BAN_MAXRETRY');
   });
 
+  it('durations are bounded by what the kernel accepts', () => {
+    expect(config({ BAN_BANTIME: '18446744073' }).ban.banTime).toBe(18_446_744_073);
+    for (const v of ['18446744074', '100000000w', '1e30', '99999999999999999999999']) {
+      expect(problems({ BAN_BANTIME: v }).BAN_BANTIME, v).toContain('at most 584 years');
+    }
+    expect(problems({ BAN_MAXTIME: '999999999999d' }).BAN_MAXTIME).toContain('at most 584 years');
+  });
+
   it('the control API defaults to a unix socket in STATE_DIR; TCP needs a token; secrets are one line', () => {
     expect(config({ STATE_DIR: '/srv/a2b' }).control.listen).toEqual({ kind: 'unix', path: '/srv/a2b/control.sock' });
     const tcp = problems({ CONTROL_LISTEN: '0.0.0.0:9180' });

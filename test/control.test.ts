@@ -266,6 +266,16 @@ describe('consistency check', () => {
     expect(rows.n).toBe(1);
   });
 
+  it('a duration past what the kernel accepts is a 400, never a crash or a silent failure', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    for (const duration of ['18446744074', '99999999999999999999999w', 1e300]) {
+      const res = await r.client.call('POST', '/v1/bans', { ip: '198.51.100.63', duration });
+      expect(res.status, String(duration)).toBe(400);
+      expect(JSON.stringify(res.body)).toContain('at most 584 years');
+    }
+    expect(r.firewall.elements.has('198.51.100.63')).toBe(false);
+  });
+
   it('a failed unban never answers 200, and the address stays banned in our view', async () => {
     const r = await start({ env: { BAN_IGNOREIP: '' } });
     expect((await r.client.call('POST', '/v1/bans', { ip: '198.51.100.61' })).status).toBe(201);

@@ -224,6 +224,33 @@ describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) =>
     await fw.stop();
   });
 
+  it('the real kernel refuses a timeout past its limit: the ban is rejected with its message, and one second less is accepted', async () => {
+    const fw = firewall(makeRunner());
+    await fw.start();
+    await expect(fw.ban('192.0.2.50', 'ipv4', 18_446_744_074)).rejects.toThrow(/Numerical result out of range/);
+    await fw.ban('192.0.2.51', 'ipv4', 18_446_744_073);
+    expect([...setElements(TABLE, 'ipv4_addr').keys()]).toEqual(['192.0.2.51']);
+    await fw.stop();
+  });
+
+  it("refuses a table of that name that it did not make, and leaves it untouched (NFT_TABLE=filter)", async () => {
+    nft('add', 'table', 'inet', 'filter');
+    nft('add', 'chain', 'inet', 'filter', 'input', '{ type filter hook input priority 0; policy accept; }');
+    nft('add', 'rule', 'inet', 'filter', 'input', 'tcp', 'dport', '22', 'accept');
+    const before = nft('list', 'table', 'inet', 'filter');
+    const fw = new NftablesFirewall({ ...DROP, table: 'filter', runner: makeRunner(), logger: new MemoryLogger(), cleanupOnExit: false, checkIntervalMs: 0 });
+    await expect(fw.start()).rejects.toThrow('table inet filter exists and was not made by ami2ban');
+    expect(nft('list', 'table', 'inet', 'filter')).toBe(before);
+    // Our own table from an earlier start is taken up again.
+    const ours = firewall(makeRunner());
+    await ours.start();
+    await ours.ban('192.0.2.40', 'ipv4', 60);
+    await ours.stop();
+    const again = firewall(makeRunner());
+    expect((await again.start()).map((b) => b.ip)).toEqual(['192.0.2.40']);
+    await again.stop();
+  });
+
   it('rules made from other settings are replaced at start', async () => {
     const fw1 = firewall(makeRunner());
     await fw1.start();

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { isSecurityEventName } from '../common/security-events.js';
 import { type Cidr, parseCidr, splitList } from '../common/ip.js';
 import { ConfigError, type ConfigProblem, errorMessage } from '../errors.js';
-import { PERMANENT, parseDuration } from './duration.js';
+import { DURATION_LIMIT_TEXT, PERMANENT, parseDuration } from './duration.js';
 import { Secret } from './secret.js';
 import { OWN_PREFIXES, VARIABLES } from './variables.js';
 
@@ -126,7 +126,7 @@ class Reader {
     if (seconds !== null && (seconds === PERMANENT || seconds >= min)) return seconds;
     const forms = `600, 90s, 10m, 1h, 1d, 1w${allowPermanent ? ' or -1 (permanent)' : ''}`;
     const bound = min > 0 ? ` of at least ${min}s` : '';
-    this.fail(name, `"${raw}" is not valid; expected a duration${bound} such as ${forms}`);
+    this.fail(name, `"${raw}" is not valid; expected a duration${bound}, ${DURATION_LIMIT_TEXT}, such as ${forms}`);
     return min;
   }
 

@@ -1,10 +1,13 @@
 // Durations are seconds; a permanent ban time is Infinity.
+import { MAX_BAN_SECONDS } from '../common/limits.js';
 
 export const PERMANENT = Number.POSITIVE_INFINITY;
 
 const UNIT_SECONDS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
 
-/** Parses `600`, `90s`, `10m`, `1h`, `1d`, `1w` (and `-1` when permanent is allowed). */
+export const DURATION_LIMIT_TEXT = 'at most 584 years (the longest timeout the kernel accepts)';
+
+/** Parses `600`, `90s`, `10m`, `1h`, `1d`, `1w` (and `-1` when permanent is allowed); null beyond MAX_BAN_SECONDS. */
 export function parseDuration(text: string, allowPermanent: boolean): number | null {
   const t = text.trim();
   if (allowPermanent && t === '-1') return PERMANENT;
@@ -12,7 +15,8 @@ export function parseDuration(text: string, allowPermanent: boolean): number | n
   if (m === null) return null;
   const value = Number(m[1]);
   const unit = UNIT_SECONDS[m[2] === undefined || m[2] === '' ? 's' : m[2]] ?? 1;
-  return value * unit;
+  const seconds = value * unit;
+  return seconds <= MAX_BAN_SECONDS ? seconds : null;
 }
 
 /** `3723` → `1h 2m 3s`; Infinity → `permanent`. */

@@ -1,4 +1,5 @@
 // fail2ban's bantime.increment family, with its default formula.
+import { MAX_BAN_SECONDS } from '../common/limits.js';
 
 export interface BanTimePolicy {
   /** Seconds; Infinity = permanent. */
@@ -27,5 +28,5 @@ export function nextBanSeconds(policy: BanTimePolicy, previousBans: number, rand
   }
   seconds = Math.min(seconds, policy.maxTime);
   if (policy.rndTime > 0) seconds += random() * policy.rndTime;
-  return seconds;
+  return Math.min(seconds, MAX_BAN_SECONDS);
 }

@@ -83,15 +83,18 @@ export class NftablesFirewall implements Firewall {
   }
 
   async start(): Promise<readonly ExistingBan[]> {
+    let listedV4: unknown;
     try {
+      listedV4 = await this.ownTableListing();
       await this.ensureStructure();
     } catch (err) {
+      if (err instanceof FirewallError) throw err;
       throw new FirewallError(
         `cannot set up table inet ${this.o.table} (ami2ban needs CAP_NET_ADMIN in Asterisk's network namespace): ${errorMessage(err)}`,
         err,
       );
     }
-    const existing = await this.listBans();
+    const existing = await this.listBans(listedV4);
     for (const b of existing) this.active.set(b.ip, { family: b.family, expiresAt: b.expiresAt });
     if (this.o.checkIntervalMs > 0) {
       this.checkTimer = setInterval(() => {
@@ -325,12 +328,36 @@ export class NftablesFirewall implements Firewall {
     await this.o.runner.run({ nftables: setupCommands(this.o, stale, !(await this.rulesCurrent())) });
   }
 
-  private async listBans(): Promise<ExistingBan[]> {
+  /**
+   * A table of that name that we did not make (no ipv4_addr set with timeouts: Debian's `filter`,
+   * firewalld's, another tool's) is refused, never taken over. Returns the listing of our IPv4 set
+   * when the table is ours already, so that start lists it once.
+   */
+  private async ownTableListing(): Promise<unknown> {
+    const tables = await this.o.runner.run({ nftables: [{ list: { tables: { family: 'inet' } } }] });
+    const items = (tables as { nftables?: { table?: { family?: string; name?: string } }[] } | null)?.nftables ?? [];
+    if (!items.some((i) => i.table?.family === 'inet' && i.table.name === this.o.table)) return undefined;
+    let listed: unknown;
+    try {
+      listed = await this.o.runner.run({ nftables: [{ list: { set: { family: 'inet', table: this.o.table, name: SET_NAME.ipv4 } } }] });
+    } catch {
+      listed = undefined;
+    }
+    const set = ((listed as { nftables?: { set?: { type?: unknown; flags?: unknown } }[] } | undefined)?.nftables ?? []).find((i) => i.set !== undefined)?.set;
+    if (set?.type !== 'ipv4_addr' || !Array.isArray(set.flags) || !set.flags.includes('timeout')) {
+      throw new FirewallError(
+        `table inet ${this.o.table} exists and was not made by ami2ban (it has no set ${SET_NAME.ipv4} with timeouts); refusing to take it over: set NFT_TABLE to a table of ours`,
+      );
+    }
+    return listed;
+  }
+
+  private async listBans(listedV4?: unknown): Promise<ExistingBan[]> {
     const t = { family: 'inet', table: this.o.table };
     const now = this.now();
     const out: ExistingBan[] = [];
     for (const f of FAMILIES) {
-      const listed = await this.o.runner.run({ nftables: [{ list: { set: { ...t, name: SET_NAME[f] } } }] });
+      const listed = f === 'ipv4' && listedV4 !== undefined ? listedV4 : await this.o.runner.run({ nftables: [{ list: { set: { ...t, name: SET_NAME[f] } } }] });
       for (const e of listedElements(listed)) {
         out.push({ ip: e.ip, family: f, expiresAt: e.expiresIn === Number.POSITIVE_INFINITY ? e.expiresIn : now + e.expiresIn * 1000 });
       }

@@ -2,7 +2,7 @@
 import type { AmiClient } from '../ami/client.js';
 import type { SecurityEvent } from '../ami/security-event.js';
 import { type Cidr, describeUnbannable, parseIp } from '../common/ip.js';
-import { PERMANENT, parseDuration } from '../config/duration.js';
+import { DURATION_LIMIT_TEXT, PERMANENT, parseDuration } from '../config/duration.js';
 import type { BanView, ControlTarget, ManualBanOutcome, StatusReport, UnbanOutcome } from '../control/api.js';
 import type { Metrics } from '../control/metrics.js';
 import type { BanDecision, Engine, IgnoreReason, UnbanDecision } from '../engine/engine.js';
@@ -247,7 +247,9 @@ export class Daemon implements ControlTarget {
     let seconds: number | undefined;
     if (duration !== undefined) {
       const parsed = parseDuration(duration, true);
-      if (parsed === null || parsed <= 0) return { kind: 'invalid', message: `"${duration}" is not a duration; expected e.g. 600, 90s, 10m, 1h, 1d, 1w or -1 (permanent)` };
+      if (parsed === null || parsed <= 0) {
+        return { kind: 'invalid', message: `"${duration}" is not a duration; expected e.g. 600, 90s, 10m, 1h, 1d, 1w or -1 (permanent), ${DURATION_LIMIT_TEXT}` };
+      }
       seconds = parsed;
     }
     const now = this.now();
