@@ -188,8 +188,9 @@ async function run(io: CliIo): Promise<number> {
     logger.info('SIGHUP: reloading the ignore list');
     reloadIgnoreList(env, daemon, logger);
   });
-  const signal = await io.stopSignal;
-  logger.info('stopping', { signal });
+  const ended = await Promise.race([io.stopSignal.then((signal) => ({ signal, fatal: undefined })), daemon.fatal.then((fatal) => ({ signal: undefined, fatal }))]);
+  if (ended.fatal !== undefined) logger.error('giving up: exiting so that the orchestrator restarts ami2ban', { reason: ended.fatal });
+  else logger.info('stopping', { signal: ended.signal });
   const stopped = (async () => {
     await control.close();
     await observability?.close();
@@ -201,7 +202,7 @@ async function run(io: CliIo): Promise<number> {
     logger.error('stop took too long; exiting anyway (bans stay in the kernel)');
     return EXIT_FAILURE;
   }
-  return EXIT_OK;
+  return ended.fatal === undefined ? EXIT_OK : EXIT_FAILURE;
 }
 
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {

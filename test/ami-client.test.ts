@@ -206,6 +206,67 @@ describe('AmiClient against a fake AMI server', () => {
   });
 });
 
+describe('AmiClient: black holes, last error, giving up', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('a connect that never completes (black hole) is abandoned after AMI_CONNECT_TIMEOUT, and a late session is closed', async () => {
+    let finish: ((s: AmiSession) => void) | undefined;
+    let destroyed = 0;
+    const connector: AmiConnector = {
+      connect: () =>
+        new Promise<AmiSession>((resolve) => {
+          finish ??= resolve;
+        }),
+    };
+    const client = new AmiClient({ target: { host: '127.0.0.1', port: 1, username: USER, secret: SECRET }, connector, logger: new MemoryLogger(), pingIntervalMs: PING_INTERVAL, pingTimeoutMs: PING_TIMEOUT, reconnectMaxMs: 30_000, connectTimeoutMs: 10_000, random: () => 0.5 });
+    client.start();
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(client.state).toBe('connecting');
+    await vi.advanceTimersByTimeAsync(1);
+    expect(client.state).toBe('backing-off');
+    expect(client.lastError).toMatchObject({ kind: 'connect-timeout', message: 'connect: no answer within 10000 ms' });
+    finish?.({ login: () => Promise.resolve(), action: () => Promise.resolve({}), destroy: () => { destroyed++; } });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(destroyed).toBe(1);
+    client.stop();
+  });
+
+  it('says why it is not ready: a refused login reads differently from a refused connection', async () => {
+    const server = new FakeAmiServer({ username: USER, secret: SECRET });
+    await server.start();
+    server.refuseLogins = true;
+    const client = new AmiClient({ target: { host: '127.0.0.1', port: server.port, username: USER, secret: SECRET }, connector: new AsteriskManagerConnector(), logger: new MemoryLogger(), pingIntervalMs: PING_INTERVAL, pingTimeoutMs: PING_TIMEOUT, reconnectMaxMs: 30_000, random: () => 0.5 });
+    client.start();
+    await vi.waitUntil(() => client.lastError !== undefined);
+    expect(client.lastError?.kind).toBe('login-refused');
+    expect(client.lastError?.message).toContain('check AMI_USERNAME/AMI_SECRET');
+    await server.stop();
+    await vi.advanceTimersByTimeAsync(500);
+    await vi.waitUntil(() => client.lastError?.kind === 'connect-failed');
+    expect(client.lastError?.message).toContain('ECONNREFUSED');
+    client.stop();
+  });
+
+  it('gives up after AMI_GIVEUP without a login: stops and says why', async () => {
+    const connector: AmiConnector = { connect: () => Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5038')) };
+    const client = new AmiClient({ target: { host: '127.0.0.1', port: 5038, username: USER, secret: SECRET }, connector, logger: new MemoryLogger(), pingIntervalMs: PING_INTERVAL, pingTimeoutMs: PING_TIMEOUT, reconnectMaxMs: 2_000, giveUpMs: 10_000, random: () => 0.5 });
+    const reasons: string[] = [];
+    client.on('giveup', (r) => reasons.push(r));
+    client.start();
+    await vi.advanceTimersByTimeAsync(9_000);
+    expect(reasons).toEqual([]);
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(reasons.length).toBe(1);
+    expect(reasons[0]).toMatch(/^no AMI login for 1\d s \(AMI_GIVEUP\); last error: connect ECONNREFUSED/);
+    expect(client.state).toBe('stopped');
+  });
+});
+
 /** A connector whose sessions the test drives by hand. */
 class ScriptedConnector implements AmiConnector {
   readonly handlers: AmiSessionHandlers[] = [];

@@ -156,6 +156,14 @@ describe('ami2ban run', () => {
     expect(out).not.toContain(SECRET);
   });
 
+  it('exits non-zero after AMI_GIVEUP without a login (a sidecar stranded in a dead namespace gets restarted)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ami2ban-giveup-'));
+    const r = await runCli(['run'], { ...CREDS, AMI_PORT: '1', AMI_GIVEUP: '2s', AMI_RECONNECT_MAX: '1s', FIREWALL: 'dry-run', STATE_DIR: dir });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('giving up: exiting so that the orchestrator restarts ami2ban');
+    expect(r.stdout).toMatch(/no AMI login for \d+ s \(AMI_GIVEUP\); last error: .*ECONNREFUSED/);
+  });
+
   it('against the standalone fake AMI of the image smoke test: ready, and the attacker banned', async () => {
     const fake = spawn(process.execPath, [`${ROOT}dist/src/demo/fake-ami.js`, '0', 'ami2ban', SECRET, '192.0.2.66'], { stdio: ['ignore', 'pipe', 'inherit'] });
     let fakeOut = '';

@@ -102,7 +102,7 @@ interface ComposeService {
   env_file?: string | string[];
   volumes?: string[];
   restart?: string;
-  depends_on?: string[];
+  depends_on?: Record<string, { condition?: string; restart?: boolean }>;
   environment?: Record<string, string>;
 }
 
@@ -135,7 +135,7 @@ describe('docker-compose.yml (sidecar in Asterisk\'s network namespace)', () => 
     expect(ami2ban.cap_add).toEqual(['NET_ADMIN']);
     expect(ami2ban.env_file).toBe('.env');
     expect(ami2ban.restart).toBe('unless-stopped');
-    expect(ami2ban.depends_on).toEqual(['asterisk']);
+    expect(ami2ban.depends_on).toEqual({ asterisk: { condition: 'service_started', restart: true } });
     const state = (ami2ban.volumes ?? []).find((v) => v.endsWith(':/var/lib/ami2ban'));
     expect(state).toBeDefined();
     expect(Object.keys(c.volumes ?? {})).toContain(state?.split(':')[0]);

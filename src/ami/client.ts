@@ -16,6 +16,10 @@ export interface AmiClientOptions {
   /** Also bounds the login exchange. */
   readonly pingTimeoutMs: number;
   readonly reconnectMaxMs: number;
+  /** A connect unanswered this long is abandoned (default 10 s). */
+  readonly connectTimeoutMs?: number;
+  /** Without a login for this long, give up ('giveup' event); 0 or absent = never. */
+  readonly giveUpMs?: number;
   readonly reconnectBaseMs?: number;
   readonly random?: () => number;
 }
@@ -35,6 +39,15 @@ export interface AmiCounters {
 interface AmiClientEvents {
   state: [state: AmiState];
   event: [event: SecurityEvent, receivedAt: number];
+  giveup: [reason: string];
+}
+
+/** Why the last connection attempt or session ended: a wrong secret reads differently from a refused port. */
+export interface AmiLastError {
+  readonly kind: 'login-refused' | 'connect-failed' | 'connect-timeout' | 'setup-failed' | 'connection-lost' | 'keep-alive-failed';
+  readonly message: string;
+  /** Epoch ms. */
+  readonly at: number;
 }
 
 /** Jittered exponential backoff: base·2^attempt, ±20 %, capped. */
@@ -51,6 +64,9 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
   private session: AmiSession | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastEventAt: number | undefined;
+  private lastErr: AmiLastError | undefined;
+  /** Since when no session has been ready (start, or the last loss). */
+  private notReadySince = Date.now();
   readonly counters: AmiCounters = {
     connects: 0,
     reconnects: 0,
@@ -82,8 +98,13 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
     return this.lastEventAt;
   }
 
+  get lastError(): AmiLastError | undefined {
+    return this.lastErr;
+  }
+
   start(): void {
     if (this.current !== 'idle') return;
+    this.notReadySince = Date.now();
     void this.connect();
   }
 
@@ -112,7 +133,7 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
     this.setState('connecting');
     let session: AmiSession;
     try {
-      session = await this.options.connector.connect(this.options.target, {
+      const connecting = this.options.connector.connect(this.options.target, {
         onGreeting: (text) => {
           if (epoch === this.epoch) this.log.debug('AMI greeting', { greeting: text });
         },
@@ -124,14 +145,26 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
         },
         onClose: (error) => {
           if (epoch !== this.epoch) return;
+          if (this.current === 'ready') this.notReadySince = Date.now();
           this.log.warn('AMI connection lost', { host, port, ...(error ? { error: error.message } : {}) });
-          this.backOff();
+          this.fail('connection-lost', error?.message ?? 'closed by Asterisk');
         },
+      });
+      session = await this.withTimeout(connecting, 'connect', this.options.connectTimeoutMs ?? 10_000).catch((err: unknown) => {
+        // A session that comes up after the deadline belongs to an abandoned attempt.
+        connecting.then(
+          (late) => {
+            late.destroy();
+          },
+          () => undefined,
+        );
+        throw err;
       });
     } catch (err) {
       if (epoch !== this.epoch) return;
-      this.log.warn('AMI connect failed', { host, port, error: errorMessage(err) });
-      this.backOff();
+      const timedOut = err instanceof AmiTimeoutError;
+      this.log.warn(timedOut ? 'AMI connect timed out' : 'AMI connect failed', { host, port, error: errorMessage(err) });
+      this.fail(timedOut ? 'connect-timeout' : 'connect-failed', errorMessage(err));
       return;
     }
     if (epoch !== this.epoch) {
@@ -147,6 +180,7 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
       const reply = await this.withTimeout(session.action({ Action: 'Events', EventMask: 'security' }), 'Events');
       if (epoch !== this.epoch) return;
       this.attempt = 0;
+      this.lastErr = undefined;
       this.setState('ready');
       this.log.info('AMI ready', { host, port, username, events: reply.events ?? '' });
       this.schedulePing(epoch);
@@ -160,18 +194,31 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
           username,
           error: err.message,
         });
+        this.fail('login-refused', `${err.message} (check AMI_USERNAME/AMI_SECRET against manager.conf)`);
       } else {
         this.log.warn('AMI session setup failed', { host, port, error: errorMessage(err) });
+        this.fail('setup-failed', errorMessage(err));
       }
-      this.backOff();
     }
   }
 
-  private withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  private fail(kind: AmiLastError['kind'], message: string): void {
+    this.lastErr = { kind, message, at: Date.now() };
+    const giveUp = this.options.giveUpMs ?? 0;
+    if (giveUp > 0 && Date.now() - this.notReadySince >= giveUp) {
+      const reason = `no AMI login for ${Math.round((Date.now() - this.notReadySince) / 1000)} s (AMI_GIVEUP); last error: ${message}`;
+      this.stop();
+      this.emit('giveup', reason);
+      return;
+    }
+    this.backOff();
+  }
+
+  private withTimeout<T>(promise: Promise<T>, what: string, ms = this.options.pingTimeoutMs): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const t = setTimeout(() => {
-        reject(new AmiTimeoutError(`${what}: no answer within ${this.options.pingTimeoutMs} ms`));
-      }, this.options.pingTimeoutMs);
+        reject(new AmiTimeoutError(`${what}: no answer within ${ms} ms`));
+      }, ms);
       promise.then(
         (v) => {
           clearTimeout(t);
@@ -201,7 +248,8 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
     } catch (err) {
       if (epoch !== this.epoch) return;
       this.log.warn('AMI keep-alive failed, reconnecting', { error: errorMessage(err) });
-      this.backOff();
+      this.notReadySince = Date.now();
+      this.fail('keep-alive-failed', errorMessage(err));
     }
   }
 

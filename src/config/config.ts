@@ -35,6 +35,9 @@ export interface AmiConfig {
   readonly pingInterval: number;
   readonly pingTimeout: number;
   readonly reconnectMax: number;
+  readonly connectTimeout: number;
+  /** 0 = never. */
+  readonly giveUp: number;
 }
 
 export interface BanPolicyConfig {
@@ -321,6 +324,8 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     pingInterval,
     pingTimeout,
     reconnectMax: r.duration('AMI_RECONNECT_MAX', { min: 1 }),
+    connectTimeout: r.duration('AMI_CONNECT_TIMEOUT', { min: 1 }),
+    giveUp: r.duration('AMI_GIVEUP'),
   };
 
   const banTime = r.duration('BAN_BANTIME', { permanent: true, min: 1 });

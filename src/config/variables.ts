@@ -21,6 +21,8 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'AMI_SECRET_FILE', default: undefined, meaning: 'a file holding the secret (container secrets); trailing newline ignored' },
   { name: 'AMI_PING_INTERVAL', default: '15s', meaning: 'how often a keep-alive Ping is sent' },
   { name: 'AMI_PING_TIMEOUT', default: '5s', meaning: 'a Ping (or login) unanswered this long drops the connection and reconnects' },
+  { name: 'AMI_CONNECT_TIMEOUT', default: '10s', meaning: 'a TCP connect to AMI unanswered this long (a black hole) is abandoned and retried' },
+  { name: 'AMI_GIVEUP', default: '5m', meaning: 'exit non-zero after this long without an AMI login, so that the orchestrator restarts us (a sidecar left in a dead network namespace); 0 = never' },
   { name: 'AMI_RECONNECT_MAX', default: '30s', meaning: 'cap of the jittered exponential reconnect backoff (starts near 0.5 s)' },
   { name: 'BAN_EVENTS', default: DEFAULT_BAN_EVENTS, meaning: 'security events that count as failures (only with Severity Error)', emptyIsValue: true },
   { name: 'BAN_MAXRETRY', default: '3', meaning: 'failures within BAN_FINDTIME that trigger a ban' },

@@ -9,6 +9,8 @@ export interface StatusReport {
     /** Seconds since the last AMI message; null before the first. */
     readonly lastEventAgeSeconds: number | null;
     readonly reconnects: number;
+    /** Why the last attempt or session ended (wrong secret, refused, timeout…); null once logged in. */
+    readonly lastError: { readonly kind: string; readonly message: string; readonly at: string } | null;
   };
   readonly firewall: {
     readonly backend: string;

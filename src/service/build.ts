@@ -87,6 +87,8 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     pingIntervalMs: config.ami.pingInterval * 1000,
     pingTimeoutMs: config.ami.pingTimeout * 1000,
     reconnectMaxMs: config.ami.reconnectMax * 1000,
+    connectTimeoutMs: config.ami.connectTimeout * 1000,
+    giveUpMs: config.ami.giveUp * 1000,
   });
   let firewall: Firewall;
   try {

@@ -85,6 +85,9 @@ export class Daemon implements ControlTarget {
 
   constructor(private readonly o: DaemonOptions) {
     this.now = o.now ?? Date.now;
+    this.fatal = new Promise<string>((resolve) => {
+      o.ami.once('giveup', resolve);
+    });
     o.metrics.bind({
       amiConnected: () => o.ami.state === 'ready',
       amiReconnects: () => o.ami.counters.reconnects,
@@ -208,6 +211,14 @@ export class Daemon implements ControlTarget {
     });
   }
 
+  /** Resolves with the reason when the service cannot go on (AMI gave up: AMI_GIVEUP). */
+  readonly fatal: Promise<string>;
+
+  private amiLastError(): StatusReport['ami']['lastError'] {
+    const e = this.o.ami.lastError;
+    return e === undefined ? null : { kind: e.kind, message: e.message, at: new Date(e.at).toISOString() };
+  }
+
   // ---- ControlTarget ----
 
   status(): StatusReport {
@@ -221,6 +232,7 @@ export class Daemon implements ControlTarget {
         connected: this.o.ami.state === 'ready',
         lastEventAgeSeconds: last === undefined ? null : Math.round((this.now() - last) / 100) / 10,
         reconnects: this.o.ami.counters.reconnects,
+        lastError: this.amiLastError(),
       },
       firewall: {
         backend: this.o.firewall.name,
@@ -295,7 +307,8 @@ export class Daemon implements ControlTarget {
 
   readiness(): { ready: boolean; reasons: string[] } {
     const reasons: string[] = [];
-    if (this.o.ami.state !== 'ready') reasons.push(`AMI is ${this.o.ami.state}`);
+    const amiError = this.o.ami.lastError;
+    if (this.o.ami.state !== 'ready') reasons.push(`AMI is ${this.o.ami.state}${amiError === undefined ? '' : ` (${amiError.kind}: ${amiError.message})`}`);
     if (this.firewallState !== 'ready') reasons.push(`firewall is ${this.firewallState}`);
     if (this.unenforced.size > 0) reasons.push(`${this.unenforced.size} ban(s) not in the kernel, retrying: ${this.lastFirewallError ?? 'nftables failed'}`);
     return { ready: reasons.length === 0, reasons };
