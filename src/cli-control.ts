@@ -12,7 +12,7 @@ interface Io {
 const USAGE: Readonly<Record<string, string>> = {
   status: 'usage: ami2ban status [--json]',
   list: 'usage: ami2ban list [--json]',
-  ban: 'usage: ami2ban ban IP [--for DURATION] [--force] [--json]',
+  ban: 'usage: ami2ban ban IP [--for DURATION] [--force] [--replace] [--json]',
   unban: 'usage: ami2ban unban IP | --all [--json]',
   ready: 'usage: ami2ban ready',
 };
@@ -98,12 +98,13 @@ export async function controlCommand(command: string, args: readonly string[], c
       }
       case 'ban': {
         const force = rest.includes('--force');
-        const words = rest.filter((a) => a !== '--force');
+        const replace = rest.includes('--replace');
+        const words = rest.filter((a) => a !== '--force' && a !== '--replace');
         const forAt = words.indexOf('--for');
         const duration = forAt === -1 ? undefined : words[forAt + 1];
         const positional = words.filter((_, i) => forAt === -1 || (i !== forAt && i !== forAt + 1));
         if (positional.length !== 1 || (forAt !== -1 && duration === undefined) || positional.some((p) => p.startsWith('-'))) return usage();
-        const r = await client.call('POST', '/v1/bans', { ip: positional[0], ...(duration === undefined ? {} : { duration }), force });
+        const r = await client.call('POST', '/v1/bans', { ip: positional[0], ...(duration === undefined ? {} : { duration }), force, replace });
         if (r.status !== 201) {
           write(io.stderr, `ami2ban: ${errorOf(r)}`);
           return r.status === 400 || r.status === 409 ? 2 : 1;

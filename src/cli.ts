@@ -41,8 +41,9 @@ commands:
                         and print every ban decision
   status [--json]       the running daemon's state (through CONTROL_LISTEN)
   list [--json]         the bans in force
-  ban IP [--for 1h] [--force] [--json]
-                        ban an address by hand (default duration: the policy's)
+  ban IP [--for 1h] [--force] [--replace] [--json]
+                        ban an address by hand (default duration: the policy's); a
+                        longer ban in force is kept unless --replace
   unban IP | --all [--json]
                         lift one ban, or all of them
   ready                 exit 0 when the daemon is ready (AMI logged in, firewall ready): health checks

@@ -331,6 +331,28 @@ describe('manual ban and unban', () => {
     expect(e.isBanned('2001:db8::1', Number.MAX_SAFE_INTEGER)).toBe(true);
   });
 
+  it('a manual ban never shortens a longer or permanent ban unless replace', () => {
+    const e = engine();
+    e.ban('192.0.2.1', 0, { seconds: 3600 });
+    expect(e.ban('192.0.2.1', S, { seconds: 60 })).toEqual({ kind: 'unchanged', until: 3600 * S });
+    expect(e.ban('192.0.2.1', S, { seconds: 60, replace: true })).toMatchObject({ kind: 'banned', decision: { until: 61 * S, extendsBan: true } });
+    e.ban('192.0.2.2', 0, { seconds: Infinity });
+    expect(e.ban('192.0.2.2', S, { seconds: 10 * 86400 })).toEqual({ kind: 'unchanged', until: Infinity });
+  });
+
+  it('extending a ban in force does not count as another ban for escalation', () => {
+    const history = new MemoryBanHistory();
+    const e = new Engine(policy({ BAN_IGNOREIP: '', BAN_INCREMENT: 'true', BAN_BANTIME: '10m' }), { history });
+    const first = feed(e, '192.0.2.9', [0, 1, 2])[2];
+    expect(first).toMatchObject({ kind: 'banned', decision: { banSeconds: 600, previousBans: 0, extendsBan: false } });
+    expect(e.ban('192.0.2.9', 10, { seconds: 3600 })).toMatchObject({ kind: 'banned', decision: { previousBans: 0, extendsBan: true } });
+    expect(history.previousBans('192.0.2.9')).toBe(1);
+    // The next ban after it ends is the second: 2 × bantime.
+    e.expire(4000 * S);
+    const second = feed(e, '192.0.2.9', [4001 * S, 4002 * S, 4003 * S])[2];
+    expect(second).toMatchObject({ kind: 'banned', decision: { banSeconds: 1200, previousBans: 1 } });
+  });
+
   it('a re-ban replaces the earlier expiry', () => {
     const e = engine();
     e.ban('192.0.2.1', 0, { seconds: 10 });

@@ -38,6 +38,42 @@ function ban(ip: string, at: number, seconds: number, extra: Partial<Parameters<
 }
 
 describe('BanStore (a real SQLite file)', () => {
+  it('an extension continues the open ban: one ban for escalation, two rows of history', () => {
+    const d = dir();
+    const s = new BanStore(d, 30 * 24 * H, () => 10 * H);
+    s.recordBan(ban('192.0.2.77', 1 * H, 600));
+    s.recordBan(ban('192.0.2.77', 1 * H + 60_000, 7200, { reason: 'manual', extendsBan: true }));
+    s.flush();
+    expect(s.previousBans('192.0.2.77')).toBe(1);
+    expect(rowsFor(d, '192.0.2.77')).toBe(2);
+    s.recordBan(ban('192.0.2.77', 5 * H, 600));
+    s.flush();
+    expect(s.previousBans('192.0.2.77')).toBe(2);
+    s.close();
+  });
+
+  it('a write that fails keeps its rows and says so; the next attempt writes them', async () => {
+    const d = dir();
+    const errors: string[] = [];
+    const s = new BanStore(d, 30 * 24 * H, Date.now, (e) => errors.push(e.message));
+    const other = new Database(join(d, 'ami2ban.sqlite'));
+    other.exec('BEGIN EXCLUSIVE');
+    s.recordBan(ban('192.0.2.78', Date.now(), 600));
+    const first = s.durable();
+    expect(s.flush()).toBe(false);
+    await expect(first).rejects.toThrow(`writing bans to ${join(d, 'ami2ban.sqlite')} failed: database is locked`);
+    expect(s.health()).toMatchObject({ healthy: false, pending: 1, writeErrors: 1 });
+    expect(errors.length).toBe(1);
+    other.exec('COMMIT');
+    other.close();
+    const second = s.durable();
+    expect(s.flush()).toBe(true);
+    await second;
+    expect(s.health()).toMatchObject({ healthy: true, pending: 0 });
+    expect(rowsFor(d, '192.0.2.78')).toBe(1);
+    s.close();
+  });
+
   it('records bans and unbans, and survives reopening', () => {
     const d = dir();
     let now = 10 * H;

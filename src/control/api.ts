@@ -66,7 +66,8 @@ export interface ControlTarget {
   status(): StatusReport;
   bans(): BanView[];
   /** duration as the operator wrote it (`1h`, `600`, `-1`); undefined = the policy's. */
-  ban(ip: string, duration: string | undefined, force: boolean): Promise<ManualBanOutcome>;
+  /** `replace`: a shorter ban may replace a longer one in force. */
+  ban(ip: string, duration: string | undefined, force: boolean, replace?: boolean): Promise<ManualBanOutcome>;
   unban(ip: string): Promise<UnbanOutcome>;
   unbanAll(): Promise<number>;
   readiness(): { readonly ready: boolean; readonly reasons: readonly string[] };

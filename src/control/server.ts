@@ -193,13 +193,14 @@ export class ControlServer {
       send(res, 200, { bans: t.bans() });
     } else if (path === '/v1/bans' && method === 'POST') {
       const body = await readJson(req);
-      const { ip, duration, force } = body;
+      const { ip, duration, force, replace } = body;
       if (typeof ip !== 'string') throw new HttpError(400, '"ip" must be a string holding an IPv4 or IPv6 address');
       if (duration !== undefined && typeof duration !== 'string' && typeof duration !== 'number') {
         throw new HttpError(400, '"duration" must be a duration such as "1h", 600 or "-1"');
       }
       if (force !== undefined && typeof force !== 'boolean') throw new HttpError(400, '"force" must be true or false');
-      const outcome = await t.ban(ip, duration === undefined ? undefined : String(duration), force === true);
+      if (replace !== undefined && typeof replace !== 'boolean') throw new HttpError(400, '"replace" must be true or false');
+      const outcome = await t.ban(ip, duration === undefined ? undefined : String(duration), force === true, replace === true);
       if (outcome.kind === 'invalid') throw new HttpError(400, outcome.message);
       if (outcome.kind === 'refused') throw new HttpError(409, outcome.message);
       if (outcome.kind === 'failed') throw new HttpError(outcome.status, outcome.message);

@@ -46,6 +46,8 @@ export interface BanDecision {
   /** Counted failures by event name. */
   readonly events: Readonly<Record<string, number>>;
   readonly previousBans: number;
+  /** It lengthens (or replaces) a ban in force: the same ban, not another one for escalation. */
+  readonly extendsBan: boolean;
 }
 
 export interface UnbanDecision {
@@ -77,6 +79,8 @@ export type Outcome =
 
 export type ManualBanResult =
   | { readonly kind: 'banned'; readonly decision: BanDecision }
+  /** A longer (or permanent) ban is in force and replace was not asked: nothing changed. */
+  | { readonly kind: 'unchanged'; readonly until: number }
   | { readonly kind: 'refused'; readonly reason: 'invalid-address' | 'ignore-list' | 'self' }
   | { readonly kind: 'refused'; readonly reason: 'unbannable'; readonly why: UnbannableReason };
 
@@ -218,17 +222,26 @@ export class Engine {
     return { kind: 'banned', decision: this.recordBan(ip, addr.family, now, seconds, 'threshold', failures, events) };
   }
 
-  /** A ban by an operator; the duration defaults to the policy's (with increment). */
-  ban(ipText: string, now: number, options: { seconds?: number; force?: boolean } = {}): ManualBanResult {
+  /**
+   * A ban by an operator; the duration defaults to the policy's (with increment). It never
+   * shortens a ban in force unless `replace`.
+   */
+  ban(ipText: string, now: number, options: { seconds?: number; force?: boolean; replace?: boolean } = {}): ManualBanResult {
     const addr = parseIp(ipText);
     if (addr === null) return { kind: 'refused', reason: 'invalid-address' };
     const why = unbannable(addr);
     if (why !== null) return { kind: 'refused', reason: 'unbannable', why };
     if (options.force !== true && this.self.has(addr.ip)) return { kind: 'refused', reason: 'self' };
     if (options.force !== true && this.ignore.has(addr)) return { kind: 'refused', reason: 'ignore-list' };
+    const current = this.bans.get(addr.ip);
+    const inForce = current !== undefined && current.until > now;
+    // A ban in force is counted in the history already: this one continues it.
+    const previous = this.history.previousBans(addr.ip) - (inForce ? 1 : 0);
+    const seconds = options.seconds ?? nextBanSeconds(this.policy, Math.max(0, previous), this.random);
+    const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
+    if (inForce && options.replace !== true && until <= current.until) return { kind: 'unchanged', until: current.until };
     this.trackers.delete(addr.ip);
-    const seconds = options.seconds ?? nextBanSeconds(this.policy, this.history.previousBans(addr.ip), this.random);
-    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, 'manual', 0, {}) };
+    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, 'manual', 0, {}, inForce) };
   }
 
   /**
@@ -332,13 +345,14 @@ export class Engine {
     reason: BanReason,
     failures: number,
     events: Record<string, number>,
+    extendsBan = false,
   ): BanDecision {
     const ip = detach(text);
-    const previousBans = this.history.previousBans(ip);
+    const previousBans = Math.max(0, this.history.previousBans(ip) - (extendsBan ? 1 : 0));
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     this.bans.set(ip, { family, until });
     if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
-    const decision: BanDecision = { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, previousBans };
+    const decision: BanDecision = { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, previousBans, extendsBan };
     this.history.recordBan(decision);
     return decision;
   }

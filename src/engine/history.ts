@@ -15,6 +15,7 @@ export class MemoryBanHistory implements BanHistory {
   }
 
   recordBan(ban: BanDecision): void {
+    if (ban.extendsBan) return;
     this.counts.set(ban.ip, (this.counts.get(ban.ip) ?? 0) + 1);
   }
 }

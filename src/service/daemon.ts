@@ -125,7 +125,7 @@ export class Daemon implements ControlTarget {
       // Lost from the kernel (host reboot, flushed ruleset), or shorter there than recorded (a
       // longer ban whose commit was cut off): put it back for what is left of it.
       if (k === undefined || s.expiresAt - k.expiresAt > 5000) {
-        const d: BanDecision = { type: 'ban', ...s, at: s.startedAt, banSeconds: (s.expiresAt - s.startedAt) / 1000, until: s.expiresAt, reason: 'manual' };
+        const d: BanDecision = { type: 'ban', ...s, at: s.startedAt, banSeconds: (s.expiresAt - s.startedAt) / 1000, until: s.expiresAt, reason: 'manual', extendsBan: false };
         void this.enforce(d, true).then((error) => {
           if (error !== null) this.retryLater(d, error);
         });
@@ -255,7 +255,7 @@ export class Daemon implements ControlTarget {
     return out;
   }
 
-  async ban(ipText: string, duration: string | undefined, force: boolean): Promise<ManualBanOutcome> {
+  async ban(ipText: string, duration: string | undefined, force: boolean, replace = false): Promise<ManualBanOutcome> {
     let seconds: number | undefined;
     if (duration !== undefined) {
       const parsed = parseDuration(duration, true);
@@ -265,7 +265,11 @@ export class Daemon implements ControlTarget {
       seconds = parsed;
     }
     const now = this.now();
-    const r = this.o.engine.ban(ipText, now, { ...(seconds === undefined ? {} : { seconds }), force });
+    const r = this.o.engine.ban(ipText, now, { ...(seconds === undefined ? {} : { seconds }), force, replace });
+    if (r.kind === 'unchanged') {
+      const until = r.until === PERMANENT ? 'permanently' : `until ${new Date(r.until).toISOString()}`;
+      return { kind: 'refused', message: `${ipText} is already banned ${until}, longer than asked; pass replace (--replace) to shorten it` };
+    }
     if (r.kind === 'refused') {
       switch (r.reason) {
         case 'invalid-address':

@@ -19,6 +19,8 @@ export interface BanRecordInput {
   readonly failures: number;
   readonly events: Readonly<Record<string, number>>;
   readonly previousBans: number;
+  /** It continues the open ban of the address (closed as `extended`, not counted again). */
+  readonly extendsBan?: boolean;
 }
 
 export interface StoredBan {
@@ -138,7 +140,8 @@ export class BanStore {
       this.db.pragma('synchronous = NORMAL');
       this.db.exec(SCHEMA);
       this.stmt = {
-        count: this.db.prepare('SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ?'),
+        // A ban continued by a longer one is one ban: its `extended` row is not counted.
+        count: this.db.prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
         close: this.db.prepare('UPDATE bans SET ended_at = ?, end_reason = ? WHERE ip = ? AND ended_at IS NULL'),
         insert: this.db.prepare(
           'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, previous_bans) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
@@ -152,7 +155,7 @@ export class BanStore {
       this.writeBatch = this.db.transaction((rows: readonly BanRecordInput[]) => {
         for (const b of rows) {
           const permanent = b.until === Number.POSITIVE_INFINITY;
-          this.stmt.close.run(b.at, 'replaced', b.ip);
+          this.stmt.close.run(b.at, b.extendsBan === true ? 'extended' : 'replaced', b.ip);
           this.stmt.insert.run(
             b.ip,
             b.family,
@@ -175,6 +178,7 @@ export class BanStore {
   previousBans(ip: string): number {
     const since = this.now() - this.historyKeepMs;
     const pending = (this.pendingPerIp.get(ip) ?? []).filter((at) => at >= since).length;
+    // (A pending extension is counted until written; it only ever overstates by one for a moment.)
     return (this.stmt.count.get(ip, since)?.n ?? 0) + pending;
   }
 
