@@ -606,6 +606,27 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     expect(await d2.exited).toBe(0);
   });
 
+  it('at restart, a ban of an address now ignored is lifted, and a dry-run ban is never promoted to a kernel one', async () => {
+    const dry = await startDaemon({ ...env, FIREWALL: 'dry-run' });
+    expect((await ctl(['ban', '198.51.100.41', '--for', '1h'])).code).toBe(0);
+    dry.child.kill('SIGTERM');
+    expect(await dry.exited).toBe(0);
+    const d1 = await startDaemon(env);
+    expect(d1.lines().find((l) => l.message === 'ban recorded under FIREWALL=dry-run is not promoted to a kernel ban')).toMatchObject({ ip: '198.51.100.41' });
+    expect(setElements(TABLE, 'ipv4_addr').has('198.51.100.41')).toBe(false);
+    expect((await ctl(['ban', '198.51.100.40', '--for', '1h'])).code).toBe(0);
+    d1.child.kill('SIGTERM');
+    expect(await d1.exited).toBe(0);
+    expect(setElements(TABLE, 'ipv4_addr').has('198.51.100.40')).toBe(true);
+
+    const d2 = await startDaemon({ ...env, BAN_IGNOREIP: '198.51.100.0/24' });
+    expect(d2.lines().find((l) => l.message === 'ban lifted at start: the address is now excluded')).toMatchObject({ ip: '198.51.100.40', why: 'ignore list (BAN_IGNOREIP)' });
+    await vi.waitUntil(() => !setElements(TABLE, 'ipv4_addr').has('198.51.100.40'), { timeout: 3000, interval: 20 });
+    expect(JSON.parse((await ctl(['list', '--json'])).stdout)).toEqual([]);
+    d2.child.kill('SIGTERM');
+    expect(await d2.exited).toBe(0);
+  });
+
   it('a kernel element unknown to the store is adopted and recorded', async () => {
     const fw = firewall(new AddonRunner());
     await fw.start();

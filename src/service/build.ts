@@ -71,9 +71,15 @@ export interface Built {
 
 /** Throws StoreError (database) or FirewallError (no usable nftables backend) with a clear message. */
 export function buildDaemon(config: Config, logger: Logger, version: string, overrides: BuildOverrides = {}): Built {
-  const store = new BanStore(config.stateDir, config.ban.historyKeep * 1000, Date.now, (err) => {
-    logger.error('ban database write failed', { store: config.stateDir, error: err.message });
-  });
+  const store = new BanStore(
+    config.stateDir,
+    config.ban.historyKeep * 1000,
+    Date.now,
+    (err) => {
+      logger.error('ban database write failed', { store: config.stateDir, error: err.message });
+    },
+    config.firewall,
+  );
   const metrics = new Metrics();
   const ami = new AmiClient({
     target: {
@@ -103,7 +109,11 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
   const self = config.ban.ignoreSelf
     ? () => selfAddresses({ amiHost: config.ami.host, ...(listen.kind === 'tcp' ? { controlHost: listen.host } : {}) })
     : undefined;
+  const b = config.ban;
+  // The longest ban this policy gives: stored automatic bans are capped at it on restart.
+  const maxSeconds = b.banTime === Number.POSITIVE_INFINITY ? b.banTime : b.increment ? Math.max(b.banTime, b.maxTime + b.rndTime) : b.banTime;
   const daemon = new Daemon({
+    policy: { maxSeconds, enforcer: config.firewall },
     ami,
     engine,
     firewall,

@@ -7,10 +7,11 @@ import type { BanView, ControlTarget, ManualBanOutcome, StatusReport, UnbanOutco
 import type { Metrics } from '../control/metrics.js';
 import type { BanDecision, Engine, IgnoreReason, UnbanDecision } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
-import type { ExistingBan, Firewall } from '../firewall/firewall.js';
+import type { Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log/logger.js';
 import type { BanStore, StoredBan } from '../store/store.js';
 import { banLogFields, toEngineEvent } from './pipeline.js';
+import { type Enforcer, reconcile } from './reconcile.js';
 import type { SelfResult } from './self.js';
 
 export interface DaemonOptions {
@@ -29,6 +30,8 @@ export interface DaemonOptions {
   /** Absolute nftables counters, when the firewall has them. */
   readonly dropped?: () => Promise<Readonly<Record<'ipv4' | 'ipv6', { packets: number; bytes: number }>>>;
   readonly now?: () => number;
+  /** For start-up reconciliation: the longest ban the policy gives, and what enforces bans. */
+  readonly policy: { readonly maxSeconds: number; readonly enforcer: Enforcer };
   /** The host's own addresses (BAN_IGNORESELF); absent = ignore-self off. */
   readonly self?: () => Promise<SelfResult>;
   /** How often they are read again, so that a new address is covered. */
@@ -117,32 +120,46 @@ export class Daemon implements ControlTarget {
     const inKernel = await firewall.start();
     this.firewallState = 'ready';
     const now = this.now();
-    const kernel = new Map<string, ExistingBan>(inKernel.map((b) => [b.ip, b]));
+    const plan = reconcile(store.activeBans(now), inKernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
     let restored = 0;
-    let adoptedUnknown = 0;
-    for (const s of store.activeBans(now)) {
-      const k = kernel.get(s.ip);
-      // Lost from the kernel (host reboot, flushed ruleset), or shorter there than recorded (a
-      // longer ban whose commit was cut off): put it back for what is left of it.
-      if (k === undefined || s.expiresAt - k.expiresAt > 5000) {
-        const d: BanDecision = { type: 'ban', ...s, at: s.startedAt, banSeconds: (s.expiresAt - s.startedAt) / 1000, until: s.expiresAt, reason: 'manual', extendsBan: false };
+    for (const k of plan.keep) {
+      const s = k.ban;
+      if (k.cappedFrom !== null) logger.info('stored ban capped at the current policy', { ip: s.ip, was: new Date(k.cappedFrom).toISOString(), now: new Date(k.expiresAt).toISOString() });
+      const record: StoredBan = { ...s, expiresAt: k.expiresAt };
+      if (k.apply) {
+        // Lost from the kernel (host reboot, flushed ruleset), or shorter there than recorded (a
+        // longer ban whose commit was cut off), or capped: put it back for what is left of it.
+        const d: BanDecision = { type: 'ban', ...record, at: s.startedAt, banSeconds: (k.expiresAt - s.startedAt) / 1000, until: k.expiresAt, reason: 'manual', extendsBan: false };
         void this.enforce(d, true).then((error) => {
           if (error !== null) this.retryLater(d, error);
         });
         restored++;
       }
-      kernel.delete(s.ip);
-      if (engine.adopt(s.ip, s.expiresAt, now)) {
+      if (engine.adopt(s.ip, k.expiresAt, now)) {
         this.enforcedSince.set(s.ip, now);
-        this.records.set(s.ip, s);
+        this.records.set(s.ip, record);
       }
     }
-    for (const k of kernel.values()) {
+    for (const l of plan.lift) {
+      logger.warn('ban lifted at start: the address is now excluded', { ip: l.ip, why: l.why });
+      if (l.inKernel) {
+        void this.track(firewall.unban(l.ip, l.family), 'unban').catch((err: unknown) => {
+          logger.error('lifting an excluded ban failed', { ip: l.ip, error: errorMessage(err) });
+        });
+      }
+      if (l.stored !== null) this.writeStore(() => { store.recordUnban(l.ip, now, 'ignored'); });
+    }
+    for (const s of plan.notPromoted) {
+      logger.info('ban recorded under FIREWALL=dry-run is not promoted to a kernel ban', { ip: s.ip });
+      this.writeStore(() => { store.recordUnban(s.ip, now, 'not-promoted'); });
+    }
+    for (const ip of plan.invalid) logger.warn('kernel set element is not an address; left alone', { element: ip });
+    for (const k of plan.adopt) {
       // In the kernel but unknown to the store (e.g. the database was replaced): adopt and record it.
       if (!engine.adopt(k.ip, k.expiresAt, now)) continue;
       this.enforcedSince.set(k.ip, now);
       const previousBans = store.previousBans(k.ip);
-      this.records.set(k.ip, { ip: k.ip, family: k.family, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: {}, previousBans });
+      this.records.set(k.ip, { ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: {}, previousBans });
       store.recordBan({
         ip: k.ip,
         family: k.family,
@@ -154,7 +171,6 @@ export class Daemon implements ControlTarget {
         events: {},
         previousBans,
       });
-      adoptedUnknown++;
     }
     await this.idle();
     logger.info('ami2ban started', {
@@ -163,7 +179,8 @@ export class Daemon implements ControlTarget {
       store: store.path,
       activeBans: engine.stats().activeBans,
       restoredToFirewall: restored,
-      adoptedFromFirewall: adoptedUnknown,
+      adoptedFromFirewall: plan.adopt.length,
+      liftedAsExcluded: plan.lift.length,
       expiredWhileDown,
     });
     this.o.ami.on('event', this.onEvent);
@@ -546,7 +563,14 @@ export class Daemon implements ControlTarget {
   }
 
   private fromDecision(d: BanDecision): StoredBan {
-    return { ip: d.ip, family: d.family, startedAt: d.at, expiresAt: d.until, reason: d.reason, failures: d.failures, events: d.events, previousBans: d.previousBans };
+    return { ip: d.ip, family: d.family, enforcer: this.o.policy.enforcer, startedAt: d.at, expiresAt: d.until, reason: d.reason, failures: d.failures, events: d.events, previousBans: d.previousBans };
+  }
+
+  /** Why an address may not be banned now (ignore list, self), or null. */
+  private excluded(ip: string): string | null {
+    if (this.o.engine.isSelf(ip)) return 'self (BAN_IGNORESELF)';
+    if (this.o.engine.isIgnored(ip)) return 'ignore list (BAN_IGNOREIP)';
+    return null;
   }
 
   /** Reads the host's own addresses again; a change is logged, a failure keeps the last good list. */

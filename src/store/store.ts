@@ -23,9 +23,13 @@ export interface BanRecordInput {
   readonly extendsBan?: boolean;
 }
 
+export type Enforcer = 'nftables' | 'dry-run';
+
 export interface StoredBan {
   readonly ip: string;
   readonly family: 'ipv4' | 'ipv6';
+  /** What applied it (FIREWALL at the time). */
+  readonly enforcer: Enforcer;
   readonly startedAt: number;
   /** Epoch ms; Infinity = permanent. */
   readonly expiresAt: number;
@@ -38,6 +42,7 @@ export interface StoredBan {
 interface Row {
   ip: string;
   family: 'ipv4' | 'ipv6';
+  enforcer: Enforcer;
   started_at: number;
   expires_at: number | null;
   reason: string;
@@ -59,7 +64,8 @@ CREATE TABLE IF NOT EXISTS bans (
   events        TEXT    NOT NULL DEFAULT '{}',
   previous_bans INTEGER NOT NULL DEFAULT 0,
   ended_at      INTEGER,
-  end_reason    TEXT
+  end_reason    TEXT,
+  enforcer      TEXT    NOT NULL DEFAULT 'nftables'
 );
 CREATE INDEX IF NOT EXISTS bans_ip_started ON bans (ip, started_at);
 CREATE INDEX IF NOT EXISTS bans_open ON bans (ip) WHERE ended_at IS NULL;
@@ -90,6 +96,7 @@ function toStored(r: Row): StoredBan {
   return {
     ip: r.ip,
     family: r.family,
+    enforcer: r.enforcer,
     startedAt: r.started_at,
     expiresAt: r.expires_at ?? Number.POSITIVE_INFINITY,
     reason: r.reason,
@@ -116,7 +123,7 @@ export class BanStore {
   private readonly stmt: {
     count: Database.Statement<[string, number], { n: number }>;
     close: Database.Statement<[number, string, string]>;
-    insert: Database.Statement<[string, string, number, number | null, number | null, string, number, string, number]>;
+    insert: Database.Statement<[string, string, number, number | null, number | null, string, number, string, number, string]>;
     active: Database.Statement<[number], Row>;
     expire: Database.Statement<[number]>;
     purge: Database.Statement<[number]>;
@@ -129,6 +136,8 @@ export class BanStore {
     private readonly now: () => number = Date.now,
     /** Told when a deferred write fails (the bans stay in the kernel; a restart adopts them). */
     private readonly onWriteError: (err: StoreError) => void = () => undefined,
+    /** Recorded with every ban, so that a dry-run ban is never taken for a kernel one. */
+    private readonly enforcer: Enforcer = 'nftables',
   ) {
     this.path = join(dir, DATABASE_FILE);
     try {
@@ -139,15 +148,18 @@ export class BanStore {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
       this.db.exec(SCHEMA);
+      // Databases made before the enforcer was recorded: their bans were kernel bans.
+      const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(bans)').all();
+      if (!columns.some((c) => c.name === 'enforcer')) this.db.exec("ALTER TABLE bans ADD COLUMN enforcer TEXT NOT NULL DEFAULT 'nftables'");
       this.stmt = {
         // A ban continued by a longer one is one ban: its `extended` row is not counted.
         count: this.db.prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
         close: this.db.prepare('UPDATE bans SET ended_at = ?, end_reason = ? WHERE ip = ? AND ended_at IS NULL'),
         insert: this.db.prepare(
-          'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, previous_bans) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+          'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, previous_bans, enforcer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
         ),
         active: this.db.prepare(
-          'SELECT ip, family, started_at, expires_at, reason, failures, events, previous_bans FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
+          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, previous_bans FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
         ),
         expire: this.db.prepare("UPDATE bans SET ended_at = expires_at, end_reason = 'expired' WHERE ended_at IS NULL AND expires_at <= ?"),
         purge: this.db.prepare('DELETE FROM bans WHERE ended_at IS NOT NULL AND started_at < ?'),
@@ -166,6 +178,7 @@ export class BanStore {
             b.failures,
             JSON.stringify(b.events),
             b.previousBans,
+            this.enforcer,
           );
         }
       });
@@ -253,7 +266,7 @@ export class BanStore {
   }
 
   /** Throws a StoreError when the write fails. */
-  recordUnban(ip: string, at: number, reason: 'expired' | 'manual'): void {
+  recordUnban(ip: string, at: number, reason: 'expired' | 'manual' | 'ignored' | 'not-promoted'): void {
     this.flush();
     try {
       this.stmt.close.run(at, reason, ip);
