@@ -13,25 +13,26 @@ import { toEngineEvent } from '../src/service/pipeline.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 1_000_000);
 const ADDRESSES = Number(process.env.BENCH_ADDRESSES ?? 10_000);
+
 const USER = 'bench';
 const SECRET = 'bench-secret';
 
-function address(i: number): string {
-  // One in five attackers is IPv6; documentation/benchmark ranges only, nothing is sent to them.
-  const n = i % ADDRESSES;
-  return n % 5 === 4 ? `IPV6/UDP/2001:db8::${n.toString(16)}/5060` : `IPV4/UDP/198.18.${n >> 8}.${n & 255}/5060`;
+function address(i: number, addresses: number): string {
+  // One in five attackers is IPv6. These are only strings in events: nothing is sent anywhere.
+  const n = i % addresses;
+  return n % 5 === 4 ? `IPV6/UDP/2001:db8::${(n >> 16).toString(16)}:${(n & 0xffff).toString(16)}/5060` : `IPV4/UDP/10.${n >> 16}.${(n >> 8) & 255}.${n & 255}/5060`;
 }
 
-function block(i: number): string {
+function block(i: number, addresses: number): string {
   const kind = i % 2 === 0 ? 'InvalidAccountID' : 'ChallengeResponseFailed';
   return (
     `Event: ${kind}\r\nPrivilege: security,all\r\nSystemName: astlab\r\nEventTV: 2026-11-21T22:36:02.621+0000\r\n` +
     `Severity: Error\r\nService: PJSIP\r\nEventVersion: 1\r\nAccountID: user${i % 997}\r\nSessionID: call-${i}@bench\r\n` +
-    `LocalAddress: IPV4/UDP/127.0.0.1/5060\r\nRemoteAddress: ${address(i)}\r\n\r\n`
+    `LocalAddress: IPV4/UDP/127.0.0.1/5060\r\nRemoteAddress: ${address(i, addresses)}\r\n\r\n`
   );
 }
 
-async function serve(): Promise<void> {
+async function serve(addresses: number): Promise<void> {
   const server = new FakeAmiServer({ username: USER, secret: SECRET });
   const port = await server.start();
   process.send?.({ port });
@@ -40,7 +41,7 @@ async function serve(): Promise<void> {
   for (let i = 0; i < EVENTS; ) {
     let chunk = '';
     const end = Math.min(EVENTS, i + 2000);
-    for (; i < end; i++) chunk += block(i);
+    for (; i < end; i++) chunk += block(i, addresses);
     if (!socket.write(chunk)) await once(socket, 'drain');
   }
 }
@@ -52,10 +53,26 @@ interface Run {
   readonly failures: number;
   /** Live heap while the engine still holds its state, after a full GC (when --expose-gc). */
   readonly liveHeapMiB: number | undefined;
+  readonly evicted: number;
+  /** Peak RSS of the process that ran this scenario alone. */
+  readonly peakRssMiB: number;
 }
 
-async function measure(label: string, env: Record<string, string>): Promise<Run> {
-  const child = fork(fileURLToPath(import.meta.url), ['--serve'], { execArgv: [], env: { ...process.env, BENCH_EVENTS: String(EVENTS) } });
+interface Scenario {
+  readonly label: string;
+  readonly addresses: number;
+  readonly env: Record<string, string>;
+}
+
+const SCENARIOS: readonly Scenario[] = [
+  { label: 'default policy (maxretry 3: most events hit banned addresses)', addresses: ADDRESSES, env: {} },
+  { label: 'counting only (maxretry 1000, findtime 1d: every event is a failure in the window)', addresses: ADDRESSES, env: { BAN_MAXRETRY: '1000', BAN_FINDTIME: '1d' } },
+  { label: 'distributed scan (every event from a new address, default BAN_MAX_TRACKED 1 000 000)', addresses: EVENTS, env: {} },
+  { label: 'distributed scan with BAN_MAX_TRACKED=100000 (evicting from the 100 001st address on)', addresses: EVENTS, env: { BAN_MAX_TRACKED: '100000' } },
+];
+
+async function measure(label: string, addresses: number, env: Record<string, string>): Promise<Run> {
+  const child = fork(fileURLToPath(import.meta.url), ['--serve', String(addresses)], { execArgv: [], env: { ...process.env, BENCH_EVENTS: String(EVENTS) } });
   const [msg] = (await once(child, 'message')) as [{ port: number }];
   const config = loadConfig({ AMI_USERNAME: USER, AMI_SECRET: SECRET, AMI_PORT: String(msg.port), BAN_IGNOREIP: '', ...env });
   const engine = new Engine(config.ban);
@@ -92,28 +109,38 @@ async function measure(label: string, env: Record<string, string>): Promise<Run>
   child.kill();
   const stats = engine.stats();
   console.error(`  (${label.split(' (')[0] ?? ''}: ${stats.tracked} addresses tracked, ${stats.activeBans} active bans at the end)`);
-  return { label, seconds: (finished - started) / 1000, bans, failures, liveHeapMiB };
+  return { label, seconds: (finished - started) / 1000, bans, failures, liveHeapMiB, evicted: stats.evicted, peakRssMiB: process.resourceUsage().maxRSS / 1024 };
 }
 
 async function main(): Promise<void> {
-  if (process.argv.includes('--serve')) {
-    await serve();
+  const serveAt = process.argv.indexOf('--serve');
+  if (serveAt !== -1) {
+    await serve(Number(process.argv[serveAt + 1]));
+    return;
+  }
+  const scenarioAt = process.argv.indexOf('--scenario');
+  if (scenarioAt !== -1) {
+    const sc = SCENARIOS[Number(process.argv[scenarioAt + 1])];
+    if (sc === undefined) throw new Error('no such scenario');
+    const run = await measure(sc.label, sc.addresses, sc.env);
+    if (process.send === undefined) console.log(run);
+    else process.send(run);
     return;
   }
   console.log(`bench:ingest — ${EVENTS.toLocaleString('en')} security events over ${ADDRESSES.toLocaleString('en')} addresses, AMI over loopback TCP`);
   console.log(`node ${process.version}, ${process.platform}/${process.arch}\n`);
-  const runs = [
-    await measure('default policy (maxretry 3: most events hit banned addresses)', {}),
-    await measure('counting only (maxretry 1000, findtime 1d: every event is a failure in the window)', { BAN_MAXRETRY: '1000', BAN_FINDTIME: '1d' }),
-  ];
-  for (const r of runs) {
+  // Each scenario in a process of its own, so that its peak RSS is its own.
+  const only = process.env.BENCH_SCENARIOS?.split(',').map(Number);
+  for (let i = 0; i < SCENARIOS.length; i++) {
+    if (only !== undefined && !only.includes(i)) continue;
+    const child = fork(fileURLToPath(import.meta.url), ['--scenario', String(i)], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const [r] = (await once(child, 'message')) as [Run];
     const rate = Math.round(EVENTS / r.seconds);
     console.log(r.label);
-    console.log(`  ${rate.toLocaleString('en')} events/s  (${r.seconds.toFixed(2)} s; ${r.failures.toLocaleString('en')} failures counted, ${r.bans.toLocaleString('en')} bans)`);
+    console.log(`  ${rate.toLocaleString('en')} events/s  (${r.seconds.toFixed(2)} s; ${r.failures.toLocaleString('en')} failures counted, ${r.bans.toLocaleString('en')} bans, ${r.evicted.toLocaleString('en')} evicted)`);
     if (r.liveHeapMiB !== undefined) console.log(`  live heap after a full GC, engine state held: ${r.liveHeapMiB.toFixed(1)} MiB`);
+    console.log(`  peak RSS of the parsing/engine process: ${r.peakRssMiB.toFixed(0)} MiB`);
   }
-  const rss = process.resourceUsage().maxRSS / 1024;
-  console.log(`\npeak RSS of the parsing/engine process: ${rss.toFixed(0)} MiB`);
 }
 
 await main();

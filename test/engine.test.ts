@@ -289,6 +289,22 @@ describe('bounded memory', () => {
     expect(e.observe(ev('192.0.2.1'), 6)).toMatchObject({ kind: 'banned' });
   });
 
+  it('under a long flood, eviction keeps taking the oldest, and counts stay exact for the survivors', () => {
+    const e = engine({ BAN_MAX_TRACKED: '1000', BAN_MAXRETRY: '3' });
+    // 50 000 scanners once each, and one attacker failing every 400 events: it must stay tracked.
+    let bannedAt = -1;
+    for (let i = 0; i < 50_000; i++) {
+      e.observe(ev(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`), i);
+      if (i % 400 === 0 && bannedAt === -1 && e.observe(ev('192.0.2.99'), i).kind === 'banned') bannedAt = i;
+    }
+    expect(bannedAt).toBe(800);
+    expect(e.stats().tracked).toBe(1000);
+    expect(e.stats().evicted).toBe(50_000 + 1 - 1 - 1000);
+    // The survivors are the newest 1000 scanners (49 000 = 10.0.191.104 on): the one before is gone.
+    expect(e.observe(ev('10.0.191.104'), 50_000)).toEqual({ kind: 'counted', ip: '10.0.191.104', failures: 2 });
+    expect(e.observe(ev('10.0.191.103'), 50_001)).toEqual({ kind: 'counted', ip: '10.0.191.103', failures: 1 });
+  });
+
   it('prune drops addresses whose failures all left the window', () => {
     const e = engine();
     e.observe(ev('192.0.2.1'), 0);

@@ -2,6 +2,7 @@
 import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableReason, detach, parseIp, unbannable } from '../common/ip.js';
 import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
+import { FailureTable, MAX_EVENT_NAMES, pack } from './failures.js';
 import { type BanHistory, MemoryBanHistory } from './history.js';
 
 export interface EnginePolicy extends BanTimePolicy {
@@ -84,19 +85,6 @@ export type ManualBanResult =
   | { readonly kind: 'refused'; readonly reason: 'invalid-address' | 'ignore-list' | 'self' }
   | { readonly kind: 'refused'; readonly reason: 'unbannable'; readonly why: UnbannableReason };
 
-interface Tracker {
-  /** Detached copy, used as the map key. */
-  readonly ip: string;
-  readonly family: IpFamily;
-  /** Failure times and event names, oldest first; entries before `head` have left the window. */
-  readonly times: number[];
-  readonly events: string[];
-  head: number;
-  /** SessionIDs of requests already counted and not yet answered by a challenge outcome → when. */
-  readonly open: Map<string, number>;
-  lastAt: number;
-}
-
 interface ActiveBan {
   readonly family: IpFamily;
   readonly until: number;
@@ -117,19 +105,27 @@ export interface EngineOptions {
 const AMI_SERVICE = 'AMI';
 const REGISTRAR_ACL = 'registrar_';
 /** Exactly one of these ends each SIP request (ami-security-reference.md, fixtures README). */
+/** Unanswered requests remembered per generation (real requests get their outcome within ms). */
+const MAX_OPEN_REQUESTS = 50_000;
 const REQUEST_OUTCOMES: ReadonlySet<string> = new Set(['ChallengeSent', 'ChallengeResponseFailed', 'SuccessfulAuth']);
 
 export class Engine {
-  /** Counted event names, mapped to themselves so that stored names are ours, not substrings. */
-  private readonly counted: ReadonlyMap<string, string>;
+  /** Counted event names → their index in policy.events (how a failure records its event). */
+  private readonly counted: ReadonlyMap<string, number>;
   private ignore: AddressSet;
   private self: ReadonlySet<string> = new Set();
-  private readonly trackers = new Map<string, Tracker>();
+  private readonly trackers: FailureTable;
+  /**
+   * `ip LF SessionID` of SIP requests counted and not yet answered by an outcome → when. Two
+   * generations, swapped every collapse window: forgetting old ones costs O(1), never a scan.
+   */
+  private openRequests = new Map<string, number>();
+  private olderRequests = new Map<string, number>();
+  private requestsSwappedAt = Number.NEGATIVE_INFINITY;
   private readonly bans = new Map<string, ActiveBan>();
   private readonly expiry = new ExpiryQueue();
   private readonly history: BanHistory;
   private readonly random: () => number;
-  private evicted = 0;
   private readonly findTimeMs: number;
   private readonly collapseMs: number;
 
@@ -137,7 +133,9 @@ export class Engine {
     private readonly policy: EnginePolicy,
     options: EngineOptions = {},
   ) {
-    this.counted = new Map(policy.events.map((e) => [e, e]));
+    if (policy.events.length > MAX_EVENT_NAMES) throw new RangeError(`at most ${MAX_EVENT_NAMES} counted event names`);
+    this.counted = new Map(policy.events.map((e, i) => [e, i]));
+    this.trackers = new FailureTable(policy.maxTracked);
     this.ignore = new AddressSet(policy.ignoreIp);
     this.history = options.history ?? new MemoryBanHistory();
     this.random = options.random ?? Math.random;
@@ -148,7 +146,10 @@ export class Engine {
   /** Replaces the ignore list (e.g. on reload); pending failures of now-ignored addresses are dropped. */
   setIgnoreList(cidrs: readonly Cidr[]): void {
     this.ignore = new AddressSet(cidrs);
-    for (const [ip, t] of this.trackers) if (this.ignore.has({ ip, family: t.family })) this.trackers.delete(ip);
+    for (const ip of [...this.trackers.keys()]) {
+      const addr = parseIp(ip);
+      if (addr !== null && this.ignore.has(addr)) this.trackers.delete(ip);
+    }
   }
 
   /**
@@ -177,12 +178,12 @@ export class Engine {
       if (endsRequest) this.endRequest(event);
       return ignored('informational');
     }
-    const name = this.counted.get(event.name);
-    if (name === undefined) {
+    const eventIndex = this.counted.get(event.name);
+    if (eventIndex === undefined) {
       if (endsRequest) this.endRequest(event);
       return ignored('not-counted-event');
     }
-    if (name === 'FailedACL' && event.aclName?.startsWith(REGISTRAR_ACL) === true) return ignored('registrar');
+    if (event.name === 'FailedACL' && event.aclName?.startsWith(REGISTRAR_ACL) === true) return ignored('registrar');
     if (event.ip === null) return ignored('no-address');
     const addr = parseIp(event.ip);
     if (addr === null) return ignored('invalid-address');
@@ -193,31 +194,26 @@ export class Engine {
     const ban = this.bans.get(ip);
     if (ban !== undefined && ban.until > now) return ignored('already-banned');
 
-    const tracker = this.touch(ip, addr.family, now);
-    slide(tracker, now - this.findTimeMs);
-
     if (sip) {
       // One failed request raises several counted events on its Call-ID, then exactly one outcome:
       // count the first, skip the rest until the outcome. A new request on the same Call-ID (every
       // password guess) counts again. collapseWindow only bounds how long an unanswered one is kept.
-      for (const [sid, at] of tracker.open) if (now - at >= this.collapseMs) tracker.open.delete(sid);
-      const open = tracker.open.has(event.sessionId);
-      if (endsRequest) tracker.open.delete(event.sessionId);
+      const key = `${ip}\n${event.sessionId}`;
+      const openedAt = this.openRequests.get(key) ?? this.olderRequests.get(key);
+      const open = openedAt !== undefined && now - openedAt < this.collapseMs;
+      if (endsRequest) this.forgetRequest(key);
       if (open) return ignored('same-request');
-      if (!endsRequest) tracker.open.set(detach(event.sessionId), now);
+      if (!endsRequest) this.openRequest(key, now);
     }
 
-    tracker.times.push(now);
-    tracker.events.push(name);
-    const failures = tracker.times.length - tracker.head;
+    const failures = this.trackers.add(detach(ip), pack(now, eventIndex), now - this.findTimeMs);
     if (failures < this.policy.maxRetry) return { kind: 'counted', ip, failures };
 
     const events: Record<string, number> = {};
-    for (let i = tracker.head; i < tracker.events.length; i++) {
-      const name = tracker.events[i] ?? '';
+    for (const i of this.trackers.take(ip)) {
+      const name = this.policy.events[i] ?? '';
       events[name] = (events[name] ?? 0) + 1;
     }
-    this.trackers.delete(ip);
     const seconds = nextBanSeconds(this.policy, this.history.previousBans(ip), this.random);
     return { kind: 'banned', decision: this.recordBan(ip, addr.family, now, seconds, 'threshold', failures, events) };
   }
@@ -282,14 +278,10 @@ export class Engine {
     return out;
   }
 
-  /** Drops trackers whose failures have all left the window. */
+  /** Drops addresses whose failures have all left the window, and requests unanswered too long. */
   prune(now: number): void {
-    const windowStart = now - this.findTimeMs;
-    for (const [ip, t] of this.trackers) {
-      // Trackers are kept in order of last failure: stop at the first one still in the window.
-      if (t.lastAt >= windowStart) break;
-      this.trackers.delete(ip);
-    }
+    this.trackers.prune(now - this.findTimeMs);
+    this.swapRequests(now);
   }
 
   isBanned(ip: string, now: number): boolean {
@@ -302,39 +294,36 @@ export class Engine {
   }
 
   stats(): EngineStats {
-    return { tracked: this.trackers.size, activeBans: this.bans.size, evicted: this.evicted };
+    return { tracked: this.trackers.size, activeBans: this.bans.size, evicted: this.trackers.evicted };
   }
 
   /** An outcome ends the request on its Call-ID: the next counted event there is a new request. */
   private endRequest(event: EngineEvent): void {
-    if (event.ip === null || this.trackers.size === 0) return;
-    let tracker = this.trackers.get(event.ip);
-    if (tracker === undefined) {
-      const addr = parseIp(event.ip);
-      if (addr === null || addr.ip === event.ip) return;
-      tracker = this.trackers.get(addr.ip);
-    }
-    tracker?.open.delete(event.sessionId);
+    if (event.ip === null || this.openRequests.size + this.olderRequests.size === 0) return;
+    if (this.forgetRequest(`${event.ip}\n${event.sessionId}`)) return;
+    const addr = parseIp(event.ip);
+    if (addr !== null && addr.ip !== event.ip) this.forgetRequest(`${addr.ip}\n${event.sessionId}`);
   }
 
-  private touch(ip: string, family: IpFamily, now: number): Tracker {
-    let tracker = this.trackers.get(ip);
-    if (tracker === undefined) {
-      if (this.trackers.size >= this.policy.maxTracked) {
-        const oldest = this.trackers.keys().next();
-        if (oldest.done !== true) {
-          this.trackers.delete(oldest.value);
-          this.evicted++;
-        }
-      }
-      tracker = { ip: detach(ip), family, times: [], events: [], head: 0, open: new Map(), lastAt: now };
-    } else {
-      // Re-insert so the map stays ordered by last failure.
-      this.trackers.delete(ip);
-      tracker.lastAt = now;
-    }
-    this.trackers.set(tracker.ip, tracker);
-    return tracker;
+  private forgetRequest(key: string): boolean {
+    const a = this.openRequests.delete(key);
+    return this.olderRequests.delete(key) || a;
+  }
+
+  private openRequest(key: string, now: number): void {
+    this.swapRequests(now);
+    this.openRequests.set(detach(key), now);
+  }
+
+  /**
+   * Past a collapse window the older generation goes; under a flood of requests that never get an
+   * outcome, also past MAX_OPEN_REQUESTS of them (the window then shrinks: memory stays bounded).
+   */
+  private swapRequests(now: number): void {
+    if (now - this.requestsSwappedAt < this.collapseMs && this.openRequests.size < Math.min(MAX_OPEN_REQUESTS, this.policy.maxTracked)) return;
+    this.olderRequests = this.openRequests;
+    this.openRequests = new Map();
+    this.requestsSwappedAt = now;
   }
 
   private recordBan(
@@ -355,19 +344,6 @@ export class Engine {
     const decision: BanDecision = { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, previousBans, extendsBan };
     this.history.recordBan(decision);
     return decision;
-  }
-}
-
-/**
- * Drops failures before windowStart (one exactly findtime old still counts, as in fail2ban);
- * compacts the arrays once half of them is dead.
- */
-function slide(t: Tracker, windowStart: number): void {
-  while (t.head < t.times.length && (t.times[t.head] ?? 0) < windowStart) t.head++;
-  if (t.head > 16 && t.head * 2 > t.times.length) {
-    t.times.splice(0, t.head);
-    t.events.splice(0, t.head);
-    t.head = 0;
   }
 }
 
