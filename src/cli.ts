@@ -1,16 +1,16 @@
 // The `ami2ban` command line: run, check-config, replay.
-import { readFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { type Config, type Env, loadConfig, loadIgnoreList } from './config/config.js';
 import { formatDuration } from './config/duration.js';
 import { VARIABLES } from './config/variables.js';
 import { controlCommand } from './cli-control.js';
 import { ControlServer } from './control/server.js';
-import { Ami2banError, ConfigError, errorMessage } from './errors.js';
+import { Ami2banError, ConfigError, ReplayInputError, errorMessage } from './errors.js';
 import { type Logger, createLogger } from './log/logger.js';
 import { buildDaemon } from './service/build.js';
 import type { Daemon } from './service/daemon.js';
 import { eventSummary } from './service/pipeline.js';
-import { replay } from './service/replay.js';
+import { type ReplayResult, Replayer } from './service/replay.js';
 
 export interface CliIo {
   readonly env: Env;
@@ -85,7 +85,7 @@ function checkConfig(io: CliIo): number {
   return EXIT_OK;
 }
 
-function replayCommand(io: CliIo, args: readonly string[]): number {
+async function replayCommand(io: CliIo, args: readonly string[]): Promise<number> {
   const json = args.includes('--json');
   const files = args.filter((a) => a !== '--json');
   const unknown = files.filter((a) => a.startsWith('-'));
@@ -96,30 +96,33 @@ function replayCommand(io: CliIo, args: readonly string[]): number {
   const config = configOrExit(io, 'replay');
   if (typeof config === 'number') return config;
   const file = files[0] ?? '';
-  let input: Buffer;
+  const banSeconds = (s: number): number => (s === Number.POSITIVE_INFINITY ? -1 : Math.round(s));
+  // JSON lines go out as the bans fall; the table keeps one short row per ban.
+  const rows: string[][] = [];
+  const replayer = new Replayer(config.ban, (b) => {
+    if (json) write(io.stdout, JSON.stringify({ ip: b.ip, at: new Date(b.at).toISOString(), failures: b.failures, banSeconds: banSeconds(b.banSeconds) }));
+    else rows.push([new Date(b.at).toISOString(), b.ip, String(b.failures), formatDuration(b.banSeconds), eventSummary(b.events)]);
+  });
+  let result: ReplayResult;
   try {
-    input = readFileSync(file);
+    // Streamed: a large log is never held whole in memory.
+    for await (const chunk of createReadStream(file, { highWaterMark: 1 << 16 })) replayer.push(chunk as Buffer);
+    result = replayer.end();
   } catch (err) {
+    if (err instanceof ReplayInputError) throw err;
     write(io.stderr, `ami2ban: cannot read ${file}: ${errorMessage(err)}`);
     return EXIT_FAILURE;
   }
-  const result = replay(input, config.ban);
-  const banSeconds = (s: number): number => (s === Number.POSITIVE_INFINITY ? -1 : Math.round(s));
-  if (json) {
-    for (const b of result.bans) {
-      write(io.stdout, JSON.stringify({ ip: b.ip, at: new Date(b.at).toISOString(), failures: b.failures, banSeconds: banSeconds(b.banSeconds) }));
-    }
-    return EXIT_OK;
-  }
-  const rows = result.bans.map((b) => [new Date(b.at).toISOString(), b.ip, String(b.failures), formatDuration(b.banSeconds), eventSummary(b.events)]);
+  if (json) return EXIT_OK;
   const header = ['TIME', 'ADDRESS', 'FAILURES', 'BAN', 'EVENTS'];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const widths = header.map((h) => h.length);
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
   const fmt = (r: readonly string[]): string => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
   const s = result.skipped;
   write(
     io.stdout,
     [
-      `${file} (${result.format}): ${result.securityEvents} security events, ${result.failures} failures counted, ${result.bans.length} bans`,
+      `${file} (${result.format}): ${result.securityEvents} security events, ${result.failures} failures counted, ${result.banCount} bans`,
       `skipped: ${s.nonSecurity} non-security, ${s.unknown} unknown, ${s.malformed} malformed, ${s.noTime} without EventTV`,
       '',
       fmt(header),

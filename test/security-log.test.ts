@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { classifyEvent } from '../src/ami/security-event.js';
 import { parseSecurityLogLine } from '../src/ami/security-log.js';
 import { fixture } from './helpers/fixtures.js';
+import { Replayer, replay } from '../src/service/replay.js';
+import { policy } from './helpers/policy.js';
 
 const LINE =
   '[2026-11-21 22:36:02] SECURITY[30188] res_security_log.c: SecurityEvent="InvalidAccountID",EventTV="2026-11-21T22:36:02.100+0000",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="ghost",SessionID="abc@127.0.0.2",LocalAddress="IPV4/UDP/127.0.0.1/5060",RemoteAddress="IPV4/UDP/127.0.0.2/42142"';
@@ -37,5 +39,30 @@ describe('parseSecurityLogLine', () => {
     expect(results.filter((r) => r.kind === 'malformed')).toEqual([]);
     expect(events.length).toBe(lines.filter((l) => l.includes('SecurityEvent="')).length);
     expect(events.length).toBe(140);
+  });
+});
+
+describe('Replayer: the capture as a stream of chunks', () => {
+  it.each(['security.log', 'ami-ami2ban-events-security.raw'])('%s gives the same bans in chunks of 1, 7 and 4096 bytes as whole', (name) => {
+    const input = fixture(name);
+    const whole = replay(input, policy({ BAN_IGNOREIP: '' }));
+    for (const size of [1, 7, 4096]) {
+      const r = new Replayer(policy({ BAN_IGNOREIP: '' }));
+      for (let i = 0; i < input.length; i += size) r.push(input.subarray(i, i + size));
+      const got = r.end();
+      expect(got.bans, `chunks of ${size}`).toEqual(whole.bans);
+      expect(got.securityEvents).toBe(whole.securityEvents);
+      expect(got.skipped).toEqual(whole.skipped);
+    }
+  });
+
+  it('hands each ban to a callback as it falls, without keeping them', () => {
+    const seen: string[] = [];
+    const r = new Replayer(policy({ BAN_IGNOREIP: '' }), (b) => seen.push(b.ip));
+    r.push(fixture('security.log'));
+    const result = r.end();
+    expect(seen.length).toBe(8);
+    expect(result.banCount).toBe(8);
+    expect(result.bans).toEqual([]);
   });
 });

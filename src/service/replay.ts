@@ -1,7 +1,7 @@
 // Replays a captured AMI byte stream or an Asterisk security log through the engine, with the
 // event times from the file: our fail2ban-regex.
 import { AmiParser, type AmiMessage } from '../ami/parser.js';
-import { type SecurityEvent, classifyEvent } from '../ami/security-event.js';
+import { classifyEvent } from '../ami/security-event.js';
 import { parseSecurityLogLine } from '../ami/security-log.js';
 import { Engine, type EnginePolicy } from '../engine/engine.js';
 import { ReplayInputError } from '../errors.js';
@@ -21,7 +21,9 @@ export interface ReplayBan {
 
 export interface ReplayResult {
   readonly format: ReplayFormat;
+  /** Empty when the bans went to an onBan callback. */
   readonly bans: readonly ReplayBan[];
+  readonly banCount: number;
   readonly securityEvents: number;
   readonly failures: number;
   readonly skipped: { nonSecurity: number; unknown: number; malformed: number; noTime: number };
@@ -35,56 +37,128 @@ export function detectFormat(input: Buffer): ReplayFormat {
   throw new ReplayInputError('input is neither an AMI capture (Asterisk Call Manager greeting or `Name: value` lines) nor an Asterisk security log (SecurityEvent="…" lines)');
 }
 
-function messages(input: Buffer, format: ReplayFormat, onMalformed: () => void): AmiMessage[] {
-  const out: AmiMessage[] = [];
-  if (format === 'ami') {
-    const parser = new AmiParser({
-      message: (m) => {
-        if (m.get('Event') !== undefined) out.push(m);
-      },
-      issue: onMalformed,
-    });
-    parser.push(input);
-    parser.end();
-    return out;
+/**
+ * Feeds a capture through the engine as it is read, chunk by chunk: memory is the engine's
+ * state and the bans, never the whole file (a million-line log stays well under 300 MB).
+ */
+export class Replayer {
+  private format: ReplayFormat | undefined;
+  private head: Buffer[] = [];
+  private headBytes = 0;
+  private parser: AmiParser | undefined;
+  private partialLine = '';
+  private readonly decoder = new TextDecoder('utf-8');
+  private readonly engine: Engine;
+  private readonly bans: ReplayBan[] = [];
+  private securityEvents = 0;
+  private banCount = 0;
+  private failures = 0;
+  private readonly skipped = { nonSecurity: 0, unknown: 0, malformed: 0, noTime: 0 };
+
+  /** @param onBan told of each ban as it falls; when given, bans are not also kept in the result. */
+  constructor(
+    policy: EnginePolicy,
+    private readonly onBan?: (ban: ReplayBan) => void,
+  ) {
+    this.engine = new Engine(policy);
   }
-  for (const line of input.toString('utf8').split('\n')) {
+
+  push(chunk: Buffer): void {
+    if (this.format === undefined) {
+      // The format is told by the first 4 KiB.
+      this.head.push(chunk);
+      this.headBytes += chunk.length;
+      if (this.headBytes < 4096) return;
+      this.start();
+      return;
+    }
+    this.feed(chunk);
+  }
+
+  /** Throws ReplayInputError when the input is neither format. */
+  end(): ReplayResult {
+    if (this.format === undefined) this.start();
+    if (this.parser !== undefined) this.parser.end();
+    else {
+      const rest = this.partialLine + this.decoder.decode();
+      this.partialLine = '';
+      if (rest !== '') this.logLine(rest);
+    }
+    return { format: this.format ?? 'ami', bans: this.bans, banCount: this.banCount, securityEvents: this.securityEvents, failures: this.failures, skipped: this.skipped };
+  }
+
+  private start(): void {
+    const head = Buffer.concat(this.head);
+    this.head = [];
+    this.format = detectFormat(head);
+    if (this.format === 'ami') {
+      this.parser = new AmiParser({
+        message: (m) => {
+          if (m.get('Event') !== undefined) this.message(m);
+        },
+        issue: () => {
+          this.skipped.malformed++;
+        },
+      });
+    }
+    this.feed(head);
+  }
+
+  private feed(chunk: Buffer): void {
+    if (this.parser !== undefined) {
+      this.parser.push(chunk);
+      return;
+    }
+    const lines = (this.partialLine + this.decoder.decode(chunk, { stream: true })).split('\n');
+    this.partialLine = lines.pop() ?? '';
+    for (const line of lines) this.logLine(line);
+  }
+
+  private logLine(line: string): void {
     const r = parseSecurityLogLine(line);
-    if (r.kind === 'event') out.push(r.message);
-    else if (r.kind === 'malformed') onMalformed();
+    if (r.kind === 'event') this.message(r.message);
+    else if (r.kind === 'malformed') this.skipped.malformed++;
   }
-  return out;
+
+  private message(m: AmiMessage): void {
+    const c = classifyEvent(m);
+    if (c.kind === 'non-security') {
+      this.skipped.nonSecurity++;
+      return;
+    }
+    if (c.kind === 'unknown') {
+      this.skipped.unknown++;
+      return;
+    }
+    if (c.kind === 'malformed') {
+      this.skipped.malformed++;
+      return;
+    }
+    this.securityEvents++;
+    const e = c.event;
+    if (e.eventTime === null) {
+      this.skipped.noTime++;
+      return;
+    }
+    const now = e.eventTime.epochMs;
+    this.engine.expire(now);
+    const outcome = this.engine.observe(toEngineEvent(e), now);
+    if (outcome.kind === 'counted') this.failures++;
+    if (outcome.kind === 'banned') {
+      this.failures++;
+      const d = outcome.decision;
+      const ban = { ip: d.ip, at: d.at, failures: d.failures, banSeconds: d.banSeconds, events: d.events };
+      this.banCount++;
+      if (this.onBan === undefined) this.bans.push(ban);
+      else this.onBan(ban);
+    }
+    // Like the daemon's housekeeping: forget what left the window, so a long log stays bounded.
+    if (this.securityEvents % 10_000 === 0) this.engine.prune(now);
+  }
 }
 
 export function replay(input: Buffer, policy: EnginePolicy): ReplayResult {
-  const format = detectFormat(input);
-  const skipped = { nonSecurity: 0, unknown: 0, malformed: 0, noTime: 0 };
-  const events: SecurityEvent[] = [];
-  for (const m of messages(input, format, () => skipped.malformed++)) {
-    const c = classifyEvent(m);
-    if (c.kind === 'security') events.push(c.event);
-    else if (c.kind === 'non-security') skipped.nonSecurity++;
-    else if (c.kind === 'unknown') skipped.unknown++;
-    else skipped.malformed++;
-  }
-
-  const engine = new Engine(policy);
-  const bans: ReplayBan[] = [];
-  let failures = 0;
-  for (const e of events) {
-    if (e.eventTime === null) {
-      skipped.noTime++;
-      continue;
-    }
-    const now = e.eventTime.epochMs;
-    engine.expire(now);
-    const outcome = engine.observe(toEngineEvent(e), now);
-    if (outcome.kind === 'counted') failures++;
-    if (outcome.kind === 'banned') {
-      failures++;
-      const d = outcome.decision;
-      bans.push({ ip: d.ip, at: d.at, failures: d.failures, banSeconds: d.banSeconds, events: d.events });
-    }
-  }
-  return { format, bans, securityEvents: events.length, failures, skipped };
+  const r = new Replayer(policy);
+  r.push(input);
+  return r.end();
 }
