@@ -48,10 +48,9 @@ describe('AmiParser on captured bytes', () => {
       // offsets, with a fresh parser, covers every split of the file, in linear time instead of
       // re-parsing the whole file once per offset.
       const pieces: Buffer[] = [];
-      let from = 0;
       const greetingEnd = bytes.indexOf('\r\n') + 2;
       pieces.push(bytes.subarray(0, greetingEnd));
-      from = greetingEnd;
+      let from = greetingEnd;
       for (let end = bytes.indexOf('\r\n\r\n', from); end !== -1; end = bytes.indexOf('\r\n\r\n', from)) {
         pieces.push(bytes.subarray(from, end + 4));
         from = end + 4;
