@@ -266,6 +266,16 @@ describe('consistency check', () => {
     expect(rows.n).toBe(1);
   });
 
+  it('lists thousands of bans page by page in one valid JSON answer', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    const ips = Array.from({ length: 2500 }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
+    await Promise.all(ips.map((ip) => r.daemon.ban(ip, '1h', false)));
+    const res = await r.client.call('GET', '/v1/bans');
+    expect(res.status).toBe(200);
+    const listed = (res.body as { bans: BanView[] }).bans.map((b) => b.ip);
+    expect(listed.sort()).toEqual([...ips].sort());
+  });
+
   it('a duration past what the kernel accepts is a 400, never a crash or a silent failure', async () => {
     const r = await start({ env: { BAN_IGNOREIP: '' } });
     for (const duration of ['18446744074', '99999999999999999999999w', 1e300]) {

@@ -64,7 +64,8 @@ export type UnbanOutcome =
 
 export interface ControlTarget {
   status(): StatusReport;
-  bans(): BanView[];
+  /** The bans in force, a page at a time: a long list is sent without holding the loop. */
+  banPages(size: number): Iterable<BanView[]>;
   /** duration as the operator wrote it (`1h`, `600`, `-1`); undefined = the policy's. */
   /** `replace`: a shorter ban may replace a longer one in force. */
   ban(ip: string, duration: string | undefined, force: boolean, replace?: boolean): Promise<ManualBanOutcome>;

@@ -4,7 +4,7 @@ import { chmodSync, chownSync, lstatSync, readFileSync, unlinkSync } from 'node:
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { connect } from 'node:net';
 import { ControlError, errorMessage } from '../errors.js';
-import type { ControlTarget } from './api.js';
+import type { BanView, ControlTarget } from './api.js';
 import type { Metrics } from './metrics.js';
 
 export type ListenAddress = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
@@ -47,6 +47,24 @@ class HttpError extends Error {
   ) {
     super(message);
   }
+}
+
+/** Bans serialized per turn of the event loop when listing them all. */
+const BAN_PAGE = 1000;
+
+/** `{"bans":[…]}`, a page per turn of the event loop, so that 100 000 bans never stall the daemon. */
+async function sendBans(res: ServerResponse, pages: Iterable<BanView[]>): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' });
+  res.write('{"bans":[');
+  let first = true;
+  for (const page of pages) {
+    if (page.length === 0) continue;
+    const text = page.map((b) => JSON.stringify(b)).join(',');
+    res.write(first ? text : `,${text}`);
+    first = false;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  res.end(']}\n');
 }
 
 function digest(s: string): Buffer {
@@ -190,7 +208,7 @@ export class ControlServer {
       only('GET');
       send(res, 200, t.status());
     } else if (path === '/v1/bans' && method === 'GET') {
-      send(res, 200, { bans: t.bans() });
+      await sendBans(res, t.banPages(BAN_PAGE));
     } else if (path === '/v1/bans' && method === 'POST') {
       const body = await readJson(req);
       const { ip, duration, force, replace } = body;

@@ -123,6 +123,8 @@ export class Engine {
   private olderRequests = new Map<string, number>();
   private requestsSwappedAt = Number.NEGATIVE_INFINITY;
   private readonly bans = new Map<string, ActiveBan>();
+  /** Kept as bans come and go, so that observers never count the map. */
+  private readonly bansByFamily: Record<IpFamily, number> = { ipv4: 0, ipv6: 0 };
   private readonly expiry = new ExpiryQueue();
   private readonly history: BanHistory;
   private readonly random: () => number;
@@ -249,7 +251,7 @@ export class Engine {
     if (addr === null || until <= now) return false;
     const ip = detach(addr.ip);
     this.trackers.delete(ip);
-    this.bans.set(ip, { family: addr.family, until });
+    this.setBan(ip, addr.family, until);
     if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
     return true;
   }
@@ -261,7 +263,7 @@ export class Engine {
     this.trackers.delete(addr.ip);
     const ban = this.bans.get(addr.ip);
     if (ban === undefined || ban.until <= now) return null;
-    this.bans.delete(addr.ip);
+    this.deleteBan(addr.ip);
     return { type: 'unban', ip: addr.ip, family: ban.family, at: now, reason: 'manual' };
   }
 
@@ -272,7 +274,7 @@ export class Engine {
       const ban = this.bans.get(e.ip);
       // A stale heap entry (the ban was lifted or replaced) is skipped.
       if (ban === undefined || ban.until !== e.until) continue;
-      this.bans.delete(e.ip);
+      this.deleteBan(e.ip);
       out.push({ type: 'unban', ip: e.ip, family: ban.family, at: now, reason: 'expired' });
     }
     return out;
@@ -287,6 +289,24 @@ export class Engine {
   isBanned(ip: string, now: number): boolean {
     const ban = this.bans.get(ip);
     return ban !== undefined && ban.until > now;
+  }
+
+  activeBansByFamily(): Readonly<Record<IpFamily, number>> {
+    return this.bansByFamily;
+  }
+
+  private setBan(ip: string, family: IpFamily, until: number): void {
+    const before = this.bans.get(ip);
+    if (before !== undefined) this.bansByFamily[before.family]--;
+    this.bans.set(ip, { family, until });
+    this.bansByFamily[family]++;
+  }
+
+  private deleteBan(ip: string): void {
+    const before = this.bans.get(ip);
+    if (before === undefined) return;
+    this.bans.delete(ip);
+    this.bansByFamily[before.family]--;
   }
 
   activeBans(): ReadonlyMap<string, ActiveBan> {
@@ -339,7 +359,7 @@ export class Engine {
     const ip = detach(text);
     const previousBans = Math.max(0, this.history.previousBans(ip) - (extendsBan ? 1 : 0));
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
-    this.bans.set(ip, { family, until });
+    this.setBan(ip, family, until);
     if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
     const decision: BanDecision = { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, previousBans, extendsBan };
     this.history.recordBan(decision);

@@ -22,6 +22,12 @@ import type { NftRunner } from './runner.js';
 
 export interface NftablesFirewallOptions extends RulesetOptions {
   readonly runner: NftRunner;
+  /**
+   * A second context for reads made for observers (counters for /metrics, the periodic check).
+   * libnftables 1.0.6 reads every set element for those: on their own context they never make a
+   * ban wait behind them. Defaults to `runner`.
+   */
+  readonly observerRunner?: NftRunner;
   readonly logger: Logger;
   readonly cleanupOnExit: boolean;
   /** How often the table is checked for an operator's flush; 0 = never. */
@@ -73,6 +79,8 @@ export class NftablesFirewall implements Firewall {
   private bansSincePrune = 0;
   private readonly now: () => number;
   private readonly log: Logger;
+  private readonly observer: NftRunner;
+  private countersInFlight: Promise<Record<IpFamily, CounterValues>> | undefined;
 
   constructor(private readonly o: NftablesFirewallOptions) {
     this.name = `nftables (${o.runner.backend})`;
@@ -80,6 +88,7 @@ export class NftablesFirewall implements Firewall {
     this.maxBatch = o.maxBatch ?? 500;
     this.now = o.now ?? Date.now;
     this.log = o.logger;
+    this.observer = o.observerRunner ?? o.runner;
   }
 
   async start(): Promise<readonly ExistingBan[]> {
@@ -99,7 +108,7 @@ export class NftablesFirewall implements Firewall {
     if (this.o.checkIntervalMs > 0) {
       this.checkTimer = setInterval(() => {
         this.pruneExpired(this.now());
-        void this.repairIfBroken('periodic check');
+        void this.periodicCheck();
       }, this.o.checkIntervalMs);
       this.checkTimer.unref();
     }
@@ -146,14 +155,28 @@ export class NftablesFirewall implements Firewall {
       }
     }
     this.o.runner.close();
+    if (this.observer !== this.o.runner) this.observer.close();
   }
 
-  /** Packets and bytes dropped (or rejected) per family. */
-  async counters(): Promise<Record<IpFamily, CounterValues>> {
+  /** The check on the observer's context; only a repair goes through the ban queue's. */
+  private async periodicCheck(): Promise<void> {
+    if (await this.rulesCurrent(this.observer)) return;
+    await this.repairIfBroken('periodic check');
+  }
+
+  /** Packets and bytes dropped (or rejected) per family; concurrent callers share one read. */
+  counters(): Promise<Record<IpFamily, CounterValues>> {
+    this.countersInFlight ??= this.readCounters().finally(() => {
+      this.countersInFlight = undefined;
+    });
+    return this.countersInFlight;
+  }
+
+  private async readCounters(): Promise<Record<IpFamily, CounterValues>> {
     const t = { family: 'inet', table: this.o.table };
     const out: Record<IpFamily, CounterValues> = { ipv4: { packets: 0, bytes: 0 }, ipv6: { packets: 0, bytes: 0 } };
     for (const f of FAMILIES) {
-      const listed = await this.o.runner.run({ nftables: [{ list: { counter: { ...t, name: COUNTER_NAME[f] } } }] });
+      const listed = await this.observer.run({ nftables: [{ list: { counter: { ...t, name: COUNTER_NAME[f] } } }] });
       out[f] = listedCounter(listed) ?? out[f];
     }
     return out;
@@ -197,10 +220,10 @@ export class NftablesFirewall implements Firewall {
   }
 
   /** Whether our chain holds exactly the rules these settings make (listing rules only, not elements). */
-  private async rulesCurrent(): Promise<boolean> {
+  private async rulesCurrent(runner: NftRunner = this.o.runner): Promise<boolean> {
     try {
       const chain = chainName(this.o.blockType);
-      const listed = await this.o.runner.run({ nftables: [{ list: { chain: { family: 'inet', table: this.o.table, name: chain } } }] });
+      const listed = await runner.run({ nftables: [{ list: { chain: { family: 'inet', table: this.o.table, name: chain } } }] });
       const have = (listedChains(listed).get(chain) ?? []).slice().sort();
       const want = expectedRuleComments(this.o).sort();
       return have.length === want.length && have.every((c, i) => c === want[i]);

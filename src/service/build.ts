@@ -26,9 +26,11 @@ export function buildFirewall(config: Config, logger: Logger, metrics: Metrics |
   const log = logger.child({ component: 'firewall' });
   if (config.firewall === 'dry-run') return new DryRunFirewall(log);
   let chosen = runner;
+  let observerRunner: NftRunner | undefined;
   if (chosen === undefined) {
     const c = chooseRunner(config.nftables.backend);
     chosen = c.runner;
+    observerRunner = chooseRunner(config.nftables.backend).runner;
     log.info('nftables backend chosen', { backend: c.runner.backend, reason: c.reason });
   }
   return new NftablesFirewall({
@@ -38,6 +40,7 @@ export function buildFirewall(config: Config, logger: Logger, metrics: Metrics |
     cleanupOnExit: config.nftables.cleanupOnExit,
     checkIntervalMs: config.nftables.checkInterval * 1000,
     runner: chosen,
+    ...(observerRunner === undefined ? {} : { observerRunner }),
     logger: log,
     ...(metrics === undefined ? {} : { onTransaction: (seconds: number) => { metrics.firewallBatchSeconds.observe(seconds); } }),
   });

@@ -98,11 +98,7 @@ export class Daemon implements ControlTarget {
         const t = o.ami.lastEventTime;
         return t === undefined ? null : (this.now() - t) / 1000;
       },
-      activeBans: () => {
-        const counts = { ipv4: 0, ipv6: 0 };
-        for (const b of o.engine.activeBans().values()) counts[b.family]++;
-        return counts;
-      },
+      activeBans: () => o.engine.activeBansByFamily(),
       trackedAddresses: () => o.engine.stats().tracked,
       unenforcedBans: () => this.unenforced.size,
       storeHealth: () => o.store.health(),
@@ -265,11 +261,22 @@ export class Daemon implements ControlTarget {
     };
   }
 
+  *banPages(size: number): Generator<BanView[]> {
+    let page: BanView[] = [];
+    for (const b of this.records.values()) {
+      const now = this.now();
+      if (!this.o.engine.isBanned(b.ip, now)) continue;
+      page.push(this.view(b, now));
+      if (page.length >= size) {
+        yield page;
+        page = [];
+      }
+    }
+    if (page.length > 0) yield page;
+  }
+
   bans(): BanView[] {
-    const now = this.now();
-    const out: BanView[] = [];
-    for (const b of this.records.values()) if (this.o.engine.isBanned(b.ip, now)) out.push(this.view(b, now));
-    return out;
+    return [...this.banPages(1000)].flat();
   }
 
   async ban(ipText: string, duration: string | undefined, force: boolean, replace = false): Promise<ManualBanOutcome> {
