@@ -157,7 +157,7 @@ async function burst(): Promise<void> {
   const t0 = performance.now();
   p.socket.write(chunk);
   const t1 = await all;
-  const inKernel = execFileSync('nft', ['-j', 'list', 'set', 'inet', TABLE, 'ipv4_addr'], { encoding: 'utf8' }).split('"val"').length - 1;
+  const inKernel = execFileSync('nft', ['-j', 'list', 'set', 'inet', TABLE, 'ipv4_addr'], { encoding: 'utf8', maxBuffer: 256 << 20 }).split('"val"').length - 1;
   console.log(`  burst: ${fmt(N)} addresses cross the threshold at once → all in the kernel after ${(t1 - t0).toFixed(0)} ms (${fmt(inKernel)} elements listed)`);
   await p.stop();
 }

@@ -138,6 +138,9 @@ describe('AmiClient against a fake AMI server', () => {
     for (let i = 0; i < 3; i++) {
       await vi.advanceTimersByTimeAsync(PING_INTERVAL);
       await vi.waitUntil(() => actionsOf(server.sessions[0]?.received ?? []).filter((a) => a.get('Action') === 'Ping').length === i + 1);
+      // The Pong is read on a later turn of the (real) event loop: let it arrive before time moves on.
+      const sent = performance.now();
+      await vi.waitUntil(() => performance.now() - sent > 50);
     }
     expect(client.state).toBe('ready');
     expect(client.counters.reconnects).toBe(0);

@@ -5,7 +5,7 @@ import type { AmiConnector } from '../ami/connector.js';
 import type { Config } from '../config/config.js';
 import { Metrics } from '../control/metrics.js';
 import { type BanDecision, Engine } from '../engine/engine.js';
-import type { BanHistory } from '../engine/history.js';
+import { type BanHistory, MemoryBanHistory } from '../engine/history.js';
 import { errorMessage } from '../errors.js';
 import { DryRunFirewall } from '../firewall/dry-run.js';
 import type { Firewall } from '../firewall/firewall.js';
@@ -46,18 +46,19 @@ export function buildFirewall(config: Config, logger: Logger, metrics: Metrics |
   });
 }
 
-/** The store as the engine's ban history; a failing write is logged, never thrown into the pipeline. */
-function storeHistory(store: BanStore, logger: Logger): BanHistory {
+/**
+ * The engine's ban history: in memory, loaded from the store once (no query per ban); each new ban
+ * is also written to the store. A failing write is logged, never thrown into the pipeline.
+ */
+function storeHistory(store: BanStore, logger: Logger, keepMs: number): BanHistory {
+  const recent = new MemoryBanHistory(keepMs);
+  for (const b of store.banStarts()) recent.add(b.ip, b.startedAt);
   return {
     previousBans(ip: string): number {
-      try {
-        return store.previousBans(ip);
-      } catch (err) {
-        logger.error('ban database read failed', { store: store.path, error: errorMessage(err) });
-        return 0;
-      }
+      return recent.previousBans(ip);
     },
     recordBan(ban: BanDecision): void {
+      recent.recordBan(ban);
       try {
         store.recordBan(ban);
       } catch (err) {
@@ -106,7 +107,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     store.close();
     throw err;
   }
-  const engine = new Engine(config.ban, { history: storeHistory(store, logger) });
+  const engine = new Engine(config.ban, { history: storeHistory(store, logger, config.ban.historyKeep * 1000) });
   const dropped = firewall instanceof NftablesFirewall ? () => firewall.counters() : undefined;
   const listen = config.control.listen;
   const self = config.ban.ignoreSelf

@@ -201,7 +201,7 @@ export class Daemon implements ControlTarget {
     this.o.logger.info('ami2ban stopped');
   }
 
-  /** Resolves when all firewall operations started so far have finished. */
+  /** Resolves when all firewall operations and acknowledgements started so far have finished. */
   async idle(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
   }
@@ -371,11 +371,14 @@ export class Daemon implements ControlTarget {
         this.counters.failures++;
         metrics.failures.inc();
         return;
-      case 'banned':
+      case 'banned': {
         this.counters.failures++;
         metrics.failures.inc();
-        void this.applyBan(outcome.decision);
+        const applied = this.applyBan(outcome.decision).then(() => undefined);
+        this.inFlight.add(applied);
+        void applied.finally(() => this.inFlight.delete(applied));
         return;
+      }
     }
   }
 

@@ -122,6 +122,7 @@ export class BanStore {
   private readonly writeBatch: (rows: readonly BanRecordInput[]) => void;
   private readonly stmt: {
     count: Database.Statement<[string, number], { n: number }>;
+    starts: Database.Statement<[number], { ip: string; started_at: number }>;
     close: Database.Statement<[number, string, string]>;
     insert: Database.Statement<[string, string, number, number | null, number | null, string, number, string, number, string]>;
     active: Database.Statement<[number], Row>;
@@ -152,6 +153,7 @@ export class BanStore {
       const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(bans)').all();
       if (!columns.some((c) => c.name === 'enforcer')) this.db.exec("ALTER TABLE bans ADD COLUMN enforcer TEXT NOT NULL DEFAULT 'nftables'");
       this.stmt = {
+        starts: this.db.prepare("SELECT ip, started_at FROM bans WHERE started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
         // A ban continued by a longer one is one ban: its `extended` row is not counted.
         count: this.db.prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
         close: this.db.prepare('UPDATE bans SET ended_at = ?, end_reason = ? WHERE ip = ? AND ended_at IS NULL'),
@@ -185,6 +187,12 @@ export class BanStore {
     } catch (err) {
       throw new StoreError(`cannot open the ban database ${this.path}: ${errorMessage(err)}`, err);
     }
+  }
+
+  /** Every ban start within BAN_HISTORY_KEEP (an extension is not another ban): loaded once at start. */
+  banStarts(): { ip: string; startedAt: number }[] {
+    this.flush();
+    return this.stmt.starts.all(this.now() - this.historyKeepMs).map((r) => ({ ip: r.ip, startedAt: r.started_at }));
   }
 
   /** Bans of this address within BAN_HISTORY_KEEP (drives incremental ban time). */

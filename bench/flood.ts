@@ -1,0 +1,220 @@
+// npm run bench:flood — the whole daemon (AMI client, engine, SQLite, libnftables, control API, JSON
+// logs) under floods, in a private network namespace, watched from outside:
+//  A. 100 000 addresses × 3 failures: time until every ban is acknowledged (in the kernel and the
+//     database), the longest event-loop stall, and the control API's answer times (another process
+//     asks /v1/status every 25 ms);
+//  B. with those 100 000 bans active, a 10 000 events/s background flood and /metrics scraped every
+//     5 s: ban latency from the third failure written to the AMI socket to the element seen by
+//     `nft monitor` (another process), 500 sequential bans.
+import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../src/config/config.js';
+import { ControlServer } from '../src/control/server.js';
+import { FakeAmiServer } from '../src/demo/fake-ami-server.js';
+import { createLogger } from '../src/log/logger.js';
+import { buildDaemon } from '../src/service/build.js';
+
+const TABLE = 'ami2ban_flood';
+const N = Number(process.env.BENCH_ADDRESSES ?? 100_000);
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+function summary(samples: number[]): string {
+  const s = [...samples].sort((a, b) => a - b);
+  return `p50 ${percentile(s, 50).toFixed(2)} ms, p90 ${percentile(s, 90).toFixed(2)} ms, p99 ${percentile(s, 99).toFixed(2)} ms, max ${percentile(s, 100).toFixed(2)} ms (${s.length} samples)`;
+}
+
+function event(ip: string, n: number): string {
+  return (
+    `Event: InvalidAccountID\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T22:36:02.621+0000\r\nSeverity: Error\r\n` +
+    `Service: PJSIP\r\nEventVersion: 1\r\nAccountID: bench\r\nSessionID: call-${n}@bench\r\n` +
+    `LocalAddress: IPV4/UDP/127.0.0.1/5060\r\nRemoteAddress: IPV4/UDP/${ip}/5060\r\n\r\n`
+  );
+}
+
+/** Addresses are strings in events and elements of a set in this namespace only. */
+function attacker(i: number): string {
+  return `198.${18 + ((i >> 16) & 1)}.${(i >> 8) & 255}.${i & 255}`;
+}
+
+// ---- the observer process: asks the control API on a schedule, reports its answer times ----
+
+function get(socketPath: string, path: string): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path }, (res) => {
+      res.resume();
+      res.on('end', () => {
+        resolve(performance.now() - t0);
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function poll(socketPath: string): Promise<void> {
+  const status: number[] = [];
+  const metrics: number[] = [];
+  const state = { running: true };
+  process.on('message', () => {
+    state.running = false;
+  });
+  let nextScrape = performance.now();
+  while (state.running) {
+    status.push(await get(socketPath, '/v1/status'));
+    if (performance.now() >= nextScrape) {
+      metrics.push(await get(socketPath, '/metrics'));
+      nextScrape += 5000;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  process.send?.({ status, metrics });
+}
+
+async function stopPoller(child: ChildProcess): Promise<{ status: number[]; metrics: number[] }> {
+  child.send('stop');
+  const [r] = (await once(child, 'message')) as [{ status: number[]; metrics: number[] }];
+  return r;
+}
+
+// ---- the daemon side ----
+
+async function main(): Promise<void> {
+  if (process.env.AMI2BAN_NETNS !== 'private') {
+    console.error('run through `npm run bench:flood` (it runs in a private network namespace)');
+    process.exit(2);
+  }
+  execFileSync('nft', ['flush', 'ruleset']);
+  const dir = mkdtempSync(join(tmpdir(), 'ami2ban-flood-'));
+  const socketPath = join(dir, 'control.sock');
+  const server = new FakeAmiServer({ username: 'bench', secret: 'bench' });
+  const port = await server.start();
+  const config = loadConfig({
+    AMI_USERNAME: 'bench',
+    AMI_SECRET: 'bench',
+    AMI_PORT: String(port),
+    BAN_IGNOREIP: '',
+    BAN_IGNORESELF: 'false',
+    NFT_TABLE: TABLE,
+    STATE_DIR: join(dir, 'state'),
+    CONTROL_LISTEN: socketPath,
+  });
+  // Real JSON log lines, written to a sink that counts the acknowledged bans.
+  let acknowledged = 0;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      const text = chunk.toString();
+      for (let at = text.indexOf('"message":"ban"'); at !== -1; at = text.indexOf('"message":"ban"', at + 1)) acknowledged++;
+      done();
+    },
+  });
+  const logger = createLogger({ level: 'info', format: 'json', isTTY: false, stream: sink });
+  const { daemon, metrics } = buildDaemon(config, logger, 'bench');
+  const control = new ControlServer({ listen: config.control.listen, token: undefined, target: daemon, metrics });
+  const subscribed = server.nextSubscription();
+  await daemon.start();
+  await control.listen();
+  const socket = (await subscribed).socket;
+
+  let maxStall = 0;
+  let last = performance.now();
+  const stallTimer = setInterval(() => {
+    const now = performance.now();
+    maxStall = Math.max(maxStall, now - last - 5);
+    last = now;
+  }, 5);
+
+  console.log(`bench:flood — node ${process.version}, whole daemon in a private network namespace (libnftables, SQLite in ${tmpdir()})\n`);
+
+  // A. the burst
+  const pollerA = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  await new Promise((r) => setTimeout(r, 300));
+  maxStall = 0;
+  last = performance.now();
+  const t0 = performance.now();
+  let n = 0;
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < N; ) {
+      let chunk = '';
+      const end = Math.min(N, i + 1000);
+      for (; i < end; i++) chunk += event(attacker(i), n++);
+      if (!socket.write(chunk)) await once(socket, 'drain');
+    }
+  }
+  while (acknowledged < N) await new Promise((r) => setTimeout(r, 5));
+  const tA = performance.now() - t0;
+  const stallA = maxStall;
+  const a = await stopPoller(pollerA);
+  const inKernel = execFileSync('nft', ['-j', 'list', 'set', 'inet', TABLE, 'ipv4_addr'], { encoding: 'utf8', maxBuffer: 256 << 20 }).split('"val"').length - 1;
+  console.log(`A. ${N.toLocaleString('en')} addresses × 3 failures (${(3 * N).toLocaleString('en')} events):`);
+  console.log(`   every ban acknowledged (kernel + database) after ${(tA / 1000).toFixed(2)} s; ${inKernel.toLocaleString('en')} elements in the kernel set`);
+  console.log(`   longest event-loop stall: ${stallA.toFixed(1)} ms`);
+  console.log(`   control API /v1/status from another process: ${summary(a.status)}`);
+
+  if (process.env.BENCH_PHASES === 'A') process.exit(0);
+  // B. latency with the bans active, a background flood and scrapes
+  // Line-buffered: nft's stdout to a pipe would otherwise hold the lines back.
+  const monitor = spawn('stdbuf', ['-oL', 'nft', 'monitor', 'new', 'elements'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const seen = new Map<string, () => void>();
+  let pending = '';
+  monitor.stdout.on('data', (d: Buffer) => {
+    pending += d.toString();
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const l of lines) {
+      const m = /add element inet \S+ ipv4_addr \{ ([0-9.]+)/.exec(l);
+      if (m?.[1] !== undefined) seen.get(m[1])?.();
+    }
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  const pollerB = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // 10 000 events/s: 100 every 10 ms, each from an address seen once (a distributed scan).
+  let scan = 0;
+  const flood = setInterval(() => {
+    let chunk = '';
+    for (let k = 0; k < 100; k++, scan++) chunk += event(`10.${(scan >> 16) & 255}.${(scan >> 8) & 255}.${scan & 255}`, n++);
+    socket.write(chunk);
+  }, 10);
+  maxStall = 0;
+  last = performance.now();
+  const samples: number[] = [];
+  for (let i = 0; i < 500; i++) {
+    const target = i < 250 ? `192.0.2.${i}` : `198.51.100.${i - 250}`;
+    socket.write(event(target, n++) + event(target, n++));
+    await new Promise((r) => setTimeout(r, 3));
+    const inKernelAt = new Promise<number>((resolve) => seen.set(target, () => { resolve(performance.now()); }));
+    const start = performance.now();
+    socket.write(event(target, n++));
+    samples.push((await inKernelAt) - start);
+    await new Promise((r) => setTimeout(r, 7));
+  }
+  clearInterval(flood);
+  const stallB = maxStall;
+  const b = await stopPoller(pollerB);
+  monitor.kill();
+  console.log(`\nB. with ${inKernel.toLocaleString('en')} bans active, a 10 000 events/s background flood, /metrics scraped every 5 s:`);
+  console.log(`   ban latency, third failure written to the AMI socket → element seen by nft monitor: ${summary(samples)}`);
+  console.log(`   longest event-loop stall: ${stallB.toFixed(1)} ms`);
+  console.log(`   control API /v1/status: ${summary(b.status)}`);
+  console.log(`   /metrics scrapes: ${summary(b.metrics)}`);
+
+  clearInterval(stallTimer);
+  await control.close();
+  await daemon.stop();
+  await server.stop();
+  rmSync(dir, { recursive: true, force: true });
+  execFileSync('nft', ['flush', 'ruleset']);
+}
+
+const pollAt = process.argv.indexOf('--poll');
+if (pollAt !== -1) await poll(process.argv[pollAt + 1] ?? '');
+else await main();
