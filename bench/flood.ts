@@ -107,6 +107,7 @@ async function main(): Promise<void> {
     NFT_TABLE: TABLE,
     STATE_DIR: join(dir, 'state'),
     CONTROL_LISTEN: socketPath,
+    ...(process.env.NFT_CHECK_INTERVAL === undefined ? {} : { NFT_CHECK_INTERVAL: process.env.NFT_CHECK_INTERVAL }),
   });
   // Real JSON log lines, written to a sink that counts the acknowledged bans.
   let acknowledged = 0;
@@ -165,17 +166,26 @@ async function main(): Promise<void> {
   // Line-buffered: nft's stdout to a pipe would otherwise hold the lines back.
   const monitor = spawn('stdbuf', ['-oL', 'nft', 'monitor', 'new', 'elements'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const seen = new Map<string, () => void>();
+  let monitorLines = 0;
   let pending = '';
   monitor.stdout.on('data', (d: Buffer) => {
     pending += d.toString();
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
     for (const l of lines) {
+      monitorLines++;
       const m = /add element inet \S+ ipv4_addr \{ ([0-9.]+)/.exec(l);
       if (m?.[1] !== undefined) seen.get(m[1])?.();
     }
   });
-  await new Promise((r) => setTimeout(r, 300));
+  // Ready once it reports a probe element (it loads the 100 000 elements first).
+  const probeSeen = new Promise<void>((resolve) => seen.set('203.0.113.1', resolve));
+  for (let tries = 0; ; tries++) {
+    execFileSync('nft', ['add', 'element', 'inet', TABLE, 'ipv4_addr', '{ 203.0.113.1 timeout 1s }']);
+    const ok = await Promise.race([probeSeen.then(() => true), new Promise<boolean>((r) => setTimeout(() => { r(false); }, 1000))]);
+    if (ok) break;
+    if (tries === 30) throw new Error('nft monitor reported nothing in 30 s');
+  }
   const pollerB = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   // 10 000 events/s: 100 every 10 ms, each from an address seen once (a distributed scan).
   let scan = 0;
@@ -194,7 +204,12 @@ async function main(): Promise<void> {
     const inKernelAt = new Promise<number>((resolve) => seen.set(target, () => { resolve(performance.now()); }));
     const start = performance.now();
     socket.write(event(target, n++));
+    const watchdog = setTimeout(() => {
+      console.error(`  no element for ${target} after 5 s: events ${daemon.counters.events}, bans ${daemon.counters.bans}, monitor lines so far ${monitorLines}`);
+    }, 5000);
     samples.push((await inKernelAt) - start);
+    clearTimeout(watchdog);
+    if (process.env.BENCH_VERBOSE !== undefined && i % 50 === 0) console.error(`  … ${i} bans measured`);
     await new Promise((r) => setTimeout(r, 7));
   }
   clearInterval(flood);

@@ -274,6 +274,21 @@ describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) =>
     await again.stop();
   });
 
+  it('the periodic check notices a flushed ruleset at once, and rules deleted by hand at its full listing', async () => {
+    const log = new MemoryLogger();
+    const fw = new NftablesFirewall({ ...DROP, runner: makeRunner(), observerRunner: makeRunner(), logger: log, cleanupOnExit: false, checkIntervalMs: 20 });
+    await fw.start();
+    await fw.ban('192.0.2.60', 'ipv4', 600);
+    nft('flush', 'ruleset');
+    await vi.waitUntil(() => { try { return setElements(TABLE, 'ipv4_addr').has('192.0.2.60'); } catch { return false; } }, { timeout: 3000, interval: 10 });
+    // The probe set is not a ban set: nothing in it is adopted or listed as a ban.
+    expect([...setElements(TABLE, 'ipv4_addr').keys()]).toEqual(['192.0.2.60']);
+    nft('flush', 'chain', 'inet', TABLE, 'prerouting');
+    await vi.waitUntil(() => nft('list', 'chain', 'inet', TABLE, 'prerouting').includes('drop'), { timeout: 3000, interval: 20 });
+    expect(log.messages('warn').filter((m) => m.startsWith('nftables table or chain missing')).length).toBe(2);
+    await fw.stop();
+  });
+
   it('rules made from other settings are replaced at start', async () => {
     const fw1 = firewall(makeRunner());
     await fw1.start();
@@ -384,6 +399,9 @@ describe('packets really dropped', () => {
     const counters = await fw.counters();
     expect(counters.ipv4.packets).toBeGreaterThanOrEqual(1);
     expect(counters.ipv6.packets).toBeGreaterThanOrEqual(1);
+    // Within 30 s a scrape gets the values read last, without another dump of the sets.
+    expect(await reaches('127.0.0.2', '127.0.0.1', 'udp4')).toBe(false);
+    expect((await fw.counters()).ipv4.packets).toBe(counters.ipv4.packets);
     await fw.unban('127.0.0.2', 'ipv4');
     expect(await reaches('127.0.0.2', '127.0.0.1', 'udp4')).toBe(true);
     await fw.stop();

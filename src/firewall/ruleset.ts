@@ -22,6 +22,8 @@ export const COUNTER_NAME: Readonly<Record<IpFamily, string>> = { ipv4: 'banned_
 const PROTOCOL: Readonly<Record<IpFamily, string>> = { ipv4: 'ip', ipv6: 'ip6' };
 const FAMILIES: readonly IpFamily[] = ['ipv4', 'ipv6'];
 export const RULE_COMMENT_PREFIX = 'ami2ban:';
+/** A set no rule uses: the periodic check adds a short-lived element to it to see the table is there. */
+export const PROBE_SET = 'alive';
 
 /** drop: prerouting at raw priority (before conntrack, covers DNAT'd traffic); reject: input at filter - 1. */
 export function chainName(blockType: BlockType): string {
@@ -68,6 +70,7 @@ export function setupCommands(o: RulesetOptions, staleChain: string | undefined,
     cmds.push({ add: { set: { ...t, name: SET_NAME[f], type: `${f}_addr`, flags: ['timeout'] } } });
     cmds.push({ add: { counter: { ...t, name: COUNTER_NAME[f] } } });
   }
+  cmds.push({ add: { set: { ...t, name: PROBE_SET, type: 'ipv4_addr', flags: ['timeout'] } } });
   const hook = o.blockType === 'drop' ? { hook: 'prerouting', prio: -300 } : { hook: 'input', prio: -1 };
   cmds.push({ add: { chain: { ...t, name: chain, type: 'filter', ...hook, policy: 'accept' } } });
   if (rewriteRules) {
@@ -86,8 +89,8 @@ export function element(ip: string, seconds: number): unknown {
   return seconds === Number.POSITIVE_INFINITY ? ip : { elem: { val: ip, timeout: Math.max(1, Math.ceil(seconds)) } };
 }
 
-export function elementCommand(verb: 'add' | 'delete', table: string, family: IpFamily, elems: readonly unknown[]): NftCommand {
-  return { [verb]: { element: { family: 'inet', table, name: SET_NAME[family], elem: elems } } };
+export function elementCommand(verb: 'add' | 'delete', table: string, family: IpFamily, elems: readonly unknown[], set = SET_NAME[family]): NftCommand {
+  return { [verb]: { element: { family: 'inet', table, name: set, elem: elems } } };
 }
 
 export interface ListedElement {
