@@ -78,7 +78,7 @@ describe('daemon start: store and firewall reconciled', () => {
   it('re-adds what the kernel lost or holds for less time than recorded, adopts what only the kernel has', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ami2ban-'));
     const now = Date.now();
-    const store = new BanStore(dir, 30 * 86400_000);
+    const store = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
     const row = (ip: string, seconds: number): Parameters<BanStore['recordBan']>[0] => ({
       ip,
       family: 'ipv4',
@@ -93,7 +93,7 @@ describe('daemon start: store and firewall reconciled', () => {
     store.recordBan(row('192.0.2.1', 3600)); // lost from the kernel
     store.recordBan(row('192.0.2.2', 3600)); // in the kernel for only a minute more
     store.recordBan(row('192.0.2.3', 3600)); // in the kernel as recorded
-    store.close();
+    await store.close();
     const firewall = new MemoryFirewall();
     firewall.existing = [
       { ip: '192.0.2.2', family: 'ipv4', expiresAt: now + 60_000 },

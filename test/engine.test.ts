@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { nextBanSeconds } from '../src/engine/ban-time.js';
 import { Engine, type EngineEvent, type Outcome } from '../src/engine/engine.js';
-import { MemoryBanHistory } from '../src/engine/history.js';
 import { policy } from './helpers/policy.js';
 
 const S = 1000;
@@ -357,12 +356,10 @@ describe('manual ban and unban', () => {
   });
 
   it('extending a ban in force does not count as another ban for escalation', () => {
-    const history = new MemoryBanHistory();
-    const e = new Engine(policy({ BAN_IGNOREIP: '', BAN_INCREMENT: 'true', BAN_BANTIME: '10m' }), { history });
+    const e = new Engine(policy({ BAN_IGNOREIP: '', BAN_INCREMENT: 'true', BAN_BANTIME: '10m' }));
     const first = feed(e, '192.0.2.9', [0, 1, 2])[2];
     expect(first).toMatchObject({ kind: 'banned', decision: { banSeconds: 600, previousBans: 0, extendsBan: false } });
     expect(e.ban('192.0.2.9', 10, { seconds: 3600 })).toMatchObject({ kind: 'banned', decision: { previousBans: 0, extendsBan: true } });
-    expect(history.previousBans('192.0.2.9')).toBe(1);
     // The next ban after it ends is the second: 2 × bantime.
     e.expire(4000 * S);
     const second = feed(e, '192.0.2.9', [4001 * S, 4002 * S, 4003 * S])[2];
@@ -413,9 +410,8 @@ describe('incremental ban time (fail2ban bantime.increment)', () => {
     expect(nextBanSeconds({ ...base, banTime: Infinity }, 5, half)).toBe(Infinity);
   });
 
-  it('the engine reads previous bans from the history', () => {
-    const history = new MemoryBanHistory();
-    const e = new Engine(policy({ BAN_IGNOREIP: '', BAN_INCREMENT: 'true', BAN_BANTIME: '10m' }), { history });
+  it('the engine counts its own bans and the previous ones it is given', () => {
+    const e = new Engine(policy({ BAN_IGNOREIP: '', BAN_INCREMENT: 'true', BAN_BANTIME: '10m' }));
     const bans: number[] = [];
     let t = 0;
     for (let round = 0; round < 3; round++) {
@@ -424,6 +420,14 @@ describe('incremental ban time (fail2ban bantime.increment)', () => {
       e.expire(t);
     }
     expect(bans).toEqual([600, 1200, 2400]);
-    expect(history.previousBans('192.0.2.9')).toBe(3);
+    // Two bans given as data (one outside BAN_HISTORY_KEEP, 30d by default): the next is the second.
+    const day = 86400 * S;
+    const given = new Engine(policy({ BAN_IGNOREIP: '', BAN_INCREMENT: 'true', BAN_BANTIME: '10m' }), {
+      previousBans: [
+        { ip: '192.0.2.9', startedAt: 100 * day - 40 * day },
+        { ip: '192.0.2.9', startedAt: 100 * day - 2 * day },
+      ],
+    });
+    expect(feed(given, '192.0.2.9', [100 * day, 100 * day + 1, 100 * day + 2])[2]).toMatchObject({ kind: 'banned', decision: { banSeconds: 1200, previousBans: 1 } });
   });
 });

@@ -3,7 +3,7 @@ import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableRe
 import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
 import { FailureTable, MAX_EVENT_NAMES, pack } from './failures.js';
-import { type BanHistory, MemoryBanHistory } from './history.js';
+import { BanCounts, type BanStart } from './history.js';
 
 export interface EnginePolicy extends BanTimePolicy {
   /** Event names that count as failures (with Severity Error). */
@@ -15,6 +15,8 @@ export interface EnginePolicy extends BanTimePolicy {
   readonly collapseWindow: number;
   readonly ignoreIp: readonly Cidr[];
   readonly maxTracked: number;
+  /** Seconds of ban history that count for incremental ban time. */
+  readonly historyKeep: number;
 }
 
 /** What the engine needs to know of one security event. */
@@ -97,7 +99,8 @@ export interface EngineStats {
 }
 
 export interface EngineOptions {
-  readonly history?: BanHistory;
+  /** Bans started within BAN_HISTORY_KEEP before this run (data: the engine does no I/O). */
+  readonly previousBans?: Iterable<BanStart>;
   /** 0..1; used for rndTime. */
   readonly random?: () => number;
 }
@@ -126,7 +129,7 @@ export class Engine {
   /** Kept as bans come and go, so that observers never count the map. */
   private readonly bansByFamily: Record<IpFamily, number> = { ipv4: 0, ipv6: 0 };
   private readonly expiry = new ExpiryQueue();
-  private readonly history: BanHistory;
+  private readonly history: BanCounts;
   private readonly random: () => number;
   private readonly findTimeMs: number;
   private readonly collapseMs: number;
@@ -139,7 +142,7 @@ export class Engine {
     this.counted = new Map(policy.events.map((e, i) => [e, i]));
     this.trackers = new FailureTable(policy.maxTracked);
     this.ignore = new AddressSet(policy.ignoreIp);
-    this.history = options.history ?? new MemoryBanHistory();
+    this.history = new BanCounts(policy.historyKeep * 1000, options.previousBans);
     this.random = options.random ?? Math.random;
     this.findTimeMs = policy.findTime * 1000;
     this.collapseMs = policy.collapseWindow * 1000;
@@ -216,7 +219,7 @@ export class Engine {
       const name = this.policy.events[i] ?? '';
       events[name] = (events[name] ?? 0) + 1;
     }
-    const seconds = nextBanSeconds(this.policy, this.history.previousBans(ip), this.random);
+    const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
     return { kind: 'banned', decision: this.recordBan(ip, addr.family, now, seconds, 'threshold', failures, events) };
   }
 
@@ -234,7 +237,7 @@ export class Engine {
     const current = this.bans.get(addr.ip);
     const inForce = current !== undefined && current.until > now;
     // A ban in force is counted in the history already: this one continues it.
-    const previous = this.history.previousBans(addr.ip) - (inForce ? 1 : 0);
+    const previous = this.history.count(addr.ip, now) - (inForce ? 1 : 0);
     const seconds = options.seconds ?? nextBanSeconds(this.policy, Math.max(0, previous), this.random);
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     if (inForce && options.replace !== true && until <= current.until) return { kind: 'unchanged', until: current.until };
@@ -357,12 +360,13 @@ export class Engine {
     extendsBan = false,
   ): BanDecision {
     const ip = detach(text);
-    const previousBans = Math.max(0, this.history.previousBans(ip) - (extendsBan ? 1 : 0));
+    const previousBans = Math.max(0, this.history.count(ip, now) - (extendsBan ? 1 : 0));
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     this.setBan(ip, family, until);
     if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
     const decision: BanDecision = { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, previousBans, extendsBan };
-    this.history.recordBan(decision);
+    // An extension continues the ban in force: it is not another one.
+    if (!extendsBan) this.history.add(ip, now);
     return decision;
   }
 }

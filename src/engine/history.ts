@@ -1,44 +1,39 @@
-import type { BanDecision } from './engine.js';
-
-/** How often an address was banned before. The engine only asks; it does no I/O through this. */
-export interface BanHistory {
-  previousBans(ip: string): number;
-  /** Called with each new ban decision, after previousBans. */
-  recordBan(ban: BanDecision): void;
+/** A ban start, as the service loads it from the ban database and hands it to the engine. */
+export interface BanStart {
+  readonly ip: string;
+  /** Epoch ms. */
+  readonly startedAt: number;
 }
 
 /**
- * Ban start times per address within the kept history, in memory: the service loads it from the
- * ban database at start, so asking costs no database query on the path from event to kernel.
+ * Ban start times per address within the kept history: plain data the engine owns. It is given
+ * the starts at construction and adds its own decisions; asking costs no I/O.
  */
-export class MemoryBanHistory implements BanHistory {
+export class BanCounts {
   private readonly starts = new Map<string, number[]>();
 
   /** keepMs: history older than this is forgotten (BAN_HISTORY_KEEP); Infinity = never. */
   constructor(
-    private readonly keepMs = Number.POSITIVE_INFINITY,
-    private readonly now: () => number = Date.now,
-  ) {}
+    private readonly keepMs: number,
+    previous: Iterable<BanStart> = [],
+  ) {
+    for (const b of previous) this.add(b.ip, b.startedAt);
+  }
 
-  /** Adds a ban that started at `at` (used when loading what the database holds). */
   add(ip: string, at: number): void {
     const list = this.starts.get(ip);
     if (list === undefined) this.starts.set(ip, [at]);
     else list.push(at);
   }
 
-  previousBans(ip: string): number {
+  /** Bans of this address started within the kept history before `now`. */
+  count(ip: string, now: number): number {
     const list = this.starts.get(ip);
     if (list === undefined) return 0;
-    const since = this.now() - this.keepMs;
+    const since = now - this.keepMs;
     const kept = list.filter((at) => at >= since);
     if (kept.length === 0) this.starts.delete(ip);
     else if (kept.length !== list.length) this.starts.set(ip, kept);
     return kept.length;
-  }
-
-  recordBan(ban: BanDecision): void {
-    // An extension continues the ban in force: it is not another one.
-    if (!ban.extendsBan) this.add(ban.ip, ban.at);
   }
 }

@@ -4,9 +4,7 @@ import { AmiClient } from '../ami/client.js';
 import type { AmiConnector } from '../ami/connector.js';
 import type { Config } from '../config/config.js';
 import { Metrics } from '../control/metrics.js';
-import { type BanDecision, Engine } from '../engine/engine.js';
-import { type BanHistory, MemoryBanHistory } from '../engine/history.js';
-import { errorMessage } from '../errors.js';
+import { Engine } from '../engine/engine.js';
 import { DryRunFirewall } from '../firewall/dry-run.js';
 import type { Firewall } from '../firewall/firewall.js';
 import { NftablesFirewall } from '../firewall/nftables.js';
@@ -46,28 +44,6 @@ export function buildFirewall(config: Config, logger: Logger, metrics: Metrics |
   });
 }
 
-/**
- * The engine's ban history: in memory, loaded from the store once (no query per ban); each new ban
- * is also written to the store. A failing write is logged, never thrown into the pipeline.
- */
-function storeHistory(store: BanStore, logger: Logger, keepMs: number): BanHistory {
-  const recent = new MemoryBanHistory(keepMs);
-  for (const b of store.banStarts()) recent.add(b.ip, b.startedAt);
-  return {
-    previousBans(ip: string): number {
-      return recent.previousBans(ip);
-    },
-    recordBan(ban: BanDecision): void {
-      recent.recordBan(ban);
-      try {
-        store.recordBan(ban);
-      } catch (err) {
-        logger.error('ban database write failed', { store: store.path, ip: ban.ip, error: errorMessage(err) });
-      }
-    },
-  };
-}
-
 export interface Built {
   readonly daemon: Daemon;
   readonly metrics: Metrics;
@@ -75,15 +51,13 @@ export interface Built {
 
 /** Throws StoreError (database) or FirewallError (no usable nftables backend) with a clear message. */
 export function buildDaemon(config: Config, logger: Logger, version: string, overrides: BuildOverrides = {}): Built {
-  const store = new BanStore(
-    config.stateDir,
-    config.ban.historyKeep * 1000,
-    Date.now,
-    (err) => {
-      logger.error('ban database write failed', { store: config.stateDir, error: err.message });
+  const store = new BanStore(config.stateDir, {
+    historyKeepMs: config.ban.historyKeep * 1000,
+    onWriteError: (err) => {
+      logger.error('ban database write failed', { error: err.message });
     },
-    config.firewall,
-  );
+    enforcer: config.firewall,
+  });
   const metrics = new Metrics();
   const ami = new AmiClient({
     target: {
@@ -104,10 +78,11 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
   try {
     firewall = overrides.firewall ?? buildFirewall(config, logger, metrics, overrides.runner);
   } catch (err) {
-    store.close();
+    void store.close();
     throw err;
   }
-  const engine = new Engine(config.ban, { history: storeHistory(store, logger, config.ban.historyKeep * 1000) });
+  // Read once: the engine is given the history as data and never asks the store.
+  const engine = new Engine(config.ban, { previousBans: store.banStarts() });
   const dropped = firewall instanceof NftablesFirewall ? () => firewall.counters() : undefined;
   const listen = config.control.listen;
   const self = config.ban.ignoreSelf

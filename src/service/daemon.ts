@@ -112,8 +112,8 @@ export class Daemon implements ControlTarget {
     this.startedAt = this.now();
     await this.refreshSelf();
     const { store, engine, firewall, logger } = this.o;
-    const expiredWhileDown = store.expireDue(this.startedAt);
     const inKernel = await firewall.start();
+    const expiredWhileDown = await store.expireDue(this.startedAt);
     this.firewallState = 'ready';
     const now = this.now();
     const plan = reconcile(store.activeBans(now), inKernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
@@ -143,11 +143,11 @@ export class Daemon implements ControlTarget {
           logger.error('lifting an excluded ban failed', { ip: l.ip, error: errorMessage(err) });
         });
       }
-      if (l.stored !== null) this.writeStore(() => { store.recordUnban(l.ip, now, 'ignored'); });
+      if (l.stored !== null) store.recordUnban(l.ip, now, 'ignored');
     }
     for (const s of plan.notPromoted) {
       logger.info('ban recorded under FIREWALL=dry-run is not promoted to a kernel ban', { ip: s.ip });
-      this.writeStore(() => { store.recordUnban(s.ip, now, 'not-promoted'); });
+      store.recordUnban(s.ip, now, 'not-promoted');
     }
     for (const ip of plan.invalid) logger.warn('kernel set element is not an address; left alone', { element: ip });
     for (const k of plan.adopt) {
@@ -197,7 +197,7 @@ export class Daemon implements ControlTarget {
     await this.o.firewall.stop();
     this.firewallState = 'stopped';
     this.logStats();
-    this.o.store.close();
+    await this.o.store.close();
     this.o.logger.info('ami2ban stopped');
   }
 
@@ -423,6 +423,7 @@ export class Daemon implements ControlTarget {
     this.o.metrics.bans.inc({ reason: d.reason });
     this.cancelRetry(d.ip);
     this.records.set(d.ip, this.fromDecision(d));
+    this.o.store.recordBan(d);
     const [kernelError, storeError] = await Promise.all([this.enforce(d), this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
     if (kernelError !== null) {
       this.retryLater(d, kernelError);
@@ -519,9 +520,7 @@ export class Daemon implements ControlTarget {
     this.records.delete(d.ip);
     this.counters.unbans++;
     this.o.metrics.unbans.inc({ reason: d.reason });
-    this.writeStore(() => {
-      this.o.store.recordUnban(d.ip, d.at, d.reason);
-    });
+    this.o.store.recordUnban(d.ip, d.at, d.reason);
     this.o.logger.info('unban', { ip: d.ip, family: d.family, reason: d.reason });
     return null;
   }
@@ -547,14 +546,6 @@ export class Daemon implements ControlTarget {
     this.inFlight.add(settled);
     void settled.finally(() => this.inFlight.delete(settled));
     return p;
-  }
-
-  private writeStore(write: () => void): void {
-    try {
-      write();
-    } catch (err) {
-      this.o.logger.error('ban database write failed', { store: this.o.store.path, error: errorMessage(err) });
-    }
   }
 
   private view(b: StoredBan, now: number): BanView {
@@ -603,10 +594,12 @@ export class Daemon implements ControlTarget {
     this.o.engine.prune(now);
     if (now - this.lastPurgeAt >= HISTORY_PURGE_MS) {
       this.lastPurgeAt = now;
-      this.writeStore(() => {
-        const n = this.o.store.purge(now);
-        if (n > 0) this.o.logger.info('ban history purged', { rows: n });
-      });
+      void this.o.store.purge(now).then(
+        (n) => {
+          if (n > 0) this.o.logger.info('ban history purged', { rows: n });
+        },
+        () => undefined, // already logged by the store's write-error handler
+      );
     }
     if (now - this.lastStatsAt >= (this.o.statsEveryMs ?? 60_000)) {
       this.lastStatsAt = now;

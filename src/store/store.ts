@@ -1,7 +1,10 @@
 // Durable ban history in SQLite: every ban and unban, for incremental ban time and for restoring
-// bans after a restart or a reboot.
+// bans after a restart or a reboot. Writes run on a worker thread: a hung or full disk delays the
+// acknowledgement of a ban, never its way to the kernel.
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { StoreError, errorMessage } from '../errors.js';
 
@@ -72,25 +75,94 @@ CREATE INDEX IF NOT EXISTS bans_open ON bans (ip) WHERE ended_at IS NULL;
 `;
 
 export const DATABASE_FILE = 'ami2ban.sqlite';
-/** Bans kept for a retry while writes fail; past this the oldest are dropped (and counted). */
+/** Operations kept for a retry while writes fail; past this the oldest are dropped (and counted). */
 const MAX_PENDING = 200_000;
+/** Operations per transaction sent to the writer. */
+const MAX_BATCH = 20_000;
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 10_000;
+/** A write still running after this is reported: the disk is hung or very slow. */
+const STALL_MS = 5_000;
+/** How long close() waits for queued writes before giving up on them (the kernel keeps the bans). */
+const CLOSE_WAIT_MS = 10_000;
 
 export interface StoreHealth {
   readonly healthy: boolean;
-  /** Bans waiting to be written. */
+  /** Writes queued or running. */
   readonly pending: number;
   readonly writeErrors: number;
-  /** Bans dropped because the queue was full while writes failed. */
+  /** Writes dropped because the queue was full while writes failed. */
   readonly dropped: number;
   readonly lastError: string | null;
 }
 
+export interface StoreOptions {
+  /** History older than this is not counted (BAN_HISTORY_KEEP). */
+  readonly historyKeepMs: number;
+  readonly now?: () => number;
+  /** Told when a write fails or hangs (the bans stay in the kernel; a restart adopts them). */
+  readonly onWriteError?: (err: StoreError) => void;
+  /** Recorded with every ban, so that a dry-run ban is never taken for a kernel one. */
+  readonly enforcer?: Enforcer;
+  /** A write running this long makes the store unhealthy (default 5 s). */
+  readonly stallMs?: number;
+}
+
 interface Waiter {
+  /** Resolved once every operation numbered below this is written. */
+  readonly upTo: number;
   readonly resolve: () => void;
   readonly reject: (err: StoreError) => void;
 }
+
+const SQL = {
+  close: 'UPDATE bans SET ended_at = ?, end_reason = ? WHERE ip = ? AND ended_at IS NULL',
+  insert:
+    'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, previous_bans, enforcer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  expire: "UPDATE bans SET ended_at = expires_at, end_reason = 'expired' WHERE ended_at IS NULL AND expires_at <= ?",
+  purge: 'DELETE FROM bans WHERE ended_at IS NOT NULL AND started_at < ?',
+} as const;
+
+type Statement = keyof typeof SQL;
+type Call = readonly [Statement, readonly (string | number | null)[]];
+
+/** One queued write: its statements run in order, in the batch's transaction. */
+interface Op {
+  readonly seq: number;
+  readonly calls: readonly Call[];
+  /** Told how many rows the op's last statement changed. */
+  readonly done?: (changes: number) => void;
+  readonly failed?: (err: StoreError) => void;
+}
+
+type Reply = { readonly seq: number; readonly changes: number[] } | { readonly seq: number; readonly error: string };
+
+// Plain JavaScript evaluated in the thread, so that it runs alike from the TypeScript sources (tests)
+// and from the build. It knows no schema: it runs the named statements it is sent, in one
+// transaction per message, and answers with the rows each changed.
+const WRITER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+let db, run, openError;
+try {
+  db = new Database(workerData.path, { timeout: 0 });
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  const stmts = {};
+  for (const [name, sql] of Object.entries(workerData.sql)) stmts[name] = db.prepare(sql);
+  run = db.transaction((calls) => calls.map(([name, args]) => stmts[name].run(...args).changes));
+} catch (err) {
+  openError = err;
+}
+parentPort.on('message', ({ seq, calls }) => {
+  try {
+    if (openError !== undefined) throw openError;
+    parentPort.postMessage({ seq, changes: run(calls) });
+  } catch (err) {
+    parentPort.postMessage({ seq, error: err instanceof Error ? err.message : String(err) });
+  }
+});
+`;
 
 function toStored(r: Row): StoredBan {
   return {
@@ -106,45 +178,69 @@ function toStored(r: Row): StoredBan {
   };
 }
 
+/**
+ * mkdir -p one level at a time: Node 20's recursive mkdir spins forever under some parents
+ * (e.g. /proc/1/x/y); here every level is tried once and the first real error is thrown.
+ */
+export function makeDirectory(path: string): void {
+  const levels: string[] = [];
+  for (let p = resolve(path); ; p = dirname(p)) {
+    levels.unshift(p);
+    if (dirname(p) === p) break;
+  }
+  for (const level of levels) {
+    try {
+      mkdirSync(level);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+}
+
 export class BanStore {
   readonly path: string;
+  /** Reads at start (and in tests); every write goes through the writer thread. */
   private readonly db: Database.Database;
-  /** Bans recorded but not yet written: a burst is written in one transaction per event-loop turn. */
-  private pending: BanRecordInput[] = [];
+  private writer: Worker | undefined;
+  private pending: Op[] = [];
+  private inFlight: { readonly ops: Op[]; readonly sentAt: number; readonly stall: NodeJS.Timeout } | undefined;
+  /** Bans queued and not yet written, per address: counted by previousBans until written. */
   private readonly pendingPerIp = new Map<string, number[]>();
+  private nextSeq = 0;
+  /** Every operation numbered below this is written. */
+  private written = 0;
   private flushScheduled: NodeJS.Immediate | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = RETRY_MIN_MS;
   private waiters: Waiter[] = [];
+  private idleWaiters: (() => void)[] = [];
   private writeErrors = 0;
   private dropped = 0;
   private lastError: StoreError | undefined;
-  private readonly writeBatch: (rows: readonly BanRecordInput[]) => void;
+  private closed = false;
   private readonly stmt: {
     count: Database.Statement<[string, number], { n: number }>;
     starts: Database.Statement<[number], { ip: string; started_at: number }>;
-    close: Database.Statement<[number, string, string]>;
-    insert: Database.Statement<[string, string, number, number | null, number | null, string, number, string, number, string]>;
     active: Database.Statement<[number], Row>;
-    expire: Database.Statement<[number]>;
-    purge: Database.Statement<[number]>;
   };
 
+  private readonly historyKeepMs: number;
+  private readonly now: () => number;
+  private readonly onWriteError: (err: StoreError) => void;
+  private readonly enforcer: Enforcer;
+  private readonly stallMs: number;
+
   /** Opens (creating if needed) STATE_DIR/ami2ban.sqlite; a StoreError names the path and the cause. */
-  constructor(
-    dir: string,
-    private readonly historyKeepMs: number,
-    private readonly now: () => number = Date.now,
-    /** Told when a deferred write fails (the bans stay in the kernel; a restart adopts them). */
-    private readonly onWriteError: (err: StoreError) => void = () => undefined,
-    /** Recorded with every ban, so that a dry-run ban is never taken for a kernel one. */
-    private readonly enforcer: Enforcer = 'nftables',
-  ) {
+  constructor(dir: string, options: StoreOptions) {
+    this.historyKeepMs = options.historyKeepMs;
+    this.now = options.now ?? Date.now;
+    this.onWriteError = options.onWriteError ?? (() => undefined);
+    this.enforcer = options.enforcer ?? 'nftables';
+    this.stallMs = options.stallMs ?? STALL_MS;
     this.path = join(dir, DATABASE_FILE);
     try {
-      mkdirSync(dir, { recursive: true });
-      // No busy wait: a lock held elsewhere fails the write at once (it is retried later) rather
-      // than freezing the event loop that carries bans to the kernel.
+      makeDirectory(dir);
+      // No busy wait: a lock held elsewhere fails at once (a write is retried later).
       this.db = new Database(this.path, { timeout: 0 });
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
@@ -152,159 +248,258 @@ export class BanStore {
       // Databases made before the enforcer was recorded: their bans were kernel bans.
       const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(bans)').all();
       if (!columns.some((c) => c.name === 'enforcer')) this.db.exec("ALTER TABLE bans ADD COLUMN enforcer TEXT NOT NULL DEFAULT 'nftables'");
+      // A damaged page elsewhere in the file is found now, at start, not by a write later.
+      const check = this.db.pragma('quick_check', { simple: true }) as string;
+      if (check !== 'ok') throw new Error(`integrity check failed: ${check}`);
       this.stmt = {
         starts: this.db.prepare("SELECT ip, started_at FROM bans WHERE started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
         // A ban continued by a longer one is one ban: its `extended` row is not counted.
         count: this.db.prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
-        close: this.db.prepare('UPDATE bans SET ended_at = ?, end_reason = ? WHERE ip = ? AND ended_at IS NULL'),
-        insert: this.db.prepare(
-          'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, previous_bans, enforcer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-        ),
         active: this.db.prepare(
           'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, previous_bans FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
         ),
-        expire: this.db.prepare("UPDATE bans SET ended_at = expires_at, end_reason = 'expired' WHERE ended_at IS NULL AND expires_at <= ?"),
-        purge: this.db.prepare('DELETE FROM bans WHERE ended_at IS NOT NULL AND started_at < ?'),
       };
-      this.writeBatch = this.db.transaction((rows: readonly BanRecordInput[]) => {
-        for (const b of rows) {
-          const permanent = b.until === Number.POSITIVE_INFINITY;
-          this.stmt.close.run(b.at, b.extendsBan === true ? 'extended' : 'replaced', b.ip);
-          this.stmt.insert.run(
-            b.ip,
-            b.family,
-            b.at,
-            permanent ? null : b.banSeconds,
-            permanent ? null : Math.round(b.until),
-            b.reason,
-            b.failures,
-            JSON.stringify(b.events),
-            b.previousBans,
-            this.enforcer,
-          );
-        }
-      });
     } catch (err) {
       throw new StoreError(`cannot open the ban database ${this.path}: ${errorMessage(err)}`, err);
     }
   }
 
-  /** Every ban start within BAN_HISTORY_KEEP (an extension is not another ban): loaded once at start. */
+  /** Every ban start within BAN_HISTORY_KEEP (an extension is not another ban): read once at start. */
   banStarts(): { ip: string; startedAt: number }[] {
-    this.flush();
-    return this.stmt.starts.all(this.now() - this.historyKeepMs).map((r) => ({ ip: r.ip, startedAt: r.started_at }));
+    return this.read('reading ban history', () => this.stmt.starts.all(this.now() - this.historyKeepMs).map((r) => ({ ip: r.ip, startedAt: r.started_at })));
   }
 
-  /** Bans of this address within BAN_HISTORY_KEEP (drives incremental ban time). */
+  /** Bans of this address within BAN_HISTORY_KEEP, written or queued. */
   previousBans(ip: string): number {
     const since = this.now() - this.historyKeepMs;
     const pending = (this.pendingPerIp.get(ip) ?? []).filter((at) => at >= since).length;
     // (A pending extension is counted until written; it only ever overstates by one for a moment.)
-    return (this.stmt.count.get(ip, since)?.n ?? 0) + pending;
+    return this.read('counting previous bans', () => this.stmt.count.get(ip, since)?.n ?? 0) + pending;
+  }
+
+  /** Open bans that have not expired by `now`, as written (await durable() for queued ones). */
+  activeBans(now: number): StoredBan[] {
+    return this.read('reading active bans', () => this.stmt.active.all(now).map(toStored));
   }
 
   /**
-   * Records a ban; an open ban of the same address is closed as replaced (an extension).
-   * Written with the others of the same event-loop turn, in one transaction.
+   * Records a ban; an open ban of the same address is closed (as `extended` when this one
+   * continues it, else `replaced`). Written with the others of the same event-loop turn.
    */
   recordBan(b: BanRecordInput): void {
-    this.pending.push(b);
+    const permanent = b.until === Number.POSITIVE_INFINITY;
     const times = this.pendingPerIp.get(b.ip);
     if (times === undefined) this.pendingPerIp.set(b.ip, [b.at]);
     else times.push(b.at);
-    if (this.pending.length > MAX_PENDING) {
-      // Writes have been failing for long: keep the newest; the kernel still holds the dropped ones.
-      const gone = this.pending.splice(0, this.pending.length - MAX_PENDING);
-      this.dropped += gone.length;
-    }
-    if (this.pending.length >= 5000 && this.lastError === undefined) this.flush();
-    else if (this.retryTimer === undefined) this.flushScheduled ??= setImmediate(() => this.flush());
+    this.enqueue([
+      ['close', [b.at, b.extendsBan === true ? 'extended' : 'replaced', b.ip]],
+      [
+        'insert',
+        [b.ip, b.family, b.at, permanent ? null : b.banSeconds, permanent ? null : Math.round(b.until), b.reason, b.failures, JSON.stringify(b.events), b.previousBans, this.enforcer],
+      ],
+    ]);
+  }
+
+  /** Closes the open ban of an address; queued like a ban (durable() tells when it is written). */
+  recordUnban(ip: string, at: number, reason: 'expired' | 'manual' | 'ignored' | 'not-promoted'): void {
+    this.enqueue([['close', [at, reason, ip]]]);
+  }
+
+  /** Closes open bans whose time is over (e.g. while the service was down); resolves with how many. */
+  expireDue(now: number): Promise<number> {
+    return this.enqueueCounted('expire', [now]);
+  }
+
+  /** Deletes ended bans older than the history window; resolves with how many. */
+  purge(now: number): Promise<number> {
+    return this.enqueueCounted('purge', [now - this.historyKeepMs]);
   }
 
   /**
-   * Resolves once every ban recorded so far is written; rejects with the cause when the next
-   * write attempt fails (the rows stay queued and are retried with backoff).
+   * Resolves once every write queued so far is done; rejects with the cause when the next
+   * attempt fails (the writes stay queued and are retried with backoff).
    */
   durable(): Promise<void> {
-    if (this.pending.length === 0) return Promise.resolve();
+    const upTo = this.nextSeq;
+    if (this.written >= upTo) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      this.waiters.push({ resolve, reject });
+      this.waiters.push({ upTo, resolve, reject });
     });
   }
 
   health(): StoreHealth {
+    const stalledMs = this.inFlight === undefined ? 0 : this.now() - this.inFlight.sentAt;
+    const stalled = stalledMs >= this.stallMs;
     return {
-      healthy: this.lastError === undefined,
-      pending: this.pending.length,
+      healthy: this.lastError === undefined && !stalled,
+      pending: this.pending.length + (this.inFlight?.ops.length ?? 0),
       writeErrors: this.writeErrors,
       dropped: this.dropped,
-      lastError: this.lastError?.message ?? null,
+      lastError: stalled ? this.stallMessage(stalledMs) : (this.lastError?.message ?? null),
     };
   }
 
-  /** Writes the bans recorded so far; never throws: a failure keeps them for a retry. */
-  flush(): boolean {
+  /** Sends the queued writes now (rather than on the next loop turn). */
+  flush(): void {
     if (this.flushScheduled !== undefined) clearImmediate(this.flushScheduled);
     this.flushScheduled = undefined;
+    if (this.inFlight !== undefined || this.pending.length === 0 || this.closed) {
+      this.settleIdle();
+      return;
+    }
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
-    const waiters = this.waiters;
+    const ops = this.pending.length <= MAX_BATCH ? this.pending : this.pending.slice(0, MAX_BATCH);
+    this.pending = ops === this.pending ? [] : this.pending.slice(MAX_BATCH);
+    const calls: Call[] = [];
+    for (const op of ops) for (const c of op.calls) calls.push(c);
+    const sentAt = this.now();
+    const stall = setTimeout(() => {
+      this.onWriteError(new StoreError(this.stallMessage(this.now() - sentAt)));
+    }, this.stallMs);
+    stall.unref();
+    this.inFlight = { ops, sentAt, stall };
+    this.worker().postMessage({ seq: ops[ops.length - 1]?.seq ?? 0, calls });
+  }
+
+  /** Waits (at most 10 s) for queued writes, then stops the writer; the kernel keeps every ban. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.retryTimer !== undefined) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    this.flush();
+    if (this.inFlight !== undefined || this.pending.length > 0) {
+      const idle = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, CLOSE_WAIT_MS);
+      });
+      await Promise.race([idle, timeout]);
+      clearTimeout(timer);
+    }
+    this.closed = true;
+    const left = this.pending.length + (this.inFlight?.ops.length ?? 0);
+    if (left > 0) this.onWriteError(new StoreError(`closing ${this.path} with ${left} writes not done (the kernel keeps those bans; the next start adopts them)`));
+    if (this.inFlight !== undefined) clearTimeout(this.inFlight.stall);
+    const error = new StoreError(`the ban database ${this.path} is closed`);
+    for (const w of this.waiters) w.reject(error);
     this.waiters = [];
-    if (this.pending.length > 0 && this.db.open) {
-      try {
-        this.writeBatch(this.pending);
-      } catch (err) {
-        const error = new StoreError(`writing bans to ${this.path} failed: ${errorMessage(err)}`, err);
-        this.writeErrors++;
-        this.lastError = error;
-        this.onWriteError(error);
-        for (const w of waiters) w.reject(error);
-        this.retryTimer = setTimeout(() => this.flush(), this.retryMs);
+    if (this.writer !== undefined) await this.writer.terminate();
+    this.writer = undefined;
+    this.db.close();
+  }
+
+  private enqueue(calls: readonly Call[], done?: (changes: number) => void, failed?: (err: StoreError) => void): void {
+    if (this.closed) {
+      const error = new StoreError(`the ban database ${this.path} is closed`);
+      this.onWriteError(error);
+      failed?.(error);
+      return;
+    }
+    this.pending.push({ seq: this.nextSeq++, calls, ...(done === undefined ? {} : { done }), ...(failed === undefined ? {} : { failed }) });
+    if (this.pending.length > MAX_PENDING) {
+      // Writes have been failing for long: keep the newest; the kernel still holds the dropped bans.
+      const gone = this.pending.splice(0, this.pending.length - MAX_PENDING);
+      this.dropped += gone.length;
+      const error = new StoreError(`${this.path}: ${gone.length} queued writes dropped (queue full while writes fail)`);
+      for (const op of gone) op.failed?.(error);
+    }
+    if (this.inFlight === undefined && this.retryTimer === undefined) {
+      this.flushScheduled ??= setImmediate(() => {
+        this.flush();
+      });
+    }
+  }
+
+  private enqueueCounted(statement: 'expire' | 'purge', args: readonly number[]): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      this.enqueue([[statement, args]], resolve, reject);
+    });
+  }
+
+  private worker(): Worker {
+    if (this.writer !== undefined) return this.writer;
+    const driver = createRequire(import.meta.url).resolve('better-sqlite3');
+    const w = new Worker(WRITER, { eval: true, workerData: { path: this.path, driver, sql: SQL } });
+    w.unref();
+    w.on('message', (r: Reply) => {
+      this.settle(r);
+    });
+    w.on('error', (err) => {
+      this.writer = undefined;
+      this.settle({ seq: -1, error: `writer thread failed: ${errorMessage(err)}` });
+    });
+    w.on('exit', () => {
+      if (this.writer === w) this.writer = undefined;
+    });
+    this.writer = w;
+    return w;
+  }
+
+  private settle(r: Reply): void {
+    const batch = this.inFlight;
+    if (batch === undefined) return;
+    this.inFlight = undefined;
+    clearTimeout(batch.stall);
+    if ('error' in r) {
+      const error = new StoreError(`writing to the ban database ${this.path} failed: ${r.error}`);
+      this.writeErrors++;
+      this.lastError = error;
+      this.onWriteError(error);
+      // Oldest first: the failed batch goes back ahead of what came since.
+      this.pending = batch.ops.concat(this.pending);
+      const waiters = this.waiters;
+      this.waiters = [];
+      for (const w of waiters) w.reject(error);
+      if (!this.closed) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          this.flush();
+        }, this.retryMs);
         this.retryTimer.unref();
         this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
-        return false;
       }
-      this.pending = [];
-      this.pendingPerIp.clear();
+      this.settleIdle();
+      return;
     }
     this.lastError = undefined;
     this.retryMs = RETRY_MIN_MS;
-    for (const w of waiters) w.resolve();
-    return true;
-  }
-
-  /** Throws a StoreError when the write fails. */
-  recordUnban(ip: string, at: number, reason: 'expired' | 'manual' | 'ignored' | 'not-promoted'): void {
-    this.flush();
-    try {
-      this.stmt.close.run(at, reason, ip);
-    } catch (err) {
-      throw new StoreError(`writing an unban to ${this.path} failed: ${errorMessage(err)}`, err);
+    let i = 0;
+    for (const op of batch.ops) {
+      i += op.calls.length;
+      op.done?.(r.changes[i - 1] ?? 0);
     }
+    this.written = (batch.ops[batch.ops.length - 1]?.seq ?? -1) + 1;
+    // What is written is counted by the database now.
+    if (this.pending.length === 0) this.pendingPerIp.clear();
+    const left: Waiter[] = [];
+    for (const w of this.waiters) {
+      if (w.upTo <= this.written) w.resolve();
+      else left.push(w);
+    }
+    this.waiters = left;
+    if (this.pending.length > 0) this.flush();
+    else this.settleIdle();
   }
 
-  /** Open bans that have not expired by `now`. */
-  activeBans(now: number): StoredBan[] {
-    this.flush();
-    return this.stmt.active.all(now).map(toStored);
+  private settleIdle(): void {
+    if (this.inFlight !== undefined || this.pending.length > 0) return;
+    const idle = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of idle) resolve();
   }
 
-  /** Closes open bans whose time is over (e.g. while the service was down). */
-  expireDue(now: number): number {
-    this.flush();
-    return this.stmt.expire.run(now).changes;
+  private stallMessage(ms: number): string {
+    return `a write to the ban database ${this.path} has not completed for ${Math.round(ms / 1000)} s (disk hung or full?)`;
   }
 
-  /** Deletes ended bans older than the history window. */
-  purge(now: number): number {
-    this.flush();
-    return this.stmt.purge.run(now - this.historyKeepMs).changes;
-  }
-
-  close(): void {
-    if (!this.db.open) return;
-    this.flush();
-    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
-    this.db.close();
+  private read<T>(what: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw new StoreError(`${what} from ${this.path} failed: ${errorMessage(err)}`, err);
+    }
   }
 }
