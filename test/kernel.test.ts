@@ -3,7 +3,7 @@
 import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -15,6 +15,7 @@ import type { RulesetOptions } from '../src/firewall/ruleset.js';
 import { AddonRunner, CliRunner, type NftRunner, chooseRunner } from '../src/firewall/runner.js';
 import { runCli, startCli } from './helpers/cli.js';
 import { EXPECTED_BANS, fixture } from './helpers/fixtures.js';
+import { freezableMount, smallTmpfs } from './helpers/filesystems.js';
 import { assertPrivateNetns, nft, nftJson, setElements } from './helpers/kernel.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
 
@@ -713,6 +714,75 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     expect(d.lines().find((l) => l.message === 'forced ban of an address of this host')).toMatchObject({ ip: 'fd00::2' });
     d.child.kill('SIGTERM');
     expect(await d.exited).toBe(0);
+  });
+
+  /** AMI failures (one each) from `count` addresses of 10.88.0.0/16, three per address. */
+  function attack(count: number): string[] {
+    const ips = Array.from({ length: count }, (_, i) => `10.88.${i >> 8}.${i & 255}`);
+    const blocks = ips.flatMap((ip, i) =>
+      [0, 1, 2].map((n) => `Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${i}${n}\r\nRemoteAddress: IPV4/TCP/${ip}/5038\r\n\r\n`),
+    );
+    server.broadcast(blocks.join(''));
+    return ips;
+  }
+  const acks = (d: RunningDaemon): number => d.lines().filter((l) => l.message === 'ban').length;
+  const storeOf = async (): Promise<{ healthy: boolean; pending: number; lastError: string | null }> =>
+    (JSON.parse((await ctl(['status', '--json'])).stdout) as { store: { healthy: boolean; pending: number; lastError: string | null } }).store;
+
+  it('a frozen disk under STATE_DIR (fsfreeze): bans still reach the kernel, and are acknowledged once it thaws', async () => {
+    const m = freezableMount();
+    let d: RunningDaemon | undefined;
+    try {
+      const subscribed = server.nextSubscription();
+      d = await startDaemon({ ...env, STATE_DIR: join(m.dir, 'state') });
+      await subscribed;
+      m.freeze();
+      const ips = attack(20);
+      await vi.waitUntil(() => ips.every((ip) => setElements(TABLE, 'ipv4_addr').has(ip)), { timeout: 10_000, interval: 20 });
+      // In the kernel, not yet durable: not acknowledged, and the store says it is behind.
+      expect(acks(d)).toBe(0);
+      expect((await storeOf()).pending).toBeGreaterThanOrEqual(20);
+      m.thaw();
+      const running = d;
+      await vi.waitUntil(() => acks(running) === 20, { timeout: 10_000, interval: 20 });
+      expect(await storeOf()).toMatchObject({ healthy: true, pending: 0 });
+      d.child.kill('SIGTERM');
+      expect(await d.exited).toBe(0);
+    } finally {
+      m.thaw();
+      if (d?.child.exitCode === null) d.child.kill('SIGKILL');
+      m.cleanup();
+    }
+  });
+
+  it('a full disk under STATE_DIR: bans still reach the kernel, the store says why, and catches up once there is room', async () => {
+    const m = smallTmpfs(2048);
+    let d: RunningDaemon | undefined;
+    try {
+      const subscribed = server.nextSubscription();
+      d = await startDaemon({ ...env, STATE_DIR: join(m.dir, 'state') });
+      await subscribed;
+      // Fill what is left (dd stops at ENOSPC).
+      spawnSync('dd', ['if=/dev/zero', `of=${join(m.dir, 'filler')}`, 'bs=4k'], { stdio: 'ignore' });
+      const ips = attack(500);
+      await vi.waitUntil(() => setElements(TABLE, 'ipv4_addr').size >= 500, { timeout: 15_000, interval: 50 });
+      expect(ips.every((ip) => setElements(TABLE, 'ipv4_addr').has(ip))).toBe(true);
+      await vi.waitUntil(async () => (await storeOf()).healthy === false, { timeout: 10_000, interval: 50 });
+      const store = await storeOf();
+      expect(store.lastError).toContain(join(m.dir, 'state', 'ami2ban.sqlite'));
+      expect(store.lastError).toMatch(/full/);
+      expect(acks(d)).toBeLessThan(500);
+      rmSync(join(m.dir, 'filler'));
+      const running = d;
+      await vi.waitUntil(() => acks(running) === 500, { timeout: 20_000, interval: 50 });
+      expect(await storeOf()).toMatchObject({ healthy: true, pending: 0 });
+      d.child.kill('SIGTERM');
+      expect(await d.exited).toBe(0);
+    } finally {
+      if (d?.child.exitCode === null) d.child.kill('SIGKILL');
+      if (d !== undefined) await d.exited;
+      m.cleanup();
+    }
   });
 
   it('a corrupt database stops the start with one clear line, no stack trace', async () => {

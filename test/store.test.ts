@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { StoreError } from '../src/errors.js';
 import { BanStore } from '../src/store/store.js';
+import { freezableMount } from './helpers/filesystems.js';
 
 const H = 3_600_000;
 
@@ -145,6 +146,52 @@ describe('BanStore (a real SQLite file)', () => {
     }
     expect(err).toBeInstanceOf(StoreError);
     expect((err as StoreError).message).toBe(`cannot open the ban database ${join(d, 'ami2ban.sqlite')}: file is not a database`);
+  });
+
+  it('a damaged page inside a valid file is found at open, naming the file and the cause', async () => {
+    const d = dir();
+    const s = new BanStore(d, { historyKeepMs: H });
+    for (let i = 0; i < 2000; i++) s.recordBan(ban(`198.18.${i >> 8}.${i & 255}`, Date.now(), 3600));
+    await s.close();
+    // Page 3 of 4096 bytes (an index or table page) overwritten; the header stays valid.
+    const { fd, close } = await import('node:fs/promises').then(async (fs) => {
+      const h = await fs.open(join(d, 'ami2ban.sqlite'), 'r+');
+      return { fd: h, close: () => h.close() };
+    });
+    await fd.write(Buffer.alloc(4096, 0x5a), 0, 4096, 2 * 4096);
+    await close();
+    expect(() => new BanStore(d, { historyKeepMs: H })).toThrow(new RegExp(`^cannot open the ban database ${join(d, 'ami2ban.sqlite')}: .*malformed`));
+  });
+
+  it('a STATE_DIR that cannot be made fails at once (Node 20\'s recursive mkdir spins on /proc paths)', () => {
+    expect(() => new BanStore('/proc/1/no-such/state', { historyKeepMs: H })).toThrow(/^cannot open the ban database \/proc\/1\/no-such\/state\/ami2ban\.sqlite: ENOENT/);
+  });
+
+  it('a write hung on a frozen disk blocks nothing: health says stalled, and the write completes after the thaw', async () => {
+    const m = freezableMount();
+    try {
+      const errors: string[] = [];
+      const s = new BanStore(m.dir, { historyKeepMs: H, stallMs: 100, onWriteError: (e) => errors.push(e.message) });
+      m.freeze();
+      s.recordBan(ban('192.0.2.80', Date.now(), 600));
+      let written = false;
+      const durable = s.durable().then(() => {
+        written = true;
+      });
+      // The loop turns while the writer thread waits on the disk.
+      for (let i = 0; i < 30; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(written).toBe(false);
+      expect(s.health()).toMatchObject({ healthy: false, pending: 1 });
+      expect(s.health().lastError).toMatch(/^a write to the ban database .* has not completed for 0 s \(disk hung or full\?\)$/);
+      expect(errors.length).toBe(1);
+      m.thaw();
+      await durable;
+      expect(s.health()).toMatchObject({ healthy: true, pending: 0 });
+      await s.close();
+      expect(rowsFor(m.dir, '192.0.2.80')).toBe(1);
+    } finally {
+      m.cleanup();
+    }
   });
 
   it('an unusable directory is a clear error too', () => {

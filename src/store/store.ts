@@ -249,8 +249,8 @@ export class BanStore {
       const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(bans)').all();
       if (!columns.some((c) => c.name === 'enforcer')) this.db.exec("ALTER TABLE bans ADD COLUMN enforcer TEXT NOT NULL DEFAULT 'nftables'");
       // A damaged page elsewhere in the file is found now, at start, not by a write later.
-      const check = this.db.pragma('quick_check', { simple: true }) as string;
-      if (check !== 'ok') throw new Error(`integrity check failed: ${check}`);
+      const check = (this.db.pragma('quick_check(3)') as { quick_check: string }[]).flatMap((r) => r.quick_check.split('\n')).filter((l) => !l.startsWith('***'));
+      if (check[0] !== 'ok') throw new Error(`database disk image is malformed (integrity check: ${check[0] ?? 'failed'})`);
       this.stmt = {
         starts: this.db.prepare("SELECT ip, started_at FROM bans WHERE started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
         // A ban continued by a longer one is one ban: its `extended` row is not counted.
