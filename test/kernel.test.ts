@@ -767,7 +767,7 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       const ips = attack(500);
       await vi.waitUntil(() => setElements(TABLE, 'ipv4_addr').size >= 500, { timeout: 15_000, interval: 50 });
       expect(ips.every((ip) => setElements(TABLE, 'ipv4_addr').has(ip))).toBe(true);
-      await vi.waitUntil(async () => (await storeOf()).healthy === false, { timeout: 10_000, interval: 50 });
+      await vi.waitUntil(async () => !(await storeOf()).healthy, { timeout: 10_000, interval: 50 });
       const store = await storeOf();
       expect(store.lastError).toContain(join(m.dir, 'state', 'ami2ban.sqlite'));
       expect(store.lastError).toMatch(/full/);
