@@ -28,15 +28,29 @@ function lastOf(e: Entry): Packed {
 
 export const MAX_EVENT_NAMES = EVENT_SLOTS;
 
+/** Places per queue segment: the most work one compaction step does. */
+const SEGMENT = 4096;
+
+/** A run of queue places, oldest first; places before `head` are consumed. */
+interface Segment {
+  ips: string[];
+  times: number[];
+  head: number;
+}
+
 export class FailureTable {
   private readonly entries = new Map<string, Entry>();
   /**
    * Addresses in the order of their failures, each with the failure's time: the front is the
    * oldest. An address failing again is pushed again; its older places are skipped as stale.
+   * Kept in segments so that dropping the front and removing stale places are done a segment at
+   * a time, never as one pass over a million places.
    */
-  private queueIps: string[] = [];
-  private queueTimes: number[] = [];
-  private queueHead = 0;
+  private readonly segments: Segment[] = [{ ips: [], times: [], head: 0 }];
+  /** Places in the queue (live and stale). */
+  private places = 0;
+  /** The segment the next compaction step filters. */
+  private compactAt = 0;
   evicted = 0;
 
   constructor(private readonly maxTracked: number) {}
@@ -73,9 +87,9 @@ export class FailureTable {
       e.fails.push(p);
       count = e.fails.length - e.head;
     }
-    this.queueIps.push(ip);
-    this.queueTimes.push(p);
-    this.compactQueue();
+    this.push(ip, p);
+    // Stale places outnumber live ones: filter one segment (bounded work per failure).
+    if (this.places > SEGMENT && this.places > 2 * this.entries.size) this.compactStep();
     return count;
   }
 
@@ -90,15 +104,16 @@ export class FailureTable {
 
   /** Forgets addresses whose failures have all left the window (before windowStart). */
   prune(windowStart: number): void {
-    while (this.queueHead < this.queueIps.length) {
-      const t = this.queueTimes[this.queueHead] ?? 0;
-      if (timeOf(t) >= windowStart) break;
-      const ip = this.queueIps[this.queueHead] ?? '';
-      this.queueHead++;
+    for (;;) {
+      const seg = this.front();
+      if (seg === undefined) return;
+      const t = seg.times[seg.head] ?? 0;
+      if (timeOf(t) >= windowStart) return;
+      const ip = seg.ips[seg.head] ?? '';
+      this.consume(seg);
       const e = this.entries.get(ip);
       if (e !== undefined && lastOf(e) === t) this.entries.delete(ip);
     }
-    this.compactQueue();
   }
 
   /** Keys, for a reload of the ignore list. */
@@ -107,10 +122,12 @@ export class FailureTable {
   }
 
   private evictOldest(): void {
-    while (this.queueHead < this.queueIps.length) {
-      const ip = this.queueIps[this.queueHead] ?? '';
-      const t = this.queueTimes[this.queueHead] ?? 0;
-      this.queueHead++;
+    for (;;) {
+      const seg = this.front();
+      if (seg === undefined) return;
+      const ip = seg.ips[seg.head] ?? '';
+      const t = seg.times[seg.head] ?? 0;
+      this.consume(seg);
       const e = this.entries.get(ip);
       // Stale places (the address failed again later, or is gone) are skipped.
       if (e !== undefined && lastOf(e) === t) {
@@ -121,29 +138,58 @@ export class FailureTable {
     }
   }
 
-  /** Drops the consumed front, and stale places once they outnumber the live ones: amortized O(1). */
-  private compactQueue(): void {
-    const length = this.queueIps.length - this.queueHead;
-    if (this.queueHead > 4096 && this.queueHead * 2 > this.queueIps.length) {
-      this.queueIps = this.queueIps.slice(this.queueHead);
-      this.queueTimes = this.queueTimes.slice(this.queueHead);
-      this.queueHead = 0;
-    } else if (length > 4096 && length > 2 * this.entries.size) {
-      const ips: string[] = [];
-      const times: number[] = [];
-      for (let i = this.queueHead; i < this.queueIps.length; i++) {
-        const ip = this.queueIps[i] ?? '';
-        const t = this.queueTimes[i] ?? 0;
-        const e = this.entries.get(ip);
-        if (e !== undefined && lastOf(e) === t) {
-          ips.push(ip);
-          times.push(t);
-        }
-      }
-      this.queueIps = ips;
-      this.queueTimes = times;
-      this.queueHead = 0;
+  private push(ip: string, p: Packed): void {
+    let last = this.segments[this.segments.length - 1];
+    if (last === undefined || last.ips.length >= SEGMENT) {
+      last = { ips: [], times: [], head: 0 };
+      this.segments.push(last);
     }
+    last.ips.push(ip);
+    last.times.push(p);
+    this.places++;
+  }
+
+  /** The oldest segment with an unconsumed place; emptied segments are dropped (O(1) each). */
+  private front(): Segment | undefined {
+    for (;;) {
+      const seg = this.segments[0];
+      if (seg === undefined) return undefined;
+      if (seg.head < seg.ips.length) return seg;
+      if (this.segments.length === 1) {
+        this.segments[0] = { ips: [], times: [], head: 0 };
+        return undefined;
+      }
+      this.segments.shift();
+      if (this.compactAt > 0) this.compactAt--;
+    }
+  }
+
+  private consume(seg: Segment): void {
+    seg.head++;
+    this.places--;
+  }
+
+  /** Removes the stale places of one segment, keeping the order of the live ones. */
+  private compactStep(): void {
+    if (this.compactAt >= this.segments.length) this.compactAt = 0;
+    const seg = this.segments[this.compactAt];
+    this.compactAt++;
+    if (seg === undefined) return;
+    let kept = 0;
+    for (let i = seg.head; i < seg.ips.length; i++) {
+      const ip = seg.ips[i] ?? '';
+      const t = seg.times[i] ?? 0;
+      const e = this.entries.get(ip);
+      if (e !== undefined && lastOf(e) === t) {
+        seg.ips[kept] = ip;
+        seg.times[kept] = t;
+        kept++;
+      }
+    }
+    this.places -= seg.ips.length - seg.head - kept;
+    seg.ips.length = kept;
+    seg.times.length = kept;
+    seg.head = 0;
   }
 }
 

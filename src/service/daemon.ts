@@ -49,6 +49,8 @@ export interface DaemonCounters {
 
 const HISTORY_PURGE_MS = 3_600_000;
 const RETRY_MIN_MS = 500;
+/** Milliseconds of `ban` log lines written per loop turn. */
+const LOG_SLICE_MS = 3;
 const RETRY_MAX_MS = 30_000;
 
 /** What became of a ban decision: acknowledged only when both durable and in the kernel. */
@@ -76,6 +78,9 @@ export class Daemon implements ControlTarget {
   private readonly warnedIneffective = new Set<string>();
   /** Bans decided whose kernel commit failed: retried with backoff until in force, lifted or over. */
   private readonly unenforced = new Map<string, Unenforced>();
+  /** Acknowledged bans whose log line is not written yet (a few ms' worth per loop turn). */
+  private banLines: BanDecision[] = [];
+  private linesScheduled: NodeJS.Immediate | undefined;
   private lastFirewallError: string | null = null;
   /** When a ban was last put back for failures still arriving (at most once per grace period). */
   private readonly rebannedAt = new Map<string, number>();
@@ -204,6 +209,8 @@ export class Daemon implements ControlTarget {
   /** Resolves when all firewall operations and acknowledgements started so far have finished. */
   async idle(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    if (this.linesScheduled !== undefined) clearImmediate(this.linesScheduled);
+    this.writeBanLines(Number.POSITIVE_INFINITY);
   }
 
   /** Replaces the ignore list (SIGHUP) and logs what changed. */
@@ -454,7 +461,27 @@ export class Daemon implements ControlTarget {
     this.enforcedSince.set(d.ip, now);
     this.warnedIneffective.delete(d.ip);
     this.o.metrics.banLatencySeconds.observe((now - d.at) / 1000);
-    this.o.logger.info('ban', banLogFields(d));
+    // A kernel or database batch completes hundreds of bans at once: their log lines are written
+    // a few milliseconds' worth per loop turn, so that a burst never stalls the loop.
+    this.banLines.push(d);
+    this.linesScheduled ??= setImmediate(() => {
+      this.writeBanLines(LOG_SLICE_MS);
+    });
+  }
+
+  private writeBanLines(budgetMs: number): void {
+    this.linesScheduled = undefined;
+    const t0 = performance.now();
+    let i = 0;
+    while (i < this.banLines.length && performance.now() - t0 < budgetMs) {
+      for (const end = Math.min(this.banLines.length, i + 16); i < end; i++) this.o.logger.info('ban', banLogFields(this.banLines[i] as BanDecision));
+    }
+    this.banLines = i === this.banLines.length ? [] : this.banLines.slice(i);
+    if (this.banLines.length > 0) {
+      this.linesScheduled = setImmediate(() => {
+        this.writeBanLines(LOG_SLICE_MS);
+      });
+    }
   }
 
   private async acknowledgeWhenDurable(d: BanDecision): Promise<void> {

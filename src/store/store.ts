@@ -77,8 +77,8 @@ CREATE INDEX IF NOT EXISTS bans_open ON bans (ip) WHERE ended_at IS NULL;
 export const DATABASE_FILE = 'ami2ban.sqlite';
 /** Operations kept for a retry while writes fail; past this the oldest are dropped (and counted). */
 const MAX_PENDING = 200_000;
-/** Operations per transaction sent to the writer. */
-const MAX_BATCH = 20_000;
+/** Operations per transaction sent to the writer: also bounds how many acknowledgements one reply releases at once. */
+const MAX_BATCH = 1_000;
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 10_000;
 /** A write still running after this is reported: the disk is hung or very slow. */

@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { FailureTable, pack } from '../src/engine/failures.js';
+
+/** A small deterministic generator, so that a failure can be replayed. */
+function lcg(seed: number): () => number {
+  let x = seed;
+  return () => {
+    x = (x * 1_103_515_245 + 12_345) % 2 ** 31;
+    return x / 2 ** 31;
+  };
+}
+
+describe('FailureTable', () => {
+  it('evicts exactly the address whose last failure is oldest, through many compactions', () => {
+    const max = 500;
+    const table = new FailureTable(max);
+    // The model: address → time of its last failure.
+    const model = new Map<string, number>();
+    const random = lcg(7);
+    for (let t = 1; t <= 200_000; t++) {
+      const ip = `10.0.${Math.floor(random() * 8)}.${Math.floor(random() * 250)}`;
+      if (random() < 0.05 && model.size > 0) {
+        // A ban takes an address out.
+        table.take(ip);
+        model.delete(ip);
+        continue;
+      }
+      if (!model.has(ip) && model.size >= max) {
+        let oldest = '';
+        let at = Infinity;
+        for (const [k, v] of model) {
+          if (v < at) {
+            at = v;
+            oldest = k;
+          }
+        }
+        model.delete(oldest);
+      }
+      model.set(ip, t);
+      // A window longer than the run: only eviction and take remove addresses.
+      table.add(ip, pack(t, 0), 0);
+      if (t % 10_000 === 0) expect(new Set(table.keys())).toEqual(new Set(model.keys()));
+    }
+    expect(table.size).toBe(model.size);
+    expect(table.evicted).toBeGreaterThan(1000);
+  });
+
+  it('counts failures within the window and forgets addresses whose failures all left it', () => {
+    const table = new FailureTable(1000);
+    expect(table.add('192.0.2.1', pack(1000, 1), 0)).toBe(1);
+    expect(table.add('192.0.2.1', pack(2000, 2), 0)).toBe(2);
+    expect(table.add('192.0.2.2', pack(3000, 0), 0)).toBe(1);
+    // A failure at 5000 with a window starting at 1500: the one at 1000 has left.
+    expect(table.add('192.0.2.1', pack(5000, 3), 1500)).toBe(2);
+    table.prune(4000);
+    expect([...table.keys()]).toEqual(['192.0.2.1']);
+    expect(table.take('192.0.2.1')).toEqual([2, 3]);
+    table.prune(10_000);
+    expect(table.size).toBe(0);
+  });
+});
