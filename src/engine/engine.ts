@@ -211,7 +211,7 @@ export class Engine {
       if (!endsRequest) this.openRequest(key, now);
     }
 
-    const failures = this.trackers.add(detach(ip), pack(now, eventIndex), now - this.findTimeMs);
+    const failures = this.trackers.add(ip, pack(now, eventIndex), now - this.findTimeMs);
     if (failures < this.policy.maxRetry) return { kind: 'counted', ip, failures };
 
     const events: Record<string, number> = {};

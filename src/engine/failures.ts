@@ -1,6 +1,7 @@
 // Failures per address within the window, bounded, with O(1) eviction of the address whose last
 // failure is oldest. A distributed scan puts a million addresses here with one failure each, so
 // the common case is kept small: a lone failure is a bare number, not an object with arrays.
+import { detach } from '../common/ip.js';
 
 /** One failure: its time (ms) and the index of its event name, packed as time × 64 + index. */
 type Packed = number;
@@ -28,18 +29,53 @@ function lastOf(e: Entry): Packed {
 
 export const MAX_EVENT_NAMES = EVENT_SLOTS;
 
+/**
+ * The table's key of an address: an IPv4 address as its 32 bits in a small integer (no string
+ * kept per address: a distributed scan is mostly IPv4), any other as a string of its own (not a
+ * slice of the AMI frame it came in, which would keep the whole frame alive).
+ */
+type Key = number | string;
+
+function keyOf(ip: string): Key {
+  let n = 0;
+  let octet = 0;
+  let dots = 0;
+  let digits = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0) return detach(ip);
+      n = (n << 8) | octet;
+      octet = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      octet = octet * 10 + (c - 48);
+      digits++;
+    } else {
+      return detach(ip);
+    }
+  }
+  if (dots !== 3 || digits === 0 || octet > 255) return detach(ip);
+  return (n << 8) | octet;
+}
+
+function textOf(k: Key): string {
+  return typeof k === 'string' ? k : `${(k >>> 24) & 255}.${(k >>> 16) & 255}.${(k >>> 8) & 255}.${k & 255}`;
+}
+
 /** Places per queue segment: the most work one compaction step does. */
 const SEGMENT = 4096;
 
 /** A run of queue places, oldest first; places before `head` are consumed. */
 interface Segment {
-  ips: string[];
+  ips: Key[];
   times: number[];
   head: number;
 }
 
 export class FailureTable {
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new Map<Key, Entry>();
   /**
    * Addresses in the order of their failures, each with the failure's time: the front is the
    * oldest. An address failing again is pushed again; its older places are skipped as stale.
@@ -60,14 +96,15 @@ export class FailureTable {
   }
 
   delete(ip: string): void {
-    this.entries.delete(ip);
+    this.entries.delete(keyOf(ip));
   }
 
   /**
    * Records a failure (failures at or after windowStart stay) and returns how many are in the
-   * window. `ip` must be a detached string: it becomes a long-lived key.
+   * window. `ip` is an address as parseIp gives it.
    */
-  add(ip: string, p: Packed, windowStart: number): number {
+  add(text: string, p: Packed, windowStart: number): number {
+    const ip = keyOf(text);
     const e = this.entries.get(ip);
     let count: number;
     if (e === undefined) {
@@ -94,7 +131,8 @@ export class FailureTable {
   }
 
   /** The event indexes of the failures in the window, and forgets the address. */
-  take(ip: string): number[] {
+  take(text: string): number[] {
+    const ip = keyOf(text);
     const e = this.entries.get(ip);
     this.entries.delete(ip);
     if (e === undefined) return [];
@@ -116,9 +154,9 @@ export class FailureTable {
     }
   }
 
-  /** Keys, for a reload of the ignore list. */
-  keys(): IterableIterator<string> {
-    return this.entries.keys();
+  /** The addresses tracked, as text (for a reload of the ignore list). */
+  *keys(): IterableIterator<string> {
+    for (const k of this.entries.keys()) yield textOf(k);
   }
 
   private evictOldest(): void {
@@ -138,7 +176,7 @@ export class FailureTable {
     }
   }
 
-  private push(ip: string, p: Packed): void {
+  private push(ip: Key, p: Packed): void {
     let last = this.segments[this.segments.length - 1];
     if (last === undefined || last.ips.length >= SEGMENT) {
       last = { ips: [], times: [], head: 0 };
