@@ -40,9 +40,15 @@ export interface NftablesFirewallOptions extends RulesetOptions {
   readonly now?: () => number;
   /** Told of every element transaction: its duration, size and outcome (metrics). */
   readonly onTransaction?: (seconds: number, elements: number, ok: boolean) => void;
+  /**
+   * The bans in force, from their owner (the service): re-added when the table has to be
+   * recreated (an operator's `nft flush ruleset`). The firewall keeps no ban state of its own.
+   */
+  readonly bansInForce?: () => Iterable<ExistingBan>;
 }
 
-type OpKind = 'add' | 'extend' | 'delete';
+/** set: the element ends up with exactly this timeout, present before or not; add: a present one is left as it is. */
+type OpKind = 'set' | 'add' | 'delete';
 
 interface Op {
   readonly kind: OpKind;
@@ -51,11 +57,6 @@ interface Op {
   readonly seconds: number;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
-}
-
-interface Active {
-  readonly family: IpFamily;
-  readonly expiresAt: number;
 }
 
 export interface BatchStats {
@@ -74,13 +75,11 @@ const COUNTERS_MAX_AGE_MS = 30_000;
 export class NftablesFirewall implements Firewall {
   readonly name: string;
   readonly stats: BatchStats = { transactions: 0, elements: 0, failedTransactions: 0, failedElements: 0, repairs: 0 };
-  private readonly active = new Map<string, Active>();
   private queue: Op[] = [];
   private flushTimer: { cancel(): void } | undefined;
   private flushing: Promise<void> | undefined;
   private checkTimer: NodeJS.Timeout | undefined;
   private readonly maxBatch: number;
-  private bansSincePrune = 0;
   private readonly now: () => number;
   private readonly log: Logger;
   private readonly observer: NftRunner;
@@ -110,10 +109,8 @@ export class NftablesFirewall implements Firewall {
       );
     }
     const existing = await this.listBans(listedV4);
-    for (const b of existing) this.active.set(b.ip, { family: b.family, expiresAt: b.expiresAt });
     if (this.o.checkIntervalMs > 0) {
       this.checkTimer = setInterval(() => {
-        this.pruneExpired(this.now());
         void this.periodicCheck();
       }, this.o.checkIntervalMs);
       this.checkTimer.unref();
@@ -129,23 +126,15 @@ export class NftablesFirewall implements Firewall {
   }
 
   ban(ip: string, family: IpFamily, seconds: number): Promise<void> {
-    const now = this.now();
-    if (++this.bansSincePrune >= 10_000) this.pruneExpired(now);
-    const current = this.active.get(ip);
-    // Re-adding an existing element does not refresh its timeout: replace it instead.
-    const kind: OpKind = current !== undefined && current.expiresAt > now ? 'extend' : 'add';
-    this.active.set(ip, { family, expiresAt: seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000 });
-    return this.enqueue(kind, ip, family, seconds);
+    return this.enqueue('set', ip, family, seconds);
   }
 
   ensure(ip: string, family: IpFamily, seconds: number): Promise<void> {
     // A plain add: the kernel leaves an element that is there as it is, and adds a missing one.
-    this.active.set(ip, { family, expiresAt: seconds === Number.POSITIVE_INFINITY ? seconds : this.now() + seconds * 1000 });
     return this.enqueue('add', ip, family, seconds);
   }
 
   unban(ip: string, family: IpFamily): Promise<void> {
-    this.active.delete(ip);
     return this.enqueue('delete', ip, family, 0);
   }
 
@@ -239,7 +228,6 @@ export class NftablesFirewall implements Firewall {
     this.log.warn('nftables table or chain missing (ruleset flushed?): recreating and re-adding active bans', {
       table: `inet ${this.o.table}`,
       why,
-      activeBans: this.active.size,
     });
     try {
       await this.ensureStructure();
@@ -262,17 +250,6 @@ export class NftablesFirewall implements Firewall {
     } catch {
       return false;
     }
-  }
-
-  /** Forgets bans the kernel has already expired, so the map does not grow without end. */
-  private pruneExpired(now: number): void {
-    this.bansSincePrune = 0;
-    for (const [ip, a] of this.active) if (a.expiresAt <= now) this.active.delete(ip);
-  }
-
-  /** Bans this firewall believes are in the kernel. */
-  get activeCount(): number {
-    return this.active.size;
   }
 
   private enqueue(kind: OpKind, ip: string, family: IpFamily, seconds: number): Promise<void> {
@@ -337,18 +314,7 @@ export class NftablesFirewall implements Firewall {
       await this.o.runner.run({ nftables: this.commands([op]) });
       op.resolve();
       return;
-    } catch (err) {
-      let error = err;
-      if (op.kind === 'extend') {
-        // The old element may have expired meanwhile: a plain add is what is left to do.
-        try {
-          await this.o.runner.run({ nftables: this.commands([{ ...op, kind: 'add' }]) });
-          op.resolve();
-          return;
-        } catch (again) {
-          error = again;
-        }
-      }
+    } catch (error) {
       this.stats.failedElements++;
       this.log.error('nftables element failed', { op: op.kind, ip: op.ip, family: op.family, error: errorMessage(error) });
       op.reject(new FirewallError(`${op.kind} ${op.ip}: ${errorMessage(error)}`, error));
@@ -371,6 +337,9 @@ export class NftablesFirewall implements Firewall {
       elems.push(e);
     };
     for (const op of ops) {
+      // set = add, delete, add: the first add makes sure there is an element to delete (adding a
+      // present one changes nothing), and re-adding is what sets the new timeout on every kernel.
+      if (op.kind === 'set') push('add', op.family, element(op.ip, op.seconds));
       if (op.kind !== 'add') push('delete', op.family, op.ip);
       if (op.kind !== 'delete') push('add', op.family, element(op.ip, op.seconds));
     }
@@ -432,17 +401,15 @@ export class NftablesFirewall implements Firewall {
   private async reapplyActive(): Promise<void> {
     const now = this.now();
     const ops: Op[] = [];
-    for (const [ip, a] of this.active) {
-      if (a.expiresAt <= now) {
-        this.active.delete(ip);
-        continue;
-      }
-      const seconds = a.expiresAt === Number.POSITIVE_INFINITY ? a.expiresAt : (a.expiresAt - now) / 1000;
-      ops.push({ kind: 'add', ip, family: a.family, seconds, resolve: () => undefined, reject: () => undefined });
+    for (const b of this.o.bansInForce?.() ?? []) {
+      if (b.expiresAt <= now) continue;
+      const seconds = b.expiresAt === Number.POSITIVE_INFINITY ? b.expiresAt : (b.expiresAt - now) / 1000;
+      ops.push({ kind: 'add', ip: b.ip, family: b.family, seconds, resolve: () => undefined, reject: () => undefined });
     }
     for (let i = 0; i < ops.length; i += this.maxBatch) {
       await this.o.runner.run({ nftables: this.commands(ops.slice(i, i + this.maxBatch)) });
     }
     this.log.info('nftables bans re-applied', { count: ops.length });
   }
+
 }

@@ -6,7 +6,7 @@ import type { Config } from '../config/config.js';
 import { Metrics } from '../control/metrics.js';
 import { Engine } from '../engine/engine.js';
 import { DryRunFirewall } from '../firewall/dry-run.js';
-import type { Firewall } from '../firewall/firewall.js';
+import type { ExistingBan, Firewall } from '../firewall/firewall.js';
 import { NftablesFirewall } from '../firewall/nftables.js';
 import { type NftRunner, chooseRunner } from '../firewall/runner.js';
 import type { Logger } from '../log/logger.js';
@@ -20,7 +20,13 @@ export interface BuildOverrides {
   readonly runner?: NftRunner;
 }
 
-export function buildFirewall(config: Config, logger: Logger, metrics: Metrics | undefined, runner?: NftRunner): Firewall {
+export function buildFirewall(
+  config: Config,
+  logger: Logger,
+  metrics: Metrics | undefined,
+  runner?: NftRunner,
+  bansInForce?: () => Iterable<ExistingBan>,
+): Firewall {
   const log = logger.child({ component: 'firewall' });
   if (config.firewall === 'dry-run') return new DryRunFirewall(log);
   let chosen = runner;
@@ -40,6 +46,7 @@ export function buildFirewall(config: Config, logger: Logger, metrics: Metrics |
     runner: chosen,
     ...(observerRunner === undefined ? {} : { observerRunner }),
     logger: log,
+    ...(bansInForce === undefined ? {} : { bansInForce }),
     ...(metrics === undefined ? {} : { onTransaction: (seconds: number) => { metrics.firewallBatchSeconds.observe(seconds); } }),
   });
 }
@@ -75,8 +82,10 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     giveUpMs: config.ami.giveUp * 1000,
   });
   let firewall: Firewall;
+  let owner: Daemon | undefined;
   try {
-    firewall = overrides.firewall ?? buildFirewall(config, logger, metrics, overrides.runner);
+    // The daemon owns the bans in force; the firewall asks it when its table must be rebuilt.
+    firewall = overrides.firewall ?? buildFirewall(config, logger, metrics, overrides.runner, () => owner?.bansInForce() ?? []);
   } catch (err) {
     void store.close();
     throw err;
@@ -103,5 +112,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     ...(dropped === undefined ? {} : { dropped }),
     ...(self === undefined ? {} : { self }),
   });
+  owner = daemon;
+  owner = daemon;
   return { daemon, metrics };
 }

@@ -7,7 +7,7 @@ import type { BanView, ControlTarget, ManualBanOutcome, StatusReport, UnbanOutco
 import type { Metrics } from '../control/metrics.js';
 import type { BanDecision, Engine, IgnoreReason, UnbanDecision } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
-import type { Firewall } from '../firewall/firewall.js';
+import type { ExistingBan, Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log/logger.js';
 import type { BanStore, StoredBan } from '../store/store.js';
 import { banLogFields, toEngineEvent } from './pipeline.js';
@@ -56,10 +56,24 @@ const RETRY_MAX_MS = 30_000;
 /** What became of a ban decision: acknowledged only when both durable and in the kernel. */
 type BanResult = { readonly ok: true } | { readonly ok: false; readonly status: 502 | 503; readonly message: string };
 
-interface Unenforced {
-  readonly decision: BanDecision;
-  delayMs: number;
-  timer: NodeJS.Timeout;
+/**
+ * The one record of a ban in force: the daemon owns ban state; the engine decides, the firewall
+ * applies, the store remembers. pending: decided, not yet both in the kernel and durable;
+ * enforced: acknowledged; failed: the kernel refused it (retried with backoff).
+ */
+interface BanRecord {
+  readonly ban: StoredBan;
+  outcome: 'pending' | 'enforced' | 'failed';
+  /** When it was last committed to the kernel (the consistency check's clock); null before. */
+  enforcedAt: number | null;
+  /** When it was last put back for failures still arriving (at most once per grace period). */
+  rebannedAt: number | null;
+  warnedIneffective: boolean;
+  retry: { readonly decision: BanDecision; delayMs: number; timer: NodeJS.Timeout } | null;
+}
+
+function newRecord(ban: StoredBan, enforcedAt: number | null): BanRecord {
+  return { ban, outcome: enforcedAt === null ? 'pending' : 'enforced', enforcedAt, rebannedAt: null, warnedIneffective: false, retry: null };
 }
 
 export class Daemon implements ControlTarget {
@@ -73,19 +87,14 @@ export class Daemon implements ControlTarget {
   private firewallState: 'starting' | 'ready' | 'stopped' = 'starting';
   private readonly now: () => number;
   private readonly inFlight = new Set<Promise<void>>();
-  /** When each ban was last committed to the firewall, for the consistency check. */
-  private readonly enforcedSince = new Map<string, number>();
-  private readonly warnedIneffective = new Set<string>();
-  /** Bans decided whose kernel commit failed: retried with backoff until in force, lifted or over. */
-  private readonly unenforced = new Map<string, Unenforced>();
+  /** The bans in force, one record each: what `list` shows (even while the store fails). */
+  private readonly records = new Map<string, BanRecord>();
+  /** Records whose outcome is `failed`, counted as they change (observers never scan). */
+  private failedCount = 0;
   /** Acknowledged bans whose log line is not written yet (a few ms' worth per loop turn). */
   private banLines: BanDecision[] = [];
   private linesScheduled: NodeJS.Immediate | undefined;
   private lastFirewallError: string | null = null;
-  /** When a ban was last put back for failures still arriving (at most once per grace period). */
-  private readonly rebannedAt = new Map<string, number>();
-  /** The bans in force as the daemon holds them: what `list` shows, even while the store fails. */
-  private readonly records = new Map<string, StoredBan>();
   private ignoreEntries: readonly string[] = [];
   private readonly onEvent = (event: SecurityEvent, receivedAt: number): void => {
     this.handle(event, receivedAt);
@@ -105,7 +114,7 @@ export class Daemon implements ControlTarget {
       },
       activeBans: () => o.engine.activeBansByFamily(),
       trackedAddresses: () => o.engine.stats().tracked,
-      unenforcedBans: () => this.unenforced.size,
+      unenforcedBans: () => this.failedCount,
       storeHealth: () => o.store.health(),
       dropped: async () => (o.dropped === undefined ? undefined : o.dropped()),
     });
@@ -131,14 +140,14 @@ export class Daemon implements ControlTarget {
         // Lost from the kernel (host reboot, flushed ruleset), or shorter there than recorded (a
         // longer ban whose commit was cut off), or capped: put it back for what is left of it.
         const d: BanDecision = { type: 'ban', ...record, at: s.startedAt, banSeconds: (k.expiresAt - s.startedAt) / 1000, until: k.expiresAt, reason: 'manual', extendsBan: false };
+        if (engine.adopt(s.ip, k.expiresAt, now)) this.records.set(s.ip, newRecord(record, null));
         void this.enforce(d, true).then((error) => {
           if (error !== null) this.retryLater(d, error);
+          else this.restored(d.ip);
         });
         restored++;
-      }
-      if (engine.adopt(s.ip, k.expiresAt, now)) {
-        this.enforcedSince.set(s.ip, now);
-        this.records.set(s.ip, record);
+      } else if (engine.adopt(s.ip, k.expiresAt, now)) {
+        this.records.set(s.ip, newRecord(record, now));
       }
     }
     for (const l of plan.lift) {
@@ -158,9 +167,8 @@ export class Daemon implements ControlTarget {
     for (const k of plan.adopt) {
       // In the kernel but unknown to the store (e.g. the database was replaced): adopt and record it.
       if (!engine.adopt(k.ip, k.expiresAt, now)) continue;
-      this.enforcedSince.set(k.ip, now);
       const previousBans = store.previousBans(k.ip);
-      this.records.set(k.ip, { ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: {}, previousBans });
+      this.records.set(k.ip, newRecord({ ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: {}, previousBans }, now));
       store.recordBan({
         ip: k.ip,
         family: k.family,
@@ -257,7 +265,7 @@ export class Daemon implements ControlTarget {
       firewall: {
         backend: this.o.firewall.name,
         state: this.firewallState,
-        unenforced: this.unenforced.size,
+        unenforced: this.failedCount,
         errors: this.counters.firewallErrors,
         lastError: this.lastFirewallError,
       },
@@ -270,10 +278,10 @@ export class Daemon implements ControlTarget {
 
   *banPages(size: number): Generator<BanView[]> {
     let page: BanView[] = [];
-    for (const b of this.records.values()) {
+    for (const r of this.records.values()) {
       const now = this.now();
-      if (!this.o.engine.isBanned(b.ip, now)) continue;
-      page.push(this.view(b, now));
+      if (!this.o.engine.isBanned(r.ban.ip, now)) continue;
+      page.push(this.view(r.ban, now));
       if (page.length >= size) {
         yield page;
         page = [];
@@ -345,7 +353,7 @@ export class Daemon implements ControlTarget {
     const amiError = this.o.ami.lastError;
     if (this.o.ami.state !== 'ready') reasons.push(`AMI is ${this.o.ami.state}${amiError === undefined ? '' : ` (${amiError.kind}: ${amiError.message})`}`);
     if (this.firewallState !== 'ready') reasons.push(`firewall is ${this.firewallState}`);
-    if (this.unenforced.size > 0) reasons.push(`${this.unenforced.size} ban(s) not in the kernel, retrying: ${this.lastFirewallError ?? 'nftables failed'}`);
+    if (this.failedCount > 0) reasons.push(`${this.failedCount} ban(s) not in the kernel, retrying: ${this.lastFirewallError ?? 'nftables failed'}`);
     return { ready: reasons.length === 0, reasons };
   }
 
@@ -395,19 +403,17 @@ export class Daemon implements ControlTarget {
    * changes nothing); if they go on after that, the ban does not work (hook, other tables).
    */
   private checkBan(ip: string, at: number): void {
-    const since = this.enforcedSince.get(ip);
+    const r = this.records.get(ip);
     const grace = this.o.ineffectiveAfterMs ?? 5000;
-    if (since === undefined || at - since < grace || this.warnedIneffective.has(ip) || this.unenforced.has(ip)) return;
-    const rebanned = this.rebannedAt.get(ip);
-    if (rebanned === undefined || rebanned < since) {
-      const ban = this.o.engine.activeBans().get(ip);
-      if (ban === undefined) return;
-      this.rebannedAt.set(ip, at);
-      this.enforcedSince.set(ip, at);
+    if (r?.enforcedAt == null || at - r.enforcedAt < grace || r.warnedIneffective || r.outcome === 'failed') return;
+    if (r.rebannedAt === null || r.rebannedAt < r.enforcedAt) {
+      r.rebannedAt = at;
+      r.enforcedAt = at;
       this.o.metrics.rebans.inc();
-      const seconds = ban.until === PERMANENT ? PERMANENT : Math.max(1, (ban.until - at) / 1000);
+      const until = r.ban.expiresAt;
+      const seconds = until === PERMANENT ? PERMANENT : Math.max(1, (until - at) / 1000);
       this.o.logger.warn('failures keep arriving from a banned address: putting its ban back in the kernel', { ip });
-      void this.o.firewall.ensure(ip, ban.family, seconds).then(
+      void this.o.firewall.ensure(ip, r.ban.family, seconds).then(
         () => undefined,
         (err: unknown) => {
           this.o.logger.error('putting a ban back failed', { ip, error: errorMessage(err) });
@@ -415,33 +421,36 @@ export class Daemon implements ControlTarget {
       );
       return;
     }
-    this.warnedIneffective.add(ip);
+    r.warnedIneffective = true;
     this.o.metrics.ineffectiveBans.inc();
     this.o.logger.warn('ban not effective: failures keep arriving from a banned address', {
       ip,
-      bannedForSeconds: Math.round((at - since) / 1000),
+      bannedForSeconds: Math.round((at - r.enforcedAt) / 1000),
       hint: 'check that the traffic reaches our nftables chain (hook, other tables, Asterisk behind a proxy)',
     });
   }
+
 
   /** Commits a decision to the kernel and the store; logs `ban` only once both hold it. */
   private async applyBan(d: BanDecision): Promise<BanResult> {
     this.counters.bans++;
     this.o.metrics.bans.inc({ reason: d.reason });
-    this.cancelRetry(d.ip);
-    this.records.set(d.ip, this.fromDecision(d));
+    this.cancelRetry(this.records.get(d.ip));
+    const record = newRecord(this.fromDecision(d), null);
+    this.records.set(d.ip, record);
     this.o.store.recordBan(d);
     const [kernelError, storeError] = await Promise.all([this.enforce(d), this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
     if (kernelError !== null) {
       this.retryLater(d, kernelError);
       return { ok: false, status: 502, message: `nftables refused the ban of ${d.ip} (retrying): ${kernelError}` };
     }
+    this.inKernel(record);
     if (storeError !== null) {
       this.o.logger.error('ban in the kernel but not yet in the ban database (retrying the write)', { ip: d.ip, store: this.o.store.path, error: storeError });
-      void this.acknowledgeWhenDurable(d);
+      void this.acknowledgeWhenDurable(record, d);
       return { ok: false, status: 503, message: `${d.ip} is blocked in the kernel, but the ban database failed (retrying): ${storeError}` };
     }
-    this.acknowledge(d);
+    this.acknowledge(record, d);
     return { ok: true };
   }
 
@@ -456,10 +465,23 @@ export class Daemon implements ControlTarget {
     }
   }
 
-  private acknowledge(d: BanDecision): void {
+  private inKernel(record: BanRecord): void {
+    record.enforcedAt = this.now();
+    record.warnedIneffective = false;
+  }
+
+  /** A ban restored at start is back in the kernel (it was durable already). */
+  private restored(ip: string): void {
+    const r = this.records.get(ip);
+    if (r === undefined || r.outcome === 'failed') return;
+    this.inKernel(r);
+    r.outcome = 'enforced';
+  }
+
+  private acknowledge(record: BanRecord, d: BanDecision): void {
     const now = this.now();
-    this.enforcedSince.set(d.ip, now);
-    this.warnedIneffective.delete(d.ip);
+    // (A newer decision may have replaced this record meanwhile; this one was still acknowledged.)
+    if (record.outcome === 'pending') record.outcome = 'enforced';
     this.o.metrics.banLatencySeconds.observe((now - d.at) / 1000);
     // A kernel or database batch completes hundreds of bans at once: their log lines are written
     // a few milliseconds' worth per loop turn, so that a burst never stalls the loop.
@@ -484,7 +506,7 @@ export class Daemon implements ControlTarget {
     }
   }
 
-  private async acknowledgeWhenDurable(d: BanDecision): Promise<void> {
+  private async acknowledgeWhenDurable(record: BanRecord, d: BanDecision): Promise<void> {
     for (;;) {
       try {
         await this.o.store.durable();
@@ -493,49 +515,65 @@ export class Daemon implements ControlTarget {
         // The store retries with its own backoff; wait for its next attempt.
       }
     }
-    if (this.o.engine.isBanned(d.ip, this.now())) this.acknowledge(d);
+    if (this.records.get(d.ip) === record && this.o.engine.isBanned(d.ip, this.now())) this.acknowledge(record, d);
   }
 
   private retryLater(d: BanDecision, error: string): void {
-    const previous = this.unenforced.get(d.ip);
-    const delayMs = previous === undefined ? RETRY_MIN_MS : Math.min(RETRY_MAX_MS, previous.delayMs * 2);
+    const record = this.records.get(d.ip);
+    if (record === undefined) return;
+    const delayMs = record.retry === null ? RETRY_MIN_MS : Math.min(RETRY_MAX_MS, record.retry.delayMs * 2);
     this.o.logger.error('ban not in force: nftables failed, retrying', { ip: d.ip, error, retryInSeconds: delayMs / 1000 });
     const timer = setTimeout(() => {
       void this.retry(d);
     }, delayMs);
     timer.unref();
-    this.unenforced.set(d.ip, { decision: d, delayMs, timer });
+    if (record.outcome !== 'failed') this.failedCount++;
+    record.outcome = 'failed';
+    record.retry = { decision: d, delayMs, timer };
   }
 
   private async retry(d: BanDecision): Promise<void> {
+    const record = this.records.get(d.ip);
     const active = this.o.engine.activeBans().get(d.ip);
+    if (record?.retry?.decision !== d) return;
     // Lifted, replaced by a newer decision, or over: nothing left to enforce.
-    if (active === undefined || active.until !== d.until || this.unenforced.get(d.ip)?.decision !== d || d.until <= this.now()) {
-      if (this.unenforced.get(d.ip)?.decision === d) this.unenforced.delete(d.ip);
+    if (active === undefined || active.until !== d.until || d.until <= this.now()) {
+      this.cancelRetry(record);
       return;
     }
     const error = await this.enforce(d, true);
+    if (this.records.get(d.ip) !== record) return;
     if (error !== null) {
       this.retryLater(d, error);
       return;
     }
-    this.unenforced.delete(d.ip);
-    await this.acknowledgeWhenDurable(d);
+    this.cancelRetry(record);
+    this.inKernel(record);
+    await this.acknowledgeWhenDurable(record, d);
   }
 
-  private cancelRetry(ip: string): void {
-    const u = this.unenforced.get(ip);
-    if (u === undefined) return;
-    clearTimeout(u.timer);
-    this.unenforced.delete(ip);
+  /** Stops retrying a record's kernel commit; a failed record goes back to pending. */
+  private cancelRetry(record: BanRecord | undefined): void {
+    if (record?.retry == null) return;
+    clearTimeout(record.retry.timer);
+    record.retry = null;
+    if (record.outcome === 'failed') {
+      this.failedCount--;
+      record.outcome = 'pending';
+    }
+  }
+
+  /** The bans in force as the kernel should hold them (for a table that had to be recreated). */
+  *bansInForce(): Generator<ExistingBan> {
+    const now = this.now();
+    for (const r of this.records.values()) {
+      if (r.ban.expiresAt > now && r.outcome !== 'failed') yield { ip: r.ban.ip, family: r.ban.family, expiresAt: r.ban.expiresAt };
+    }
   }
 
   /** Null when done, else why not. */
   private async applyUnban(d: UnbanDecision): Promise<string | null> {
-    this.cancelRetry(d.ip);
-    this.enforcedSince.delete(d.ip);
-    this.warnedIneffective.delete(d.ip);
-    this.rebannedAt.delete(d.ip);
+    this.cancelRetry(this.records.get(d.ip));
     // An expired ban is already gone from the kernel (element timeout).
     if (d.reason !== 'expired') {
       try {
