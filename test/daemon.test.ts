@@ -117,3 +117,23 @@ describe('daemon start: store and firewall reconciled', () => {
     }
   });
 });
+
+describe('daemon: what the firewall is asked to do', () => {
+  it('a new ban is added; a ban of an address banned now, or a moment ago, replaces its element', async () => {
+    const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
+    const port = await server.start();
+    const firewall = new MemoryFirewall();
+    const { daemon } = buildDaemon(config({ AMI_PORT: String(port), STATE_DIR: mkdtempSync(join(tmpdir(), 'ami2ban-')) }), new MemoryLogger([], false), 'test', { firewall });
+    await daemon.start();
+    try {
+      expect(await daemon.ban('192.0.2.50', '1h', false)).toMatchObject({ kind: 'banned' });
+      expect(await daemon.ban('192.0.2.50', '2h', false)).toMatchObject({ kind: 'banned' });
+      expect(await daemon.unban('192.0.2.50')).toEqual({ kind: 'unbanned' });
+      expect(await daemon.ban('192.0.2.50', '1h', false)).toMatchObject({ kind: 'banned' });
+      expect(firewall.operations).toEqual(['ban 192.0.2.50 3600', 'ban 192.0.2.50 7200 replace', 'unban 192.0.2.50', 'ban 192.0.2.50 3600 replace']);
+    } finally {
+      await daemon.stop();
+      await server.stop();
+    }
+  });
+});

@@ -17,10 +17,10 @@ export class MemoryFirewall implements Firewall {
     return Promise.resolve([...this.existing]);
   }
 
-  ban(ip: string, family: IpFamily, seconds: number): Promise<void> {
+  ban(ip: string, family: IpFamily, seconds: number, replace = false): Promise<void> {
     if (this.failWith !== undefined) return Promise.reject(this.failWith);
     this.elements.set(ip, { family, seconds });
-    this.operations.push(`ban ${ip} ${seconds}`);
+    this.operations.push(`ban ${ip} ${seconds}${replace ? ' replace' : ''}`);
     return Promise.resolve();
   }
 

@@ -125,8 +125,8 @@ export class NftablesFirewall implements Firewall {
     return existing;
   }
 
-  ban(ip: string, family: IpFamily, seconds: number): Promise<void> {
-    return this.enqueue('set', ip, family, seconds);
+  ban(ip: string, family: IpFamily, seconds: number, replace = false): Promise<void> {
+    return this.enqueue(replace ? 'set' : 'add', ip, family, seconds);
   }
 
   ensure(ip: string, family: IpFamily, seconds: number): Promise<void> {

@@ -52,6 +52,7 @@ const RETRY_MIN_MS = 500;
 /** Milliseconds of `ban` log lines written per loop turn. */
 const LOG_SLICE_MS = 3;
 const RETRY_MAX_MS = 30_000;
+const ENDED_KEEP_MS = 60_000;
 
 /** What became of a ban decision: acknowledged only when both durable and in the kernel. */
 type BanResult = { readonly ok: true } | { readonly ok: false; readonly status: 502 | 503; readonly message: string };
@@ -91,6 +92,11 @@ export class Daemon implements ControlTarget {
   private readonly records = new Map<string, BanRecord>();
   /** Records whose outcome is `failed`, counted as they change (observers never scan). */
   private failedCount = 0;
+  /**
+   * Addresses whose ban ended within ENDED_KEEP_MS, oldest first: their element may still be in
+   * the kernel for a moment (its timeout started at the commit), so a new ban replaces it.
+   */
+  private readonly recentlyEnded = new Map<string, number>();
   /** Acknowledged bans whose log line is not written yet (a few ms' worth per loop turn). */
   private banLines: BanDecision[] = [];
   private linesScheduled: NodeJS.Immediate | undefined;
@@ -435,11 +441,14 @@ export class Daemon implements ControlTarget {
   private async applyBan(d: BanDecision): Promise<BanResult> {
     this.counters.bans++;
     this.o.metrics.bans.inc({ reason: d.reason });
-    this.cancelRetry(this.records.get(d.ip));
+    const previous = this.records.get(d.ip);
+    this.cancelRetry(previous);
+    // An element may be in the kernel already: then it is replaced (add, delete, add), else added.
+    const replace = previous !== undefined || this.recentlyEnded.has(d.ip);
     const record = newRecord(this.fromDecision(d), null);
     this.records.set(d.ip, record);
     this.o.store.recordBan(d);
-    const [kernelError, storeError] = await Promise.all([this.enforce(d), this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
+    const [kernelError, storeError] = await Promise.all([this.enforce(d, false, replace), this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
     if (kernelError !== null) {
       this.retryLater(d, kernelError);
       return { ok: false, status: 502, message: `nftables refused the ban of ${d.ip} (retrying): ${kernelError}` };
@@ -455,10 +464,10 @@ export class Daemon implements ControlTarget {
   }
 
   /** The kernel commit of one decision (a retry: for what is left of it); null on success, else why. */
-  private async enforce(d: BanDecision, retry = false): Promise<string | null> {
+  private async enforce(d: BanDecision, retry = false, replace = true): Promise<string | null> {
     const seconds = !retry || d.until === PERMANENT ? d.banSeconds : (d.until - this.now()) / 1000;
     try {
-      await this.track(this.o.firewall.ban(d.ip, d.family, Math.max(1, seconds)), 'ban');
+      await this.track(this.o.firewall.ban(d.ip, d.family, Math.max(1, seconds), replace), 'ban');
       return null;
     } catch (err) {
       return errorMessage(err);
@@ -583,6 +592,8 @@ export class Daemon implements ControlTarget {
       }
     }
     this.records.delete(d.ip);
+    this.recentlyEnded.delete(d.ip);
+    this.recentlyEnded.set(d.ip, this.now());
     this.counters.unbans++;
     this.o.metrics.unbans.inc({ reason: d.reason });
     this.o.store.recordUnban(d.ip, d.at, d.reason);
@@ -656,6 +667,10 @@ export class Daemon implements ControlTarget {
     const now = this.now();
     if (this.o.self !== undefined && now - this.lastSelfAt >= (this.o.selfRefreshMs ?? 30_000)) void this.refreshSelf();
     for (const d of this.o.engine.expire(now)) void this.applyUnban(d);
+    for (const [ip, at] of this.recentlyEnded) {
+      if (now - at < ENDED_KEEP_MS) break;
+      this.recentlyEnded.delete(ip);
+    }
     this.o.engine.prune(now);
     if (now - this.lastPurgeAt >= HISTORY_PURGE_MS) {
       this.lastPurgeAt = now;
