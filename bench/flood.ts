@@ -83,6 +83,8 @@ async function poll(socketPath: string): Promise<void> {
 async function stopPoller(child: ChildProcess): Promise<{ status: number[]; metrics: number[] }> {
   child.send('stop');
   const [r] = (await once(child, 'message')) as [{ status: number[]; metrics: number[] }];
+  // Its IPC channel would keep both processes alive.
+  child.kill();
   return r;
 }
 
@@ -228,6 +230,7 @@ async function main(): Promise<void> {
   await server.stop();
   rmSync(dir, { recursive: true, force: true });
   execFileSync('nft', ['flush', 'ruleset']);
+  process.exit(0);
 }
 
 const pollAt = process.argv.indexOf('--poll');
