@@ -35,7 +35,8 @@ describe('ami2ban replay (acceptance: the bans listed in the fixtures README)', 
     { name: 'svcrack-udp-1001-300-wrong', bans: [{ ip: '127.0.0.42', at: '2026-11-22T04:49:15.758Z' }] },
     { name: 'svmap-svwar-udp', bans: [{ ip: '127.0.0.41', at: '2026-11-22T04:51:10.452Z' }] },
     { name: 'good-phone-10-ok-2-badpass', bans: [] },
-    { name: 'v2-slow-scanner-register-unknown', bans: [] },
+    // No counted event at all; its 10 REGISTERs' challenges go unanswered (BAN_UNANSWERED_MAXRETRY 10).
+    { name: 'v2-slow-scanner-register-unknown', bans: [{ ip: '127.0.0.36', at: '2026-11-22T04:52:23.534Z' }], failures: 10 },
   ];
   for (const attack of ATTACKS) {
     for (const ext of ['.raw', '.security.log']) {
@@ -45,10 +46,18 @@ describe('ami2ban replay (acceptance: the bans listed in the fixtures README)', 
         expect(r.code).toBe(0);
         const bans = r.stdout.trim() === '' ? [] : r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { ip: string; at: string; failures: number });
         expect(bans.map((b) => ({ ip: b.ip, at: b.at }))).toEqual(attack.bans);
-        for (const b of bans) expect(b.failures).toBe(3);
+        for (const b of bans) expect(b.failures).toBe(attack.failures ?? 3);
       });
     }
   }
+
+  it('the slow scanner under the counting rule alone (BAN_UNANSWERED_MAXRETRY=0): nobody banned', async () => {
+    for (const ext of ['.raw', '.security.log']) {
+      const r = await runCli(['replay', `${FIXTURE_DIR}attack-tools/v2-slow-scanner-register-unknown${ext}`, '--json'], { BAN_IGNOREIP: '', BAN_UNANSWERED_MAXRETRY: '0' });
+      expect(r.code).toBe(0);
+      expect(r.stdout.trim()).toBe('');
+    }
+  });
 
   it('svcrack: each of its 300 guesses on one Call-ID is a failure (threshold set out of reach)', async () => {
     const r = await runCli(['replay', `${FIXTURE_DIR}attack-tools/svcrack-udp-1001-300-wrong.raw`], { BAN_IGNOREIP: '', BAN_MAXRETRY: '1000' });

@@ -431,3 +431,52 @@ describe('incremental ban time (fail2ban bantime.increment)', () => {
     expect(feed(given, '192.0.2.9', [100 * day, 100 * day + 1, 100 * day + 2])[2]).toMatchObject({ kind: 'banned', decision: { banSeconds: 1200, previousBans: 1 } });
   });
 });
+
+describe('unanswered challenges (BAN_CHALLENGE_TIMEOUT, BAN_UNANSWERED_MAXRETRY)', () => {
+  const challenge = (e: Engine, ip: string, sid: string, t: number): Outcome => e.observe(ev(ip, { name: 'ChallengeSent', severity: 'Informational', sessionId: sid }), t);
+
+  it('ten challenges left unanswered within findtime ban, once each timeout has passed', () => {
+    const e = engine();
+    for (let i = 0; i < 10; i++) {
+      challenge(e, '203.0.113.36', `reg-${i}`, i * 2 * S);
+      // A challenge is unanswered only after its 5 s.
+      expect(e.challengesDue(i * 2 * S + 4 * S)).toEqual([]);
+    }
+    const bans = e.challengesDue(18 * S + 5 * S);
+    expect(bans).toMatchObject([{ ip: '203.0.113.36', reason: 'unanswered', failures: 10, events: { UnansweredChallenge: 10 }, banSeconds: 3600 }]);
+    expect(e.isBanned('203.0.113.36', 24 * S)).toBe(true);
+  });
+
+  it('an answer on the same Call-ID from the same address (success or wrong password) is not unanswered', () => {
+    const e = engine();
+    for (let i = 0; i < 12; i++) {
+      challenge(e, '192.0.2.60', `phone-${i}`, i * S);
+      const name = i % 6 === 5 ? 'ChallengeResponseFailed' : 'SuccessfulAuth';
+      e.observe(ev('192.0.2.60', { name, severity: name === 'SuccessfulAuth' ? 'Informational' : 'Error', sessionId: `phone-${i}` }), i * S + 50);
+    }
+    expect(e.challengesDue(60 * S, true)).toEqual([]);
+  });
+
+  it('a new challenge on a Call-ID whose challenge is pending counts the pending one at once', () => {
+    const e = engine({ BAN_UNANSWERED_MAXRETRY: '3' });
+    for (let i = 0; i < 3; i++) challenge(e, '198.51.100.9', 'same-call', i * 100);
+    // Two were replaced before their timeout; the third is still pending.
+    expect(e.challengesDue(300)).toEqual([]);
+    expect(e.challengesDue(200 + 5 * S)).toMatchObject([{ ip: '198.51.100.9', failures: 3 }]);
+  });
+
+  it('the ignore list, banned addresses and BAN_UNANSWERED_MAXRETRY=0 are respected; old ones leave the window', () => {
+    const ignored = engine({ BAN_IGNOREIP: '192.0.2.0/24' });
+    for (let i = 0; i < 10; i++) challenge(ignored, '192.0.2.7', `c${i}`, i * S);
+    expect(ignored.challengesDue(100 * S)).toEqual([]);
+    const off = engine({ BAN_UNANSWERED_MAXRETRY: '0' });
+    for (let i = 0; i < 20; i++) challenge(off, '198.51.100.1', `c${i}`, i * S);
+    expect(off.challengesDue(100 * S, true)).toEqual([]);
+    // findtime 10m: nine early ones have left the window when the tenth times out.
+    const slow = engine();
+    for (let i = 0; i < 9; i++) challenge(slow, '198.51.100.2', `c${i}`, i * S);
+    expect(slow.challengesDue(30 * S)).toEqual([]);
+    challenge(slow, '198.51.100.2', 'late', 700 * S);
+    expect(slow.challengesDue(706 * S)).toEqual([]);
+  });
+});

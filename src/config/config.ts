@@ -58,6 +58,10 @@ export interface BanPolicyConfig {
   /** Seconds of ban history kept; at least maxTime. */
   readonly historyKeep: number;
   readonly collapseWindow: number;
+  /** Seconds; 0 = unanswered challenges are not counted. */
+  readonly challengeTimeout: number;
+  /** 0 = off. */
+  readonly unansweredMaxRetry: number;
   readonly maxTracked: number;
 }
 
@@ -346,6 +350,8 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     ignoreSelf: r.bool('BAN_IGNORESELF'),
     historyKeep: Math.max(r.duration('BAN_HISTORY_KEEP', { min: 1 }), maxTime),
     collapseWindow: r.duration('BAN_COLLAPSE_WINDOW'),
+    challengeTimeout: r.duration('BAN_CHALLENGE_TIMEOUT'),
+    unansweredMaxRetry: r.int('BAN_UNANSWERED_MAXRETRY', 0, 1000),
     maxTracked: r.int('BAN_MAX_TRACKED', 1, 100_000_000),
   };
 

@@ -15,6 +15,10 @@ export interface EnginePolicy extends BanTimePolicy {
   readonly collapseWindow: number;
   readonly ignoreIp: readonly Cidr[];
   readonly maxTracked: number;
+  /** Seconds after which a ChallengeSent with no response on its Call-ID is unanswered; 0 = off. */
+  readonly challengeTimeout: number;
+  /** Unanswered challenges within findTime that ban; 0 = off. */
+  readonly unansweredMaxRetry: number;
   /** Seconds of ban history that count for incremental ban time. */
   readonly historyKeep: number;
 }
@@ -30,7 +34,8 @@ export interface EngineEvent {
   readonly aclName: string | null;
 }
 
-export type BanReason = 'threshold' | 'manual';
+/** threshold: maxretry counted failures; unanswered: unanswered challenges; manual: an operator. */
+export type BanReason = 'threshold' | 'unanswered' | 'manual';
 export type UnbanReason = 'expired' | 'manual';
 
 export interface BanDecision {
@@ -111,6 +116,11 @@ const REGISTRAR_ACL = 'registrar_';
 /** Unanswered requests remembered per generation (real requests get their outcome within ms). */
 const MAX_OPEN_REQUESTS = 50_000;
 const REQUEST_OUTCOMES: ReadonlySet<string> = new Set(['ChallengeSent', 'ChallengeResponseFailed', 'SuccessfulAuth']);
+const CHALLENGE_SENT = 'ChallengeSent';
+/** Challenges awaiting an answer, at most (a flood of them keeps memory bounded; the oldest go). */
+const MAX_CHALLENGES = 100_000;
+/** How an unanswered challenge is named in a ban's events. */
+export const UNANSWERED_EVENT = 'UnansweredChallenge';
 
 export class Engine {
   /** Counted event names → their index in policy.events (how a failure records its event). */
@@ -125,6 +135,16 @@ export class Engine {
   private openRequests = new Map<string, number>();
   private olderRequests = new Map<string, number>();
   private requestsSwappedAt = Number.NEGATIVE_INFINITY;
+  /** `ip LF SessionID` of challenges sent and not answered yet → when sent. */
+  private readonly challenges = new Map<string, number>();
+  /** The same in the order sent, which is the order they time out in (one timeout for all). */
+  private challengeKeys: string[] = [];
+  private challengeTimes: number[] = [];
+  private challengeHead = 0;
+  /** Challenges found unanswered outside the sweep (a new one on the same Call-ID), to count. */
+  private unansweredNow: { readonly ip: string; readonly at: number }[] = [];
+  private readonly unanswered: FailureTable;
+  private readonly challengeMs: number;
   private readonly bans = new Map<string, ActiveBan>();
   /** Kept as bans come and go, so that observers never count the map. */
   private readonly bansByFamily: Record<IpFamily, number> = { ipv4: 0, ipv6: 0 };
@@ -141,6 +161,8 @@ export class Engine {
     if (policy.events.length > MAX_EVENT_NAMES) throw new RangeError(`at most ${MAX_EVENT_NAMES} counted event names`);
     this.counted = new Map(policy.events.map((e, i) => [e, i]));
     this.trackers = new FailureTable(policy.maxTracked);
+    this.unanswered = new FailureTable(policy.maxTracked);
+    this.challengeMs = policy.unansweredMaxRetry > 0 ? policy.challengeTimeout * 1000 : 0;
     this.ignore = new AddressSet(policy.ignoreIp);
     this.history = new BanCounts(policy.historyKeep * 1000, options.previousBans);
     this.random = options.random ?? Math.random;
@@ -178,6 +200,7 @@ export class Engine {
 
   observe(event: EngineEvent, now: number): Outcome {
     const sip = event.service !== AMI_SERVICE && event.sessionId !== '';
+    if (sip && this.challengeMs > 0) this.noteChallenge(event, now);
     const endsRequest = sip && REQUEST_OUTCOMES.has(event.name);
     if (event.severity !== 'Error') {
       if (endsRequest) this.endRequest(event);
@@ -270,6 +293,35 @@ export class Engine {
     return { type: 'unban', ip: addr.ip, family: ban.family, at: now, reason: 'manual' };
   }
 
+  /**
+   * Challenges left unanswered past BAN_CHALLENGE_TIMEOUT by `now` are counted; the addresses
+   * that reach BAN_UNANSWERED_MAXRETRY within findtime are banned. `all`: every pending challenge
+   * counts as unanswered (the end of a replayed file is the passing of every timeout).
+   */
+  challengesDue(now: number, all = false): BanDecision[] {
+    const out: BanDecision[] = [];
+    if (this.challengeMs === 0) return out;
+    const found = this.unansweredNow;
+    this.unansweredNow = [];
+    for (const u of found) this.countUnanswered(u.ip, u.at, now, out);
+    while (this.challengeHead < this.challengeKeys.length) {
+      const at = this.challengeTimes[this.challengeHead] ?? 0;
+      if (!all && at + this.challengeMs > now) break;
+      const key = this.challengeKeys[this.challengeHead] ?? '';
+      this.challengeHead++;
+      // Answered (gone) or sent again on the same Call-ID (a newer time): not this one.
+      if (this.challenges.get(key) !== at) continue;
+      this.challenges.delete(key);
+      this.countUnanswered(key.slice(0, key.indexOf('\n')), at, now, out);
+    }
+    if (this.challengeHead > 4096 && this.challengeHead * 2 > this.challengeKeys.length) {
+      this.challengeKeys = this.challengeKeys.slice(this.challengeHead);
+      this.challengeTimes = this.challengeTimes.slice(this.challengeHead);
+      this.challengeHead = 0;
+    }
+    return out;
+  }
+
   /** Bans whose time has come; the kernel expires them by itself, this keeps our view in step. */
   expire(now: number): UnbanDecision[] {
     const out: UnbanDecision[] = [];
@@ -286,6 +338,7 @@ export class Engine {
   /** Drops addresses whose failures have all left the window, and requests unanswered too long. */
   prune(now: number): void {
     this.trackers.prune(now - this.findTimeMs);
+    this.unanswered.prune(now - this.findTimeMs);
     this.swapRequests(now);
   }
 
@@ -318,6 +371,48 @@ export class Engine {
 
   stats(): EngineStats {
     return { tracked: this.trackers.size, activeBans: this.bans.size, evicted: this.trackers.evicted };
+  }
+
+  /**
+   * A ChallengeSent starts waiting for its answer; any other event on its Call-ID from the same
+   * address answers it (SuccessfulAuth, ChallengeResponseFailed, …). A new ChallengeSent on a
+   * Call-ID whose challenge is still pending means that one went unanswered.
+   */
+  private noteChallenge(event: EngineEvent, now: number): void {
+    const challenge = event.name === CHALLENGE_SENT;
+    if (event.ip === null || (!challenge && this.challenges.size === 0)) return;
+    const addr = parseIp(event.ip);
+    if (addr === null) return;
+    const key = `${addr.ip}\n${event.sessionId}`;
+    const pending = this.challenges.get(key);
+    if (!challenge) {
+      if (pending !== undefined) this.challenges.delete(key);
+      return;
+    }
+    if (pending !== undefined && this.unansweredNow.length < MAX_CHALLENGES) this.unansweredNow.push({ ip: addr.ip, at: pending });
+    if (unbannable(addr) !== null) return;
+    const kept = detach(key);
+    this.challenges.set(kept, now);
+    this.challengeKeys.push(kept);
+    this.challengeTimes.push(now);
+    // Past the cap the oldest pending challenge is forgotten, not counted.
+    while (this.challenges.size > MAX_CHALLENGES && this.challengeHead < this.challengeKeys.length) {
+      const k = this.challengeKeys[this.challengeHead] ?? '';
+      const t = this.challengeTimes[this.challengeHead] ?? 0;
+      this.challengeHead++;
+      if (this.challenges.get(k) === t) this.challenges.delete(k);
+    }
+  }
+
+  private countUnanswered(ip: string, at: number, now: number, out: BanDecision[]): void {
+    const addr = parseIp(ip);
+    if (addr === null || this.ignore.has(addr) || this.self.has(ip) || this.isBanned(ip, now)) return;
+    const n = this.unanswered.add(ip, pack(at, 0), now - this.findTimeMs);
+    if (n < this.policy.unansweredMaxRetry) return;
+    this.unanswered.take(ip);
+    this.trackers.delete(ip);
+    const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
+    out.push(this.recordBan(ip, addr.family, now, seconds, 'unanswered', n, { [UNANSWERED_EVENT]: n }));
   }
 
   /** An outcome ends the request on its Call-ID: the next counted event there is a new request. */

@@ -395,12 +395,17 @@ export class Daemon implements ControlTarget {
       case 'banned': {
         this.counters.failures++;
         metrics.failures.inc();
-        const applied = this.applyBan(outcome.decision).then(() => undefined);
-        this.inFlight.add(applied);
-        void applied.finally(() => this.inFlight.delete(applied));
+        this.applyInBackground(outcome.decision);
         return;
       }
     }
+  }
+
+  /** Applies a ban decided by the engine; idle() waits for it. */
+  private applyInBackground(d: BanDecision): void {
+    const applied = this.applyBan(d).then(() => undefined);
+    this.inFlight.add(applied);
+    void applied.finally(() => this.inFlight.delete(applied));
   }
 
   /**
@@ -667,6 +672,7 @@ export class Daemon implements ControlTarget {
     const now = this.now();
     if (this.o.self !== undefined && now - this.lastSelfAt >= (this.o.selfRefreshMs ?? 30_000)) void this.refreshSelf();
     for (const d of this.o.engine.expire(now)) void this.applyUnban(d);
+    for (const d of this.o.engine.challengesDue(now)) this.applyInBackground(d);
     for (const [ip, at] of this.recentlyEnded) {
       if (now - at < ENDED_KEEP_MS) break;
       this.recentlyEnded.delete(ip);

@@ -3,7 +3,7 @@
 import { AmiParser, type AmiMessage } from '../ami/parser.js';
 import { classifyEvent } from '../ami/security-event.js';
 import { parseSecurityLogLine } from '../ami/security-log.js';
-import { Engine, type EnginePolicy } from '../engine/engine.js';
+import { type BanDecision, Engine, type EnginePolicy } from '../engine/engine.js';
 import { ReplayInputError } from '../errors.js';
 import { toEngineEvent } from './pipeline.js';
 
@@ -53,6 +53,7 @@ export class Replayer {
   private securityEvents = 0;
   private banCount = 0;
   private failures = 0;
+  private lastTime: number | undefined;
   private readonly skipped = { nonSecurity: 0, unknown: 0, malformed: 0, noTime: 0 };
 
   /** @param onBan told of each ban as it falls; when given, bans are not also kept in the result. */
@@ -84,6 +85,8 @@ export class Replayer {
       this.partialLine = '';
       if (rest !== '') this.logLine(rest);
     }
+    // The end of the input is the passing of every pending challenge's timeout.
+    if (this.lastTime !== undefined) for (const d of this.engine.challengesDue(this.lastTime, true)) this.banned(d);
     return { format: this.format ?? 'ami', bans: this.bans, banCount: this.banCount, securityEvents: this.securityEvents, failures: this.failures, skipped: this.skipped };
   }
 
@@ -114,6 +117,13 @@ export class Replayer {
     for (const line of lines) this.logLine(line);
   }
 
+  private banned(d: BanDecision): void {
+    const ban = { ip: d.ip, at: d.at, failures: d.failures, banSeconds: d.banSeconds, events: d.events };
+    this.banCount++;
+    if (this.onBan === undefined) this.bans.push(ban);
+    else this.onBan(ban);
+  }
+
   private logLine(line: string): void {
     const r = parseSecurityLogLine(line);
     if (r.kind === 'event') this.message(r.message);
@@ -141,16 +151,14 @@ export class Replayer {
       return;
     }
     const now = e.eventTime.epochMs;
+    this.lastTime = now;
     this.engine.expire(now);
+    for (const d of this.engine.challengesDue(now)) this.banned(d);
     const outcome = this.engine.observe(toEngineEvent(e), now);
     if (outcome.kind === 'counted') this.failures++;
     if (outcome.kind === 'banned') {
       this.failures++;
-      const d = outcome.decision;
-      const ban = { ip: d.ip, at: d.at, failures: d.failures, banSeconds: d.banSeconds, events: d.events };
-      this.banCount++;
-      if (this.onBan === undefined) this.bans.push(ban);
-      else this.onBan(ban);
+      this.banned(outcome.decision);
     }
     // Like the daemon's housekeeping: forget what left the window, so a long log stays bounded.
     if (this.securityEvents % 10_000 === 0) this.engine.prune(now);
