@@ -362,7 +362,8 @@ describe('manual ban and unban', () => {
     expect(e.ban('192.0.2.9', 10, { seconds: 3600 })).toMatchObject({ kind: 'banned', decision: { previousBans: 0, extendsBan: true } });
     // The next ban after it ends is the second: 2 × bantime.
     e.expire(4000 * S);
-    const second = feed(e, '192.0.2.9', [4001 * S, 4002 * S, 4003 * S])[2];
+    // A repeat offender: its second failure bans it (weight 2, the observer).
+    const second = feed(e, '192.0.2.9', [4001 * S, 4002 * S])[1];
     expect(second).toMatchObject({ kind: 'banned', decision: { banSeconds: 1200, previousBans: 1 } });
   });
 
@@ -428,7 +429,7 @@ describe('incremental ban time (fail2ban bantime.increment)', () => {
         { ip: '192.0.2.9', startedAt: 100 * day - 2 * day },
       ],
     });
-    expect(feed(given, '192.0.2.9', [100 * day, 100 * day + 1, 100 * day + 2])[2]).toMatchObject({ kind: 'banned', decision: { banSeconds: 1200, previousBans: 1 } });
+    expect(feed(given, '192.0.2.9', [100 * day, 100 * day + 1])[1]).toMatchObject({ kind: 'banned', decision: { banSeconds: 1200, previousBans: 1 } });
   });
 });
 
@@ -478,5 +479,39 @@ describe('unanswered challenges (BAN_CHALLENGE_TIMEOUT, BAN_UNANSWERED_MAXRETRY)
     expect(slow.challengesDue(30 * S)).toEqual([]);
     challenge(slow, '198.51.100.2', 'late', 700 * S);
     expect(slow.challengesDue(706 * S)).toEqual([]);
+  });
+});
+
+describe('repeat offenders trip faster (fail2ban observer, BAN_INCREMENT=true)', () => {
+  it('an address banned n times before bans after ceil(maxretry / min(2^n/2 + 1, maxretry)) failures', () => {
+    const e = engine({ BAN_INCREMENT: 'true', BAN_BANTIME: '1m', BAN_MAXRETRY: '3' });
+    const failuresToBan: number[] = [];
+    let t = 0;
+    for (let round = 0; round < 4; round++) {
+      let n = 0;
+      for (;;) {
+        n++;
+        const o = e.observe(ev('198.51.100.77'), t);
+        t += S;
+        if (o.kind === 'banned') {
+          // The decision reports the real failures, not their weight.
+          expect(o.decision.failures).toBe(n);
+          break;
+        }
+      }
+      failuresToBan.push(n);
+      t += 2 * 86400 * S;
+      e.expire(t);
+    }
+    // weights 1, 2, 3, 3 (2^3/2 + 1 = 5, capped at maxretry 3)
+    expect(failuresToBan).toEqual([3, 2, 1, 1]);
+  });
+
+  it('off without BAN_INCREMENT: every ban takes maxretry failures', () => {
+    const e = engine({ BAN_BANTIME: '1m' });
+    feed(e, '198.51.100.78', [0, S, 2 * S]);
+    e.expire(86400 * S);
+    const again = feed(e, '198.51.100.78', [86401 * S, 86402 * S, 86403 * S]);
+    expect(again.map((o) => o.kind)).toEqual(['counted', 'counted', 'banned']);
   });
 });

@@ -235,7 +235,7 @@ export class Engine {
     }
 
     const failures = this.trackers.add(ip, pack(now, eventIndex), now - this.findTimeMs);
-    if (failures < this.policy.maxRetry) return { kind: 'counted', ip, failures };
+    if (failures * this.repeatWeight(ip, now) < this.policy.maxRetry) return { kind: 'counted', ip, failures };
 
     const events: Record<string, number> = {};
     for (const i of this.trackers.take(ip)) {
@@ -402,6 +402,17 @@ export class Engine {
       this.challengeHead++;
       if (this.challenges.get(k) === t) this.challenges.delete(k);
     }
+  }
+
+  /**
+   * fail2ban's observer with bantime.increment: each failure of an address banned n times before
+   * (within BAN_HISTORY_KEEP) weighs min(2^n / 2 + 1, maxretry), so repeat offenders trip faster.
+   * Failures from before its last ban never count: they were cleared when it was banned.
+   */
+  private repeatWeight(ip: string, now: number): number {
+    if (!this.policy.increment) return 1;
+    const n = this.history.count(ip, now);
+    return n === 0 ? 1 : Math.min(2 ** Math.min(n, 20) / 2 + 1, this.policy.maxRetry);
   }
 
   private countUnanswered(ip: string, at: number, now: number, out: BanDecision[]): void {
