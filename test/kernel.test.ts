@@ -647,6 +647,8 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       { timeout: 5000, interval: 50 },
     );
     expect(setElements(TABLE, 'ipv4_addr').get('198.51.100.30')).toBeGreaterThan(7180);
+    // The log line follows the commit; it may reach us a moment after the elements do.
+    await vi.waitUntil(() => d.lines().some((l) => l.message === 'nftables bans re-applied'), { timeout: 5000, interval: 20 });
     expect(d.lines().find((l) => l.message === 'nftables bans re-applied')).toMatchObject({ count: 2 });
     d.child.kill('SIGTERM');
     expect(await d.exited).toBe(0);
