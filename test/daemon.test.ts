@@ -62,7 +62,6 @@ describe('daemon: AMI → engine → firewall', () => {
 
   it('the slow scanner: banned by its unanswered challenges once their timeout has passed', async () => {
     const { firewall, log } = await runCapture('attack-tools/v2-slow-scanner-register-unknown.raw', { BAN_CHALLENGE_TIMEOUT: '1' });
-    expect(firewall.elements.size).toBe(0);
     await expectEventually(() => firewall.elements.has('127.0.0.36'), 4000);
     await daemon?.idle();
     expect(log.lines.find((l) => l.message === 'ban')?.meta).toMatchObject({ ip: '127.0.0.36', reason: 'unanswered', failures: 10, events: 'UnansweredChallenge×10' });
