@@ -100,8 +100,8 @@ async function replayCommand(io: CliIo, args: readonly string[]): Promise<number
   // JSON lines go out as the bans fall; the table keeps one short row per ban.
   const rows: string[][] = [];
   const replayer = new Replayer(config.ban, (b) => {
-    if (json) write(io.stdout, JSON.stringify({ ip: b.ip, at: new Date(b.at).toISOString(), failures: b.failures, banSeconds: banSeconds(b.banSeconds) }));
-    else rows.push([new Date(b.at).toISOString(), b.ip, String(b.failures), formatDuration(b.banSeconds), eventSummary(b.events)]);
+    if (json) write(io.stdout, JSON.stringify({ ip: b.ip, at: new Date(b.at).toISOString(), failures: b.failures, banSeconds: banSeconds(b.banSeconds), rule: b.rule }));
+    else rows.push([new Date(b.at).toISOString(), b.ip, String(b.failures), formatDuration(b.banSeconds), b.rule, eventSummary(b.events)]);
   });
   let result: ReplayResult;
   try {
@@ -114,7 +114,7 @@ async function replayCommand(io: CliIo, args: readonly string[]): Promise<number
     return EXIT_FAILURE;
   }
   if (json) return EXIT_OK;
-  const header = ['TIME', 'ADDRESS', 'FAILURES', 'BAN', 'EVENTS'];
+  const header = ['TIME', 'ADDRESS', 'FAILURES', 'BAN', 'RULE', 'EVENTS'];
   const widths = header.map((h) => h.length);
   for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
   const fmt = (r: readonly string[]): string => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();

@@ -22,7 +22,8 @@ describe('ami2ban replay (acceptance: the bans listed in the fixtures README)', 
         .map((l) => JSON.parse(l) as { ip: string; at: string; failures: number; banSeconds: number });
       expect(bans.map((b) => b.ip).sort()).toEqual([...EXPECTED_BANS].sort());
       for (const b of bans) {
-        expect(Object.keys(b)).toEqual(['ip', 'at', 'failures', 'banSeconds']);
+        expect(Object.keys(b)).toEqual(['ip', 'at', 'failures', 'banSeconds', 'rule']);
+        expect((b as { rule?: string }).rule).toBe('threshold');
         expect(b.failures).toBe(3);
         expect(b.banSeconds).toBe(3600);
         expect(b.at).toMatch(/^2026-11-21T22:36:\d\d\.\d{3}Z$/);
@@ -44,8 +45,9 @@ describe('ami2ban replay (acceptance: the bans listed in the fixtures README)', 
         const r = await runCli(['replay', `${FIXTURE_DIR}attack-tools/${attack.name}${ext}`, '--json'], { BAN_IGNOREIP: '' });
         expect(r.stderr).toBe('');
         expect(r.code).toBe(0);
-        const bans = r.stdout.trim() === '' ? [] : r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { ip: string; at: string; failures: number });
+        const bans = r.stdout.trim() === '' ? [] : r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { ip: string; at: string; failures: number; rule: string });
         expect(bans.map((b) => ({ ip: b.ip, at: b.at }))).toEqual(attack.bans);
+        for (const b of bans) expect(b.rule).toBe(attack.failures === undefined ? 'threshold' : 'unanswered');
         for (const b of bans) expect(b.failures).toBe(attack.failures ?? 3);
       });
     }
@@ -77,8 +79,8 @@ describe('ami2ban replay (acceptance: the bans listed in the fixtures README)', 
     const r = await runCli(['replay', `${FIXTURE_DIR}security.log`], { BAN_IGNOREIP: '' });
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('(security-log): 140 security events, 29 failures counted, 8 bans');
-    expect(r.stdout).toMatch(/TIME\s+ADDRESS\s+FAILURES\s+BAN\s+EVENTS/);
-    expect(r.stdout).toMatch(/127\.0\.0\.11\s+3\s+1h\s+InvalidAccountID×1,InvalidPassword×1,ChallengeResponseFailed×1/);
+    expect(r.stdout).toMatch(/TIME\s+ADDRESS\s+FAILURES\s+BAN\s+RULE\s+EVENTS/);
+    expect(r.stdout).toMatch(/127\.0\.0\.11\s+3\s+1h\s+threshold\s+InvalidAccountID×1,InvalidPassword×1,ChallengeResponseFailed×1/);
   });
 
   it('refuses a file it cannot read or understand', async () => {

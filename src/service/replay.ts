@@ -3,7 +3,7 @@
 import { AmiParser, type AmiMessage } from '../ami/parser.js';
 import { classifyEvent } from '../ami/security-event.js';
 import { parseSecurityLogLine } from '../ami/security-log.js';
-import { type BanDecision, Engine, type EnginePolicy } from '../engine/engine.js';
+import { type BanDecision, type BanReason, Engine, type EnginePolicy } from '../engine/engine.js';
 import { ReplayInputError } from '../errors.js';
 import { toEngineEvent } from './pipeline.js';
 
@@ -17,6 +17,8 @@ export interface ReplayBan {
   /** Seconds; Infinity = permanent. */
   readonly banSeconds: number;
   readonly events: Readonly<Record<string, number>>;
+  /** Which rule banned: `threshold` (maxretry failures) or `unanswered` (unanswered challenges). */
+  readonly rule: BanReason;
 }
 
 export interface ReplayResult {
@@ -118,7 +120,7 @@ export class Replayer {
   }
 
   private banned(d: BanDecision): void {
-    const ban = { ip: d.ip, at: d.at, failures: d.failures, banSeconds: d.banSeconds, events: d.events };
+    const ban = { ip: d.ip, at: d.at, failures: d.failures, banSeconds: d.banSeconds, events: d.events, rule: d.reason };
     this.banCount++;
     if (this.onBan === undefined) this.bans.push(ban);
     else this.onBan(ban);
