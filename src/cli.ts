@@ -134,12 +134,12 @@ async function replayCommand(io: CliIo, args: readonly string[]): Promise<number
 
 /** Re-reads BAN_IGNOREIP and BAN_IGNOREIP_FILE; keeps the old list when the new one is bad. */
 function reloadIgnoreList(env: Env, daemon: Daemon, logger: Logger): void {
-  const { cidrs, problems } = loadIgnoreList(env);
+  const { cidrs, hosts, problems } = loadIgnoreList(env);
   if (problems.length > 0) {
     logger.error('ignore list not reloaded: the old one stays', { problems: problems.map((p) => `${p.variable}: ${p.problem}`).join('; ') });
     return;
   }
-  daemon.setIgnoreList(cidrs);
+  daemon.setIgnoreList(cidrs, hosts);
 }
 
 async function run(io: CliIo): Promise<number> {

@@ -204,3 +204,23 @@ describe('loadConfig', () => {
     expect(loadConfig({}, { purpose: 'replay' }).ban.maxRetry).toBe(3);
   });
 });
+
+describe('trunks by name in the ignore list', () => {
+  it('host names are kept apart from addresses and CIDRs; bad entries and DNS servers are refused by name', () => {
+    const c = loadConfig({ ...BASE_ENV, BAN_IGNOREIP: '192.0.2.0/24, sip.Provider.example., 2001:db8::/32 trunk-2.example', BAN_DNS_SERVERS: '192.0.2.53, 127.0.0.1:5353, [2001:db8::53]:53' });
+    expect(c.ban.ignoreHosts).toEqual(['sip.provider.example', 'trunk-2.example']);
+    expect(c.ban.ignoreIp.length).toBe(2);
+    expect(c.ban.dnsServers).toEqual(['192.0.2.53', '127.0.0.1:5353', '[2001:db8::53]:53']);
+    expect(c.ban.dnsRefresh).toBe(300);
+    let err: unknown;
+    try {
+      loadConfig({ ...BASE_ENV, BAN_IGNOREIP: 'bad_host!, -dash.example', BAN_DNS_SERVERS: 'dns.example' });
+    } catch (e) {
+      err = e;
+    }
+    expect(String(err)).toContain('BAN_IGNOREIP');
+    expect(String(err)).toContain('"bad_host!" is not an IP address or CIDR');
+    expect(String(err)).toContain('"-dash.example"');
+    expect(String(err)).toContain('BAN_DNS_SERVERS: "dns.example": expected IP addresses, optionally with :port');
+  });
+});

@@ -9,6 +9,7 @@ import { BanStore } from '../src/store/store.js';
 import type { Daemon } from '../src/service/daemon.js';
 import { EXPECTED_BANS, fixture } from './helpers/fixtures.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
+import { DnsStub } from './helpers/dns-stub.js';
 import { config } from './helpers/policy.js';
 
 describe('daemon: AMI → engine → firewall', () => {
@@ -141,6 +142,62 @@ describe('daemon: what the firewall is asked to do', () => {
     } finally {
       await daemon.stop();
       await server.stop();
+    }
+  });
+});
+
+describe('daemon: trunks by name in the ignore list (a DNS server on loopback)', () => {
+  it('resolves A and AAAA at start and on refresh, follows a change, keeps the last answer when DNS fails', async () => {
+    const dns = new DnsStub();
+    const dnsPort = await dns.start();
+    dns.answers.set('trunk.example', { a: ['198.51.100.10'], aaaa: ['2001:db8::10'] });
+    const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
+    const port = await server.start();
+    const firewall = new MemoryFirewall();
+    const log = new MemoryLogger([], false);
+    const cfg = config({
+      AMI_PORT: String(port),
+      BAN_IGNOREIP: '127.0.0.1, trunk.example',
+      BAN_DNS_SERVERS: `127.0.0.1:${dnsPort}`,
+      BAN_DNS_REFRESH: '1',
+      STATE_DIR: mkdtempSync(join(tmpdir(), 'ami2ban-')),
+    });
+    const { daemon } = buildDaemon(cfg, log, 'test', { firewall });
+    const subscribed = server.nextSubscription();
+    await daemon.start();
+    await subscribed;
+    let sid = 0;
+    const attack = async (ip: string): Promise<void> => {
+      const family = ip.includes(':') ? 'IPV6' : 'IPV4';
+      const before = daemon.counters.events;
+      server.broadcast([0, 1, 2].map(() => `Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${++sid}\r\nRemoteAddress: ${family}/TCP/${ip}/5038\r\n\r\n`).join(''));
+      await expectEventually(() => daemon.counters.events >= before + 3);
+      await daemon.idle();
+    };
+    try {
+      expect(log.lines.find((l) => l.message === 'ignore-list host resolved')?.meta).toMatchObject({ host: 'trunk.example', addresses: '198.51.100.10,2001:db8::10' });
+      await attack('198.51.100.10');
+      await attack('2001:db8::10');
+      await attack('198.51.100.11');
+      expect([...firewall.elements.keys()]).toEqual(['198.51.100.11']);
+
+      // The provider moves the trunk: the new address is ignored, the old one no longer.
+      dns.answers.set('trunk.example', { a: ['198.51.100.12'] });
+      await expectEventually(() => log.lines.some((l) => l.message === 'ignore-list host resolved' && l.meta.added === '198.51.100.12'), 4000);
+      await attack('198.51.100.12');
+      await attack('198.51.100.10');
+      expect([...firewall.elements.keys()].sort()).toEqual(['198.51.100.10', '198.51.100.11']);
+
+      // DNS fails: the last good answer stays.
+      dns.answers.set('trunk.example', 'servfail');
+      await expectEventually(() => log.lines.some((l) => l.message === 'could not resolve an ignore-list host; its last addresses stay ignored'), 8000);
+      expect(log.lines.find((l) => l.message === 'could not resolve an ignore-list host; its last addresses stay ignored')?.meta).toMatchObject({ host: 'trunk.example', kept: '198.51.100.12' });
+      await attack('198.51.100.12');
+      expect(firewall.elements.has('198.51.100.12')).toBe(false);
+    } finally {
+      await daemon.stop();
+      await server.stop();
+      dns.stop();
     }
   });
 });

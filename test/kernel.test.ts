@@ -704,7 +704,7 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     await vi.waitUntil(async () => statusOf(await ctl(['status', '--json'])).counts?.events === 4, { timeout: 5000, interval: 50 });
     expect(setElements(TABLE, 'ipv4_addr').has('198.51.100.77')).toBe(false);
     // A bad file keeps the old list.
-    writeFileSync(file, 'not-an-address\n');
+    writeFileSync(file, 'not_an_address!\n');
     d.child.kill('SIGHUP');
     await vi.waitUntil(() => d.lines().some((l) => l.message === 'ignore list not reloaded: the old one stays'), { timeout: 5000, interval: 20 });
     d.child.kill('SIGTERM');

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isSecurityEventName } from '../common/security-events.js';
-import { type Cidr, parseCidr, splitList } from '../common/ip.js';
+import { type Cidr, parseCidr, parseIp, splitList } from '../common/ip.js';
 import { ConfigError, type ConfigProblem, errorMessage } from '../errors.js';
 import { DURATION_LIMIT_TEXT, PERMANENT, parseDuration } from './duration.js';
 import { Secret } from './secret.js';
@@ -53,6 +53,12 @@ export interface BanPolicyConfig {
   readonly rndTime: number;
   /** BAN_IGNOREIP and the entries of BAN_IGNOREIP_FILE. */
   readonly ignoreIp: readonly Cidr[];
+  /** Host names in BAN_IGNOREIP / BAN_IGNOREIP_FILE: their A and AAAA addresses are ignored. */
+  readonly ignoreHosts: readonly string[];
+  /** Seconds between resolutions of ignoreHosts. */
+  readonly dnsRefresh: number;
+  /** DNS servers (`ip` or `ip:port`) for ignoreHosts; empty = the system's. */
+  readonly dnsServers: readonly string[];
   readonly ignoreIpFile: string | undefined;
   readonly ignoreSelf: boolean;
   /** Seconds of ban history kept; at least maxTime. */
@@ -203,15 +209,21 @@ function readMultipliers(r: Reader): number[] {
 }
 
 /** Parses ignore-list entries; returns the problems instead of failing. */
-export function parseIgnoreEntries(items: readonly string[]): { cidrs: Cidr[]; bad: string[] } {
+/** A DNS host name (letters, digits, hyphens; dotted labels; not all digits). */
+const HOST_NAME = /^(?=.{1,253}\.?$)(?=.*[A-Za-z])[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+/** Ignore-list entries: addresses and CIDRs, and host names (trunks by name, resolved later). */
+export function parseIgnoreEntries(items: readonly string[]): { cidrs: Cidr[]; hosts: string[]; bad: string[] } {
   const cidrs: Cidr[] = [];
+  const hosts: string[] = [];
   const bad: string[] = [];
   for (const item of items) {
     const parsed = parseCidr(item);
-    if (typeof parsed === 'string') bad.push(parsed);
-    else cidrs.push(parsed);
+    if (typeof parsed !== 'string') cidrs.push(parsed);
+    else if (!item.includes(':') && !item.includes('/') && HOST_NAME.test(item)) hosts.push(item.toLowerCase().replace(/\.$/, ''));
+    else bad.push(parsed);
   }
-  return { cidrs, bad };
+  return { cidrs, hosts, bad };
 }
 
 /** The entries of an ignore-list file: one per line (or several, space/comma separated), `#` comments. */
@@ -219,27 +231,35 @@ export function ignoreFileEntries(text: string): string[] {
   return text.split('\n').flatMap((line) => splitList(line.replace(/#.*$/, '')));
 }
 
-function readIgnoreIp(r: Reader, readFile: (path: string) => string): { cidrs: Cidr[]; file: string | undefined } {
-  const { cidrs, bad } = parseIgnoreEntries(splitList(r.raw('BAN_IGNOREIP') ?? ''));
-  if (bad.length > 0) r.fail('BAN_IGNOREIP', `${bad.join('; ')}; expected IPv4/IPv6 addresses or CIDRs`);
+function readIgnoreIp(r: Reader, readFile: (path: string) => string): { cidrs: Cidr[]; hosts: string[]; file: string | undefined } {
+  const { cidrs, hosts, bad } = parseIgnoreEntries(splitList(r.raw('BAN_IGNOREIP') ?? ''));
+  if (bad.length > 0) r.fail('BAN_IGNOREIP', `${bad.join('; ')}; expected IPv4/IPv6 addresses, CIDRs or host names`);
   const file = r.raw('BAN_IGNOREIP_FILE');
   if (file !== undefined) {
     try {
       const fromFile = parseIgnoreEntries(ignoreFileEntries(readFile(file)));
-      if (fromFile.bad.length > 0) r.fail('BAN_IGNOREIP_FILE', `in "${file}": ${fromFile.bad.join('; ')}; expected IPv4/IPv6 addresses or CIDRs`);
+      if (fromFile.bad.length > 0) r.fail('BAN_IGNOREIP_FILE', `in "${file}": ${fromFile.bad.join('; ')}; expected IPv4/IPv6 addresses, CIDRs or host names`);
       cidrs.push(...fromFile.cidrs);
+      hosts.push(...fromFile.hosts);
     } catch (err) {
       r.fail('BAN_IGNOREIP_FILE', `cannot read "${file}" (${errorMessage(err)}); expected a readable file of addresses/CIDRs`);
     }
   }
-  return { cidrs, file };
+  return { cidrs, hosts: [...new Set(hosts)], file };
 }
 
 /** BAN_IGNOREIP and BAN_IGNOREIP_FILE alone, for a reload (SIGHUP): the list, or its problems. */
-export function loadIgnoreList(env: Env, readFile: (path: string) => string = (p) => readFileSync(p, 'utf8')): { cidrs: Cidr[]; problems: ConfigProblem[] } {
+export function loadIgnoreList(env: Env, readFile: (path: string) => string = (p) => readFileSync(p, 'utf8')): { cidrs: Cidr[]; hosts: string[]; problems: ConfigProblem[] } {
   const r = new Reader(env);
-  const { cidrs } = readIgnoreIp(r, readFile);
-  return { cidrs, problems: r.problems };
+  const { cidrs, hosts } = readIgnoreIp(r, readFile);
+  return { cidrs, hosts, problems: r.problems };
+}
+
+function readDnsServers(r: Reader): string[] {
+  const items = splitList(r.raw('BAN_DNS_SERVERS') ?? '');
+  const bad = items.filter((s) => parseIp(s) === null && parseHostPort(s) === null && !/^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(s));
+  if (bad.length > 0) r.fail('BAN_DNS_SERVERS', `${bad.map((b) => `"${b}"`).join(', ')}: expected IP addresses, optionally with :port`);
+  return items;
 }
 
 function parseHostPort(raw: string): { host: string; port: number } | null {
@@ -346,6 +366,9 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     maxTime,
     rndTime: r.duration('BAN_RNDTIME'),
     ignoreIp: ignore.cidrs,
+    ignoreHosts: ignore.hosts,
+    dnsRefresh: r.duration('BAN_DNS_REFRESH', { min: 1 }),
+    dnsServers: readDnsServers(r),
     ignoreIpFile: ignore.file,
     ignoreSelf: r.bool('BAN_IGNORESELF'),
     historyKeep: Math.max(r.duration('BAN_HISTORY_KEEP', { min: 1 }), maxTime),

@@ -12,12 +12,14 @@ import { type NftRunner, chooseRunner } from '../firewall/runner.js';
 import type { Logger } from '../log/logger.js';
 import { BanStore } from '../store/store.js';
 import { Daemon } from './daemon.js';
+import { type ResolveHost, TrunkNames, dnsResolver } from './trunks.js';
 import { selfAddresses } from './self.js';
 
 export interface BuildOverrides {
   readonly connector?: AmiConnector;
   readonly firewall?: Firewall;
   readonly runner?: NftRunner;
+  readonly resolveHost?: ResolveHost;
 }
 
 export function buildFirewall(
@@ -111,6 +113,10 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     version,
     ...(dropped === undefined ? {} : { dropped }),
     ...(self === undefined ? {} : { self }),
+    ignoreIp: config.ban.ignoreIp,
+    // Always there, so that a host name added on SIGHUP is resolved too.
+    trunks: new TrunkNames(config.ban.ignoreHosts, overrides.resolveHost ?? dnsResolver(config.ban.dnsServers)),
+    dnsRefreshMs: config.ban.dnsRefresh * 1000,
   });
   owner = daemon;
   owner = daemon;

@@ -13,6 +13,7 @@ import type { BanStore, StoredBan } from '../store/store.js';
 import { banLogFields, toEngineEvent } from './pipeline.js';
 import { type Enforcer, reconcile } from './reconcile.js';
 import type { SelfResult } from './self.js';
+import type { TrunkNames } from './trunks.js';
 
 export interface DaemonOptions {
   readonly ami: AmiClient;
@@ -36,7 +37,15 @@ export interface DaemonOptions {
   readonly self?: () => Promise<SelfResult>;
   /** How often they are read again, so that a new address is covered. */
   readonly selfRefreshMs?: number;
+  /** The ignore list's addresses and CIDRs (BAN_IGNOREIP, BAN_IGNOREIP_FILE). */
+  readonly ignoreIp?: readonly Cidr[];
+  /** The ignore list's host names (trunks by name), and how often they are resolved again. */
+  readonly trunks?: TrunkNames;
+  readonly dnsRefreshMs?: number;
 }
+
+/** How long the start waits for the trunks' names before reading events without them. */
+const FIRST_RESOLUTION_MS = 5000;
 
 export interface DaemonCounters {
   events: number;
@@ -83,6 +92,10 @@ export class Daemon implements ControlTarget {
   private lastStatsAt = 0;
   private lastPurgeAt = 0;
   private lastSelfAt = 0;
+  private lastDnsAt = 0;
+  private dnsInFlight: Promise<void> | undefined;
+  /** The ignore list's addresses and CIDRs; the trunks' resolved addresses are added to them. */
+  private staticIgnore: readonly Cidr[] = [];
   private selfText = '';
   private startedAt = 0;
   private firewallState: 'starting' | 'ready' | 'stopped' = 'starting';
@@ -129,8 +142,15 @@ export class Daemon implements ControlTarget {
   /** Reconciles store, kernel and engine, then starts reading AMI. No ban lapses or doubles. */
   async start(ignoreEntries: readonly string[] = []): Promise<void> {
     this.ignoreEntries = ignoreEntries;
+    this.staticIgnore = this.o.ignoreIp ?? [];
     this.startedAt = this.now();
     await this.refreshSelf();
+    // Trunks by name are known before anything is reconciled or counted (bounded: a dead DNS
+    // server delays the start by at most FIRST_RESOLUTION_MS, then they follow when resolved).
+    if (this.o.trunks !== undefined) {
+      const first = this.refreshTrunks();
+      await Promise.race([first, new Promise((r) => setTimeout(r, FIRST_RESOLUTION_MS).unref())]);
+    }
     const { store, engine, firewall, logger } = this.o;
     const inKernel = await firewall.start();
     const expiredWhileDown = await store.expireDue(this.startedAt);
@@ -227,14 +247,19 @@ export class Daemon implements ControlTarget {
     this.writeBanLines(Number.POSITIVE_INFINITY);
   }
 
-  /** Replaces the ignore list (SIGHUP) and logs what changed. */
-  setIgnoreList(cidrs: readonly Cidr[]): void {
+  /** Replaces the ignore list (SIGHUP) and logs what changed; host names are resolved again. */
+  setIgnoreList(cidrs: readonly Cidr[], hosts?: readonly string[]): void {
+    this.staticIgnore = cidrs;
+    if (hosts !== undefined && this.o.trunks !== undefined) {
+      this.o.trunks.setHosts(hosts);
+      void this.refreshTrunks();
+    }
     const entries = cidrs.map((c) => `${c.address.ip}/${c.prefix}`);
     const before = new Set(this.ignoreEntries);
     const after = new Set(entries);
     const added = entries.filter((e) => !before.has(e));
     const removed = this.ignoreEntries.filter((e) => !after.has(e));
-    this.o.engine.setIgnoreList(cidrs);
+    this.applyIgnore();
     this.ignoreEntries = entries;
     const stillBanned = [...this.o.engine.activeBans().keys()].filter((ip) => this.o.engine.isIgnored(ip));
     this.o.logger.info('ignore list reloaded', {
@@ -655,6 +680,37 @@ export class Daemon implements ControlTarget {
     return null;
   }
 
+  /** The engine's ignore list: the configured one plus what the trunks' names resolve to. */
+  private applyIgnore(): void {
+    const resolved: Cidr[] = (this.o.trunks?.addresses() ?? []).map((a) => ({ address: a, prefix: a.family === 'ipv4' ? 32 : 128 }));
+    this.o.engine.setIgnoreList([...this.staticIgnore, ...resolved]);
+  }
+
+  /** Resolves the trunks' names once (one at a time); changes are logged and applied. */
+  private refreshTrunks(): Promise<void> {
+    const trunks = this.o.trunks;
+    if (trunks === undefined) return Promise.resolve();
+    this.lastDnsAt = this.now();
+    this.dnsInFlight ??= trunks
+      .refresh()
+      .then(({ changed, failed }) => {
+        for (const c of changed) {
+          this.o.logger.info('ignore-list host resolved', { host: c.host, addresses: c.addresses.join(',') || '(none)', added: c.added.join(',') || '(none)', removed: c.removed.join(',') || '(none)' });
+        }
+        for (const f of failed) {
+          this.o.logger.warn('could not resolve an ignore-list host; its last addresses stay ignored', { host: f.host, error: f.error, kept: f.kept.join(',') || '(none)' });
+        }
+        if (changed.length === 0) return;
+        this.applyIgnore();
+        const stillBanned = [...this.o.engine.activeBans().keys()].filter((ip) => this.o.engine.isIgnored(ip));
+        if (stillBanned.length > 0) this.o.logger.warn('banned addresses now ignored (a trunk by name)', { ips: stillBanned.join(','), hint: 'use ami2ban unban to lift these' });
+      })
+      .finally(() => {
+        this.dnsInFlight = undefined;
+      });
+    return this.dnsInFlight;
+  }
+
   /** Reads the host's own addresses again; a change is logged, a failure keeps the last good list. */
   private async refreshSelf(): Promise<void> {
     if (this.o.self === undefined) return;
@@ -671,6 +727,7 @@ export class Daemon implements ControlTarget {
   private sweep(): void {
     const now = this.now();
     if (this.o.self !== undefined && now - this.lastSelfAt >= (this.o.selfRefreshMs ?? 30_000)) void this.refreshSelf();
+    if (this.o.trunks !== undefined && this.dnsInFlight === undefined && now - this.lastDnsAt >= (this.o.dnsRefreshMs ?? 300_000)) void this.refreshTrunks();
     for (const d of this.o.engine.expire(now)) void this.applyUnban(d);
     for (const d of this.o.engine.challengesDue(now)) this.applyInBackground(d);
     for (const [ip, at] of this.recentlyEnded) {
