@@ -23,16 +23,21 @@ function address(i: number, addresses: number): string {
   return n % 5 === 4 ? `IPV6/UDP/2001:db8::${(n >> 16).toString(16)}:${(n & 0xffff).toString(16)}/5060` : `IPV4/UDP/10.${n >> 16}.${(n >> 8) & 255}.${n & 255}/5060`;
 }
 
-function block(i: number, addresses: number): string {
-  const kind = i % 2 === 0 ? 'InvalidAccountID' : 'ChallengeResponseFailed';
+function block(i: number, addresses: number, challenges: boolean): string {
+  // With challenges, each request is two events on one Call-ID: InvalidAccountID, then a
+  // ChallengeSent that is never answered (a scanner), so the unanswered rule has work to do.
+  const kind = challenges ? (i % 2 === 0 ? 'InvalidAccountID' : 'ChallengeSent') : i % 2 === 0 ? 'InvalidAccountID' : 'ChallengeResponseFailed';
+  const severity = kind === 'ChallengeSent' ? 'Informational' : 'Error';
+  const call = challenges ? i >> 1 : i;
+  const from = challenges ? address(call, addresses) : address(i, addresses);
   return (
     `Event: ${kind}\r\nPrivilege: security,all\r\nSystemName: astlab\r\nEventTV: 2026-11-21T22:36:02.621+0000\r\n` +
-    `Severity: Error\r\nService: PJSIP\r\nEventVersion: 1\r\nAccountID: user${i % 997}\r\nSessionID: call-${i}@bench\r\n` +
-    `LocalAddress: IPV4/UDP/127.0.0.1/5060\r\nRemoteAddress: ${address(i, addresses)}\r\n\r\n`
+    `Severity: ${severity}\r\nService: PJSIP\r\nEventVersion: 1\r\nAccountID: user${i % 997}\r\nSessionID: call-${call}@bench\r\n` +
+    `LocalAddress: IPV4/UDP/127.0.0.1/5060\r\nRemoteAddress: ${from}\r\n\r\n`
   );
 }
 
-async function serve(addresses: number): Promise<void> {
+async function serve(addresses: number, challenges: boolean): Promise<void> {
   const server = new FakeAmiServer({ username: USER, secret: SECRET });
   const port = await server.start();
   process.send?.({ port });
@@ -41,7 +46,7 @@ async function serve(addresses: number): Promise<void> {
   for (let i = 0; i < EVENTS; ) {
     let chunk = '';
     const end = Math.min(EVENTS, i + 2000);
-    for (; i < end; i++) chunk += block(i, addresses);
+    for (; i < end; i++) chunk += block(i, addresses, challenges);
     if (!socket.write(chunk)) await once(socket, 'drain');
   }
 }
@@ -62,6 +67,7 @@ interface Scenario {
   readonly label: string;
   readonly addresses: number;
   readonly env: Record<string, string>;
+  readonly challenges?: boolean;
 }
 
 const SCENARIOS: readonly Scenario[] = [
@@ -69,10 +75,16 @@ const SCENARIOS: readonly Scenario[] = [
   { label: 'counting only (maxretry 1000, findtime 1d: every event is a failure in the window)', addresses: ADDRESSES, env: { BAN_MAXRETRY: '1000', BAN_FINDTIME: '1d' } },
   { label: 'distributed scan (every event from a new address, default BAN_MAX_TRACKED 1 000 000)', addresses: EVENTS, env: {} },
   { label: 'distributed scan with BAN_MAX_TRACKED=100000 (evicting from the 100 001st address on)', addresses: EVENTS, env: { BAN_MAX_TRACKED: '100000' } },
+  {
+    label: 'every rule on: a scan of 500 000 addresses, each request InvalidAccountID + an unanswered ChallengeSent, BAN_INCREMENT=true',
+    addresses: EVENTS / 2,
+    env: { BAN_INCREMENT: 'true' },
+    challenges: true,
+  },
 ];
 
-async function measure(label: string, addresses: number, env: Record<string, string>): Promise<Run> {
-  const child = fork(fileURLToPath(import.meta.url), ['--serve', String(addresses)], { execArgv: [], env: { ...process.env, BENCH_EVENTS: String(EVENTS) } });
+async function measure(label: string, addresses: number, env: Record<string, string>, challenges = false): Promise<Run> {
+  const child = fork(fileURLToPath(import.meta.url), ['--serve', String(addresses), ...(challenges ? ['--challenges'] : [])], { execArgv: [], env: { ...process.env, BENCH_EVENTS: String(EVENTS) } });
   const [msg] = (await once(child, 'message')) as [{ port: number }];
   const config = loadConfig({ AMI_USERNAME: USER, AMI_SECRET: SECRET, AMI_PORT: String(msg.port), BAN_IGNOREIP: '', ...env });
   const engine = new Engine(config.ban);
@@ -93,6 +105,8 @@ async function measure(label: string, addresses: number, env: Record<string, str
       if (seen === 0) started = performance.now();
       const o = engine.observe(toEngineEvent(e), receivedAt);
       if (o.kind === 'banned') bans++;
+      // The daemon's housekeeping, every 10 000 events here: challenges past their timeout.
+      if (seen % 10_000 === 0) bans += engine.challengesDue(receivedAt).length;
       if (o.kind !== 'ignored') failures++;
       if (++seen === EVENTS) resolve(performance.now());
     });
@@ -115,14 +129,14 @@ async function measure(label: string, addresses: number, env: Record<string, str
 async function main(): Promise<void> {
   const serveAt = process.argv.indexOf('--serve');
   if (serveAt !== -1) {
-    await serve(Number(process.argv[serveAt + 1]));
+    await serve(Number(process.argv[serveAt + 1]), process.argv.includes('--challenges'));
     return;
   }
   const scenarioAt = process.argv.indexOf('--scenario');
   if (scenarioAt !== -1) {
     const sc = SCENARIOS[Number(process.argv[scenarioAt + 1])];
     if (sc === undefined) throw new Error('no such scenario');
-    const run = await measure(sc.label, sc.addresses, sc.env);
+    const run = await measure(sc.label, sc.addresses, sc.env, sc.challenges);
     if (process.send === undefined) console.log(run);
     else process.send(run);
     return;
