@@ -3,19 +3,14 @@ import type { Config } from './config/config.js';
 import type { BanView, StatusReport } from './control/api.js';
 import { ControlClient, type ControlResponse } from './control/client.js';
 import { errorMessage } from './errors.js';
+import { COMMANDS, type CommandArgs } from './cli-args.js';
+import { ipv6Groups, parseIp } from './common/ip.js';
 
 interface Io {
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;
 }
 
-const USAGE: Readonly<Record<string, string>> = {
-  status: 'usage: ami2ban status [--json]',
-  list: 'usage: ami2ban list [--json]',
-  ban: 'usage: ami2ban ban IP [--for DURATION] [--force] [--replace] [--json]',
-  unban: 'usage: ami2ban unban IP | --all [--json]',
-  ready: 'usage: ami2ban ready',
-};
 
 /** `3552` → `59m 12s`: the two largest units. */
 export function formatRemaining(seconds: number | null): string {
@@ -57,24 +52,33 @@ function statusText(s: StatusReport): string {
   ].join('\n');
 }
 
+/** IPv4 before IPv6, each in numeric order (not as text: 10.0.0.9 before 10.0.0.10). */
+export function sortedByAddress(bans: readonly BanView[]): BanView[] {
+  const key = (ip: string): string => {
+    const a = parseIp(ip);
+    if (a === null) return `9${ip}`;
+    if (a.family === 'ipv4') return `4${a.ip.split('.').map((o) => o.padStart(3, '0')).join('.')}`;
+    return `6${ipv6Groups(a.ip).map((g) => g.toString(16).padStart(4, '0')).join(':')}`;
+  };
+  return bans.map((b) => ({ b, k: key(b.ip) })).sort((x, y) => (x.k < y.k ? -1 : x.k > y.k ? 1 : 0)).map((x) => x.b);
+}
+
 function bansText(bans: readonly BanView[]): string {
   if (bans.length === 0) return 'no active bans';
   const rows = bans.map((b) => [b.ip, formatRemaining(b.remainingSeconds), b.since.replace(/\.\d+Z$/, 'Z'), String(b.timesBanned), b.reason, String(b.failures)]);
   return table(['ADDRESS', 'REMAINING', 'SINCE', 'TIMES', 'REASON', 'FAILURES'], rows);
 }
 
-export async function controlCommand(command: string, args: readonly string[], config: Config, io: Io): Promise<number> {
-  const json = args.includes('--json');
-  const rest = args.filter((a) => a !== '--json');
+export async function controlCommand(command: string, args: CommandArgs, config: Config, io: Io): Promise<number> {
+  const json = args.values.json === true;
   const client = new ControlClient(config.control.listen, config.control.token?.reveal());
-  const usage = (): number => {
-    write(io.stderr, USAGE[command] ?? '');
+  const usage = (why: string): number => {
+    write(io.stderr, `ami2ban ${command}: ${why}\n${COMMANDS[command]?.usage ?? ''}`);
     return 2;
   };
   try {
     switch (command) {
       case 'status': {
-        if (rest.length > 0) return usage();
         const r = await client.call('GET', '/v1/status');
         if (r.status !== 200) throw new Error(errorOf(r));
         write(io.stdout, json ? JSON.stringify(r.body) : statusText(r.body as StatusReport));
@@ -82,41 +86,36 @@ export async function controlCommand(command: string, args: readonly string[], c
       }
       case 'ready': {
         // For container health checks: exit 0 only when AMI is logged in and the firewall ready.
-        if (rest.length > 0) return usage();
         const r = await client.call('GET', '/readyz');
         const reasons = (r.body as { reasons?: string[] } | null)?.reasons ?? [];
         write(r.status === 200 ? io.stdout : io.stderr, r.status === 200 ? 'ready' : `not ready: ${reasons.join('; ') || errorOf(r)}`);
         return r.status === 200 ? 0 : 1;
       }
       case 'list': {
-        if (rest.length > 0) return usage();
         const r = await client.call('GET', '/v1/bans');
         if (r.status !== 200) throw new Error(errorOf(r));
-        const bans = (r.body as { bans: BanView[] }).bans;
+        const bans = sortedByAddress((r.body as { bans: BanView[] }).bans);
         write(io.stdout, json ? JSON.stringify(bans) : bansText(bans));
         return 0;
       }
       case 'ban': {
-        const force = rest.includes('--force');
-        const replace = rest.includes('--replace');
-        const words = rest.filter((a) => a !== '--force' && a !== '--replace');
-        const forAt = words.indexOf('--for');
-        const duration = forAt === -1 ? undefined : words[forAt + 1];
-        const positional = words.filter((_, i) => forAt === -1 || (i !== forAt && i !== forAt + 1));
-        if (positional.length !== 1 || (forAt !== -1 && duration === undefined) || positional.some((p) => p.startsWith('-'))) return usage();
-        const r = await client.call('POST', '/v1/bans', { ip: positional[0], ...(duration === undefined ? {} : { duration }), force, replace });
+        const force = args.values.force === true;
+        const replace = args.values.replace === true;
+        const duration = args.values.for;
+        const r = await client.call('POST', '/v1/bans', { ip: args.positionals[0], ...(typeof duration === 'string' ? { duration } : {}), force, replace });
         if (r.status !== 201) {
           write(io.stderr, `ami2ban: ${errorOf(r)}`);
           return r.status === 400 || r.status === 409 ? 2 : 1;
         }
         const ban = (r.body as { ban: BanView }).ban;
-        write(io.stdout, json ? JSON.stringify(ban) : `banned ${ban.ip} for ${formatRemaining(ban.remainingSeconds)}`);
+        write(io.stdout, json ? JSON.stringify(ban) : ban.remainingSeconds === null ? `banned ${ban.ip} permanently` : `banned ${ban.ip} for ${formatRemaining(ban.remainingSeconds)}`);
         return 0;
       }
       case 'unban': {
-        if (rest.length !== 1) return usage();
-        const target = rest[0] ?? '';
-        const r = target === '--all' ? await client.call('DELETE', '/v1/bans') : await client.call('DELETE', `/v1/bans/${encodeURIComponent(target)}`);
+        const all = args.values.all === true;
+        const target = args.positionals[0];
+        if (all === (target !== undefined)) return usage(all ? 'give an address or --all, not both' : 'give an address or --all');
+        const r = target === undefined ? await client.call('DELETE', '/v1/bans') : await client.call('DELETE', `/v1/bans/${encodeURIComponent(target)}`);
         if (r.status !== 200) {
           write(io.stderr, `ami2ban: ${errorOf(r)}`);
           return r.status === 400 ? 2 : 1;
@@ -127,7 +126,7 @@ export async function controlCommand(command: string, args: readonly string[], c
         return 0;
       }
       default:
-        return usage();
+        return usage('unknown command');
     }
   } catch (err) {
     write(io.stderr, `ami2ban: ${errorMessage(err)}`);

@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { type Config, type Env, loadConfig, loadIgnoreList } from './config/config.js';
 import { formatDuration } from './config/duration.js';
 import { VARIABLES } from './config/variables.js';
+import { COMMANDS, type CommandArgs, parseCommand } from './cli-args.js';
 import { controlCommand } from './cli-control.js';
 import { ControlServer } from './control/server.js';
 import { Ami2banError, ConfigError, ReplayInputError, errorMessage } from './errors.js';
@@ -85,17 +86,11 @@ function checkConfig(io: CliIo): number {
   return EXIT_OK;
 }
 
-async function replayCommand(io: CliIo, args: readonly string[]): Promise<number> {
-  const json = args.includes('--json');
-  const files = args.filter((a) => a !== '--json');
-  const unknown = files.filter((a) => a.startsWith('-'));
-  if (files.length !== 1 || unknown.length > 0) {
-    write(io.stderr, 'usage: ami2ban replay FILE [--json]');
-    return EXIT_CONFIG;
-  }
+async function replayCommand(io: CliIo, args: CommandArgs): Promise<number> {
+  const json = args.values.json === true;
   const config = configOrExit(io, 'replay');
   if (typeof config === 'number') return config;
-  const file = files[0] ?? '';
+  const file = args.positionals[0] ?? '';
   const banSeconds = (s: number): number => (s === Number.POSITIVE_INFINITY ? -1 : Math.round(s));
   // JSON lines go out as the bans fall; the table keeps one short row per ban.
   const rows: string[][] = [];
@@ -210,7 +205,20 @@ async function run(io: CliIo): Promise<number> {
 }
 
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
-  const [command, ...args] = argv;
+  const [command, ...rest] = argv;
+  let args: CommandArgs = { values: {}, positionals: [] };
+  if (command !== undefined && COMMANDS[command] !== undefined) {
+    const parsed = parseCommand(command, rest);
+    if (parsed.kind === 'help') {
+      write(io.stdout, parsed.usage);
+      return EXIT_OK;
+    }
+    if (parsed.kind === 'error') {
+      write(io.stderr, `ami2ban ${command}: ${parsed.message}\n${parsed.usage}`);
+      return EXIT_CONFIG;
+    }
+    args = parsed;
+  }
   switch (command) {
     case 'run':
       return run(io);

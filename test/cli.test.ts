@@ -210,3 +210,40 @@ describe('ami2ban run', () => {
     expect(r.stderr).toContain('AMI_SECRET: not set');
   });
 });
+
+describe('arguments (util.parseArgs)', () => {
+  it('--help on a command prints its usage and exits 0 (run --help does not start the daemon)', async () => {
+    const r = await runCli(['run', '--help'], {});
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('usage: ami2ban run');
+    const ban = await runCli(['ban', '-h'], {});
+    expect(ban.code).toBe(0);
+    expect(ban.stdout).toContain('-1 for permanent');
+  });
+
+  it('names an unknown option or a missing argument, with the usage, exit 2', async () => {
+    const unknown = await runCli(['list', '--jsn'], {});
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('ami2ban list: unknown option --jsn');
+    expect(unknown.stderr).toContain('usage: ami2ban list [--json]');
+    const missing = await runCli(['replay'], {});
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('ami2ban replay: missing argument');
+    const extra = await runCli(['status', 'now'], {});
+    expect(extra.stderr).toContain('unexpected argument "now"');
+  });
+
+  it('--for=1h and --for 1h alike, and a value starting with a dash is the value (--for -1)', async () => {
+    const { parseCommand } = await import('../src/cli-args.js');
+    expect(parseCommand('ban', ['192.0.2.1', '--for=1h'])).toMatchObject({ kind: 'ok', values: { for: '1h' }, positionals: ['192.0.2.1'] });
+    expect(parseCommand('ban', ['--for', '-1', '192.0.2.1', '--force'])).toMatchObject({ kind: 'ok', values: { for: '-1', force: true }, positionals: ['192.0.2.1'] });
+    expect(parseCommand('unban', ['--all'])).toMatchObject({ kind: 'ok', values: { all: true }, positionals: [] });
+  });
+
+  it('list sorts addresses numerically, IPv4 before IPv6', async () => {
+    const { sortedByAddress } = await import('../src/cli-control.js');
+    const view = (ip: string): Parameters<typeof sortedByAddress>[0][number] => ({ ip, family: '', since: '', expiresAt: null, remainingSeconds: null, timesBanned: 1, reason: 'manual', failures: 0, events: {} });
+    const ips = ['2001:db8::10', '10.0.0.10', '2001:db8::9', '10.0.0.9', '9.1.1.1'];
+    expect(sortedByAddress(ips.map(view)).map((b) => b.ip)).toEqual(['9.1.1.1', '10.0.0.9', '10.0.0.10', '2001:db8::9', '2001:db8::10']);
+  });
+});

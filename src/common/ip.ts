@@ -12,7 +12,7 @@ export interface IpAddress {
 }
 
 /** The eight 16-bit groups of a valid IPv6 text. */
-function ipv6Groups(text: string): number[] {
+export function ipv6Groups(text: string): number[] {
   const groups: number[] = [];
   const dotted = text.includes('.') ? text.slice(text.lastIndexOf(':') + 1) : '';
   const hex = dotted === '' ? text : text.slice(0, text.length - dotted.length);

@@ -347,9 +347,9 @@ export class Daemon implements ControlTarget {
         case 'unbannable':
           return { kind: 'invalid', message: describeUnbannable(ipText, r.why) };
         case 'self':
-          return { kind: 'refused', message: `${ipText} is an address of this host, the AMI host or the control listener (BAN_IGNORESELF): banning it can cut ami2ban off from Asterisk and the host from itself; pass force to ban it anyway` };
+          return { kind: 'refused', message: `${ipText} is an address of this host, the AMI host or the control listener (BAN_IGNORESELF): banning it can cut ami2ban off from Asterisk and the host from itself; pass force (--force) to ban it anyway` };
         case 'ignore-list':
-          return { kind: 'refused', message: `${ipText} is in the ignore list (BAN_IGNOREIP); pass force to ban it anyway` };
+          return { kind: 'refused', message: `${ipText} is in the ignore list (BAN_IGNOREIP); pass force (--force) to ban it anyway` };
       }
     }
     if (this.o.engine.isSelf(r.decision.ip)) {

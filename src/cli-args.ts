@@ -1,0 +1,80 @@
+// The command line's arguments, parsed by Node's util.parseArgs: `--for=1h` and `--for 1h` alike,
+// `--help` on any command, and unknown options named.
+import { parseArgs } from 'node:util';
+
+type OptionSpec = Readonly<Record<string, { readonly type: 'boolean' | 'string' }>>;
+
+interface CommandSpec {
+  readonly usage: string;
+  readonly options: OptionSpec;
+  /** How many positional arguments, at least and at most. */
+  readonly positionals: readonly [number, number];
+}
+
+const JSON_FLAG = { json: { type: 'boolean' } } as const;
+
+export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
+  run: { usage: 'usage: ami2ban run\n  start the daemon (configuration from the environment and .env)', options: {}, positionals: [0, 0] },
+  'check-config': { usage: 'usage: ami2ban check-config\n  print the effective configuration (secrets masked), or the errors', options: {}, positionals: [0, 0] },
+  replay: { usage: 'usage: ami2ban replay FILE [--json]', options: JSON_FLAG, positionals: [1, 1] },
+  status: { usage: 'usage: ami2ban status [--json]', options: JSON_FLAG, positionals: [0, 0] },
+  list: { usage: 'usage: ami2ban list [--json]', options: JSON_FLAG, positionals: [0, 0] },
+  ready: { usage: 'usage: ami2ban ready', options: {}, positionals: [0, 0] },
+  ban: {
+    usage:
+      'usage: ami2ban ban IP [--for DURATION] [--force] [--replace] [--json]\n' +
+      '  DURATION: 600, 90s, 10m, 1h, 1d, 1w, or -1 for permanent (default: the policy\'s ban time);\n' +
+      '  --force bans an ignored address or one of this host\'s; --replace may shorten a ban in force',
+    options: { for: { type: 'string' }, force: { type: 'boolean' }, replace: { type: 'boolean' }, ...JSON_FLAG },
+    positionals: [1, 1],
+  },
+  unban: { usage: 'usage: ami2ban unban IP | --all [--json]', options: { all: { type: 'boolean' }, ...JSON_FLAG }, positionals: [0, 1] },
+};
+
+export interface CommandArgs {
+  readonly values: Readonly<Record<string, string | boolean | undefined>>;
+  readonly positionals: readonly string[];
+}
+
+export type ParsedArgs =
+  | ({ readonly kind: 'ok' } & CommandArgs)
+  | { readonly kind: 'help'; readonly usage: string }
+  | { readonly kind: 'error'; readonly message: string; readonly usage: string };
+
+export function parseCommand(command: string, args: readonly string[]): ParsedArgs {
+  const spec = COMMANDS[command];
+  if (spec === undefined) return { kind: 'error', message: `unknown command "${command}"`, usage: '' };
+  // A value that starts with a dash (`--for -1`) is the option's value, not another option.
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] ?? '';
+    const name = a.startsWith('--') ? a.slice(2) : '';
+    const next = args[i + 1];
+    if (spec.options[name]?.type === 'string' && next !== undefined) {
+      joined.push(`${a}=${next}`);
+      i++;
+    } else joined.push(a);
+  }
+  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: joined, options: { ...spec.options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    const option = /'(-[^' ]+)/.exec(e.message ?? '')?.[1];
+    const message =
+      e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option !== undefined
+        ? `unknown option ${option}`
+        : e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option !== undefined
+          ? `option ${option} needs a value`
+          : (e.message ?? String(err)).split('. ')[0] ?? 'bad arguments';
+    return { kind: 'error', message, usage: spec.usage };
+  }
+  if (parsed.values.help === true) return { kind: 'help', usage: spec.usage };
+  const [min, max] = spec.positionals;
+  const n = parsed.positionals.length;
+  if (n < min || n > max) {
+    const message = n > max ? `unexpected argument "${parsed.positionals[max] ?? ''}"` : 'missing argument';
+    return { kind: 'error', message, usage: spec.usage };
+  }
+  return { kind: 'ok', values: parsed.values, positionals: parsed.positionals };
+}
