@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -163,7 +164,8 @@ describe('control API over a real socket', () => {
     for (const name of [
       'ami2ban_ami_connected 1',
       'ami2ban_ami_reconnects_total 0',
-      'ami2ban_ami_last_event_age_seconds',
+      'ami2ban_ami_last_event_timestamp_seconds 1',
+      'ami2ban_build_info{version="9.9.9",node="',
       'ami2ban_security_events_total{event="InvalidAccountID",service="PJSIP"}',
       'ami2ban_failures_total 29',
       'ami2ban_ignored_total{reason="same-request"} 3',
@@ -179,9 +181,19 @@ describe('control API over a real socket', () => {
       'ami2ban_ineffective_bans_total',
       'ami2ban_unbans_total',
       'process_resident_memory_bytes',
+      // Known label values at 0 from the start, so that increase() sees the first one.
+      'ami2ban_bans_total{reason="unanswered"} 0',
+      'ami2ban_unbans_total{reason="expired"} 0',
+      'ami2ban_ignored_total{reason="unbannable-address"} 0',
+      'ami2ban_firewall_operations_total{op="unban",result="error"} 0',
     ]) {
       expect(text, name).toContain(name);
     }
+    // Prometheus' own linter (Debian's prometheus package brings promtool) finds nothing.
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    expect(lint.error).toBeUndefined();
+    expect(`${lint.stdout}${lint.stderr}`).toBe('');
+    expect(lint.status).toBe(0);
   });
 });
 

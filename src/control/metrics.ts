@@ -4,8 +4,8 @@ import client from 'prom-client';
 export interface MetricSources {
   amiConnected(): boolean;
   amiReconnects(): number;
-  /** Seconds since the last AMI message, or null. */
-  amiLastEventAge(): number | null;
+  /** When the last AMI message arrived (epoch ms), or null. */
+  amiLastEventTime(): number | null;
   activeBans(): Readonly<Record<'ipv4' | 'ipv6', number>>;
   trackedAddresses(): number;
   unenforcedBans(): number;
@@ -15,6 +15,18 @@ export interface MetricSources {
 }
 
 const FAMILIES = ['ipv4', 'ipv6'] as const;
+
+export interface MetricsOptions {
+  /** For ami2ban_build_info. */
+  readonly version?: string;
+  /** Every label value known in advance: those counters are exported at 0 from the start. */
+  readonly banReasons?: readonly string[];
+  readonly unbanReasons?: readonly string[];
+  readonly ignoreReasons?: readonly string[];
+}
+
+/** prom-client defaults that break the naming rules (`_total` on gauges); `promtool check metrics` stays clean. */
+const NONCONFORMING_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 export class Metrics {
   readonly registry = new client.Registry();
@@ -31,10 +43,17 @@ export class Metrics {
   readonly rebans: client.Counter;
   private sources: MetricSources | undefined;
 
-  constructor() {
+  constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
     client.collectDefaultMetrics({ register: this.registry });
+    for (const name of NONCONFORMING_DEFAULTS) this.registry.removeSingleMetric(name);
     const self = (): MetricSources | undefined => this.sources;
+    new client.Gauge({
+      name: 'ami2ban_build_info',
+      help: 'always 1; the version of ami2ban and of Node.js as labels',
+      labelNames: ['version', 'node'],
+      registers,
+    }).set({ version: options.version ?? 'unknown', node: process.version }, 1);
 
     new client.Gauge({
       name: 'ami2ban_ami_connected',
@@ -56,11 +75,11 @@ export class Metrics {
       },
     });
     new client.Gauge({
-      name: 'ami2ban_ami_last_event_age_seconds',
-      help: 'seconds since the last AMI message (-1 before the first)',
+      name: 'ami2ban_ami_last_event_timestamp_seconds',
+      help: 'when the last AMI message arrived (unix time; 0 before the first): alert on time() minus it',
       registers,
       collect() {
-        this.set(self()?.amiLastEventAge() ?? -1);
+        this.set((self()?.amiLastEventTime() ?? 0) / 1000);
       },
     });
     this.securityEvents = new client.Counter({
@@ -78,6 +97,10 @@ export class Metrics {
     });
     this.bans = new client.Counter({ name: 'ami2ban_bans_total', help: 'bans, by reason', labelNames: ['reason'], registers });
     this.unbans = new client.Counter({ name: 'ami2ban_unbans_total', help: 'unbans, by reason', labelNames: ['reason'], registers });
+    // At 0 from the start, so that increase() sees the first one.
+    for (const reason of options.banReasons ?? []) this.bans.inc({ reason }, 0);
+    for (const reason of options.unbanReasons ?? []) this.unbans.inc({ reason }, 0);
+    for (const reason of options.ignoreReasons ?? []) this.ignored.inc({ reason }, 0);
     new client.Gauge({
       name: 'ami2ban_active_bans',
       help: 'bans in force, by address family',
@@ -120,7 +143,10 @@ export class Metrics {
       labelNames: ['op'],
       registers,
     });
-    for (const op of ['ban', 'unban']) this.firewallErrors.inc({ op }, 0);
+    for (const op of ['ban', 'unban']) {
+      this.firewallErrors.inc({ op }, 0);
+      for (const result of ['ok', 'error']) this.firewallOperations.inc({ op, result }, 0);
+    }
     this.rebans = new client.Counter({
       name: 'ami2ban_rebans_total',
       help: 'bans put back in the kernel because failures kept arriving from an address banned there (element lost, e.g. nft flush set)',

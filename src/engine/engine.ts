@@ -35,8 +35,10 @@ export interface EngineEvent {
 }
 
 /** threshold: maxretry counted failures; unanswered: unanswered challenges; manual: an operator. */
-export type BanReason = 'threshold' | 'unanswered' | 'manual';
-export type UnbanReason = 'expired' | 'manual';
+export const BAN_REASONS = ['threshold', 'unanswered', 'manual'] as const;
+export type BanReason = (typeof BAN_REASONS)[number];
+export const UNBAN_REASONS = ['expired', 'manual'] as const;
+export type UnbanReason = (typeof UNBAN_REASONS)[number];
 
 export interface BanDecision {
   readonly type: 'ban';
@@ -68,17 +70,19 @@ export interface UnbanDecision {
 
 export type Decision = BanDecision | UnbanDecision;
 
-export type IgnoreReason =
-  | 'informational'
-  | 'not-counted-event'
-  | 'registrar'
-  | 'no-address'
-  | 'invalid-address'
-  | 'unbannable-address'
-  | 'ignore-list'
-  | 'self'
-  | 'already-banned'
-  | 'same-request';
+export const IGNORE_REASONS = [
+  'informational',
+  'not-counted-event',
+  'registrar',
+  'no-address',
+  'invalid-address',
+  'unbannable-address',
+  'ignore-list',
+  'self',
+  'already-banned',
+  'same-request',
+] as const;
+export type IgnoreReason = (typeof IGNORE_REASONS)[number];
 
 export type Outcome =
   | { readonly kind: 'ignored'; readonly reason: IgnoreReason }

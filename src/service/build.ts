@@ -4,7 +4,7 @@ import { AmiClient } from '../ami/client.js';
 import type { AmiConnector } from '../ami/connector.js';
 import type { Config } from '../config/config.js';
 import { Metrics } from '../control/metrics.js';
-import { Engine } from '../engine/engine.js';
+import { BAN_REASONS, Engine, IGNORE_REASONS, UNBAN_REASONS } from '../engine/engine.js';
 import { DryRunFirewall } from '../firewall/dry-run.js';
 import type { ExistingBan, Firewall } from '../firewall/firewall.js';
 import { NftablesFirewall } from '../firewall/nftables.js';
@@ -67,7 +67,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     },
     enforcer: config.firewall,
   });
-  const metrics = new Metrics();
+  const metrics = new Metrics({ version, banReasons: BAN_REASONS, unbanReasons: UNBAN_REASONS, ignoreReasons: IGNORE_REASONS });
   const ami = new AmiClient({
     target: {
       host: config.ami.host,

@@ -127,10 +127,7 @@ export class Daemon implements ControlTarget {
     o.metrics.bind({
       amiConnected: () => o.ami.state === 'ready',
       amiReconnects: () => o.ami.counters.reconnects,
-      amiLastEventAge: () => {
-        const t = o.ami.lastEventTime;
-        return t === undefined ? null : (this.now() - t) / 1000;
-      },
+      amiLastEventTime: () => o.ami.lastEventTime ?? null,
       activeBans: () => o.engine.activeBansByFamily(),
       trackedAddresses: () => o.engine.stats().tracked,
       unenforcedBans: () => this.failedCount,
