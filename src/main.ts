@@ -19,19 +19,30 @@ function packageVersion(): string {
 /** The environment with .env under it: the real environment wins. */
 function readEnv(): { env: Record<string, string | undefined>; fromDotenv: Set<string> } {
   const fileEnv: Record<string, string> = {};
-  dotenv.config({ path: process.env.AMI2BAN_ENV_FILE ?? '.env', processEnv: fileEnv, quiet: true });
+  const named = process.env.AMI2BAN_ENV_FILE;
+  // A file named on purpose must be there (a missing `.env` in the working directory is fine).
+  if (named !== undefined && named !== '' && !existsSync(named)) {
+    process.stderr.write(`ami2ban: AMI2BAN_ENV_FILE: cannot read "${named}": no such file\n`);
+    process.exit(2);
+  }
+  dotenv.config({ path: named === undefined || named === '' ? '.env' : named, processEnv: fileEnv, quiet: true });
   return { env: { ...fileEnv, ...process.env }, fromDotenv: new Set(Object.keys(fileEnv).filter((k) => process.env[k] === undefined)) };
 }
 
 const { env, fromDotenv } = readEnv();
 
-// SIGHUP would end the process by default: it reloads (the ignore list) once `run` asks for it.
+// Only the daemon handles signals: SIGHUP reloads, SIGTERM/SIGINT stop it cleanly. The other
+// commands keep the defaults, so that Ctrl-C ends `status`, `list` or `replay` at once.
+const daemon = process.argv[2] === 'run';
 let reloader: ((env: Record<string, string | undefined>) => void) | undefined;
-process.on('SIGHUP', () => {
-  reloader?.(readEnv().env);
-});
+if (daemon) {
+  process.on('SIGHUP', () => {
+    reloader?.(readEnv().env);
+  });
+}
 
 const stopSignal = new Promise<string>((resolve) => {
+  if (!daemon) return;
   let stopping = false;
   const onSignal = (signal: string): void => {
     if (stopping) {

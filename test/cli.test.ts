@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -245,5 +246,44 @@ describe('arguments (util.parseArgs)', () => {
     const view = (ip: string): Parameters<typeof sortedByAddress>[0][number] => ({ ip, family: '', since: '', expiresAt: null, remainingSeconds: null, timesBanned: 1, reason: 'manual', failures: 0, events: {} });
     const ips = ['2001:db8::10', '10.0.0.10', '2001:db8::9', '10.0.0.9', '9.1.1.1'];
     expect(sortedByAddress(ips.map(view)).map((b) => b.ip)).toEqual(['9.1.1.1', '10.0.0.9', '10.0.0.10', '2001:db8::9', '2001:db8::10']);
+  });
+});
+
+describe('signals and the env file', () => {
+  it('Ctrl-C ends a client command at once, even while the daemon does not answer', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ami2ban-'));
+    const path = join(dir, 'mute.sock');
+    const mute = createServer(() => undefined);
+    await new Promise<void>((resolve) => mute.listen(path, resolve));
+    try {
+      const child = startCli(['status'], { ...CREDS, CONTROL_LISTEN: path });
+      await new Promise((r) => setTimeout(r, 500));
+      expect(child.exitCode).toBeNull();
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => {
+        child.on('exit', (_code, signal) => {
+          resolve(signal);
+        });
+      });
+      child.kill('SIGINT');
+      const signal = await Promise.race([
+        exited,
+        new Promise<'still running'>((r) => {
+          setTimeout(() => {
+            r('still running');
+          }, 2000);
+        }),
+      ]);
+      expect(signal).toBe('SIGINT');
+    } finally {
+      mute.close();
+    }
+  });
+
+  it('a missing AMI2BAN_ENV_FILE is an error naming it (a missing ./.env is not)', async () => {
+    const r = await runCli(['check-config'], { ...CREDS, AMI2BAN_ENV_FILE: '/nonexistent/ami2ban.env' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('AMI2BAN_ENV_FILE: cannot read "/nonexistent/ami2ban.env": no such file');
+    const ok = await runCli(['check-config'], { ...CREDS }, mkdtempSync(join(tmpdir(), 'ami2ban-')));
+    expect(ok.code).toBe(0);
   });
 });
