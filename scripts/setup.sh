@@ -21,4 +21,13 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
   echo "ami2ban needs Node.js >= 20 (found $(node --version))" >&2
   exit 1
 }
+# npm ci only when something changed since the last one (lock file, Node version, the addon's
+# sources or a missing build): running this script again costs a second, not a reinstall.
+stamp=node_modules/.ami2ban-setup
+want="$(cat package-lock.json packages/nftables-napi/csrc/* packages/nftables-napi/binding.gyp 2>/dev/null | sha256sum | cut -d' ' -f1) $(node --version)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d dist ] && [ -e packages/nftables-napi/build/Release/nftables_napi.node ]; then
+  echo "setup: nothing changed since the last npm ci (remove $stamp to force one)"
+  exit 0
+fi
 npm ci --no-audit --no-fund
+echo "$want" > "$stamp"
