@@ -29,6 +29,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
     positionals: [1, 1],
   },
   unban: { usage: 'usage: ami2ban unban IP | --all [--json]', options: { all: { type: 'boolean' }, ...JSON_FLAG }, positionals: [0, 1] },
+  explain: { usage: 'usage: ami2ban explain IP [--json]\n  why an address is or was banned: the ban in force and its history', options: JSON_FLAG, positionals: [1, 1] },
 };
 
 export interface CommandArgs {

@@ -1,6 +1,6 @@
 // `ami2ban status | list | ban | unban`: clients of the running daemon's control API.
 import type { Config } from './config/config.js';
-import type { BanView, StatusReport } from './control/api.js';
+import type { BanView, ExplainedBan, StatusReport } from './control/api.js';
 import { ControlClient, type ControlResponse } from './control/client.js';
 import { errorMessage } from './errors.js';
 import { COMMANDS, type CommandArgs } from './cli-args.js';
@@ -63,6 +63,16 @@ export function sortedByAddress(bans: readonly BanView[]): BanView[] {
   return bans.map((b) => ({ b, k: key(b.ip) })).sort((x, y) => (x.k < y.k ? -1 : x.k > y.k ? 1 : 0)).map((x) => x.b);
 }
 
+type Explained = { ip: string; inForce: (BanView & { outcome: string }) | null; history: ExplainedBan[] };
+
+function explainText(e: Explained): string {
+  const events = (ev: Readonly<Record<string, number>>): string => Object.entries(ev).map(([k, n]) => `${k}×${n}`).join(',') || '-';
+  const now = e.inForce === null ? `${e.ip} is not banned now` : `${e.ip} is banned ${e.inForce.expiresAt === null ? 'permanently' : `until ${e.inForce.expiresAt}`} (${e.inForce.outcome}): ${e.inForce.reason}, ${e.inForce.failures} failures: ${events(e.inForce.events)}`;
+  if (e.history.length === 0) return `${now}\nno ban in the history (BAN_HISTORY_KEEP)`;
+  const rows = e.history.map((h) => [h.since.replace(/\.\d+Z$/, 'Z'), h.until === null ? 'permanent' : h.until.replace(/\.\d+Z$/, 'Z'), h.rule, String(h.failures), events(h.events), h.ended === null ? 'in force' : `${h.ended.why} ${h.ended.at.replace(/\.\d+Z$/, 'Z')}`]);
+  return `${now}\n\n${table(['SINCE', 'UNTIL', 'RULE', 'FAILURES', 'EVENTS', 'ENDED'], rows)}`;
+}
+
 function bansText(bans: readonly BanView[]): string {
   if (bans.length === 0) return 'no active bans';
   const rows = bans.map((b) => [b.ip, formatRemaining(b.remainingSeconds), b.since.replace(/\.\d+Z$/, 'Z'), String(b.timesBanned), b.reason, String(b.failures)]);
@@ -123,6 +133,16 @@ export async function controlCommand(command: string, args: CommandArgs, config:
         const body = r.body as { unbanned: string | number };
         if (json) write(io.stdout, JSON.stringify(body));
         else write(io.stdout, typeof body.unbanned === 'number' ? `unbanned ${body.unbanned} addresses` : `unbanned ${body.unbanned}`);
+        return 0;
+      }
+      case 'explain': {
+        const target = args.positionals[0] ?? '';
+        const r = await client.call('GET', `/v1/bans/${encodeURIComponent(target)}/explain`);
+        if (r.status !== 200) {
+          write(io.stderr, `ami2ban: ${errorOf(r)}`);
+          return r.status === 400 ? 2 : 1;
+        }
+        write(io.stdout, json ? JSON.stringify(r.body) : explainText(r.body as Explained));
         return 0;
       }
       default:

@@ -47,6 +47,7 @@ commands:
                         longer ban in force is kept unless --replace
   unban IP | --all [--json]
                         lift one ban, or all of them
+  explain IP [--json]   why an address is or was banned: the ban in force and its history
   ready                 exit 0 when the daemon is ready (AMI logged in, firewall ready): health checks
   help                  this text
   version               print the version
@@ -230,6 +231,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     case 'ready':
     case 'list':
     case 'ban':
+    case 'explain':
     case 'unban': {
       const config = configOrExit(io, 'client');
       if (typeof config === 'number') return config;

@@ -393,3 +393,32 @@ describe('ControlClient', () => {
   });
 });
 
+
+describe('why was it banned (explain)', () => {
+  it('the ban in force with its outcome, and every ban of the address the history keeps, with how each ended', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    expect((await r.client.call('POST', '/v1/bans', { ip: '198.51.100.60', duration: '1h' })).status).toBe(201);
+    expect((await r.client.call('POST', '/v1/bans', { ip: '198.51.100.60', duration: '2h' })).status).toBe(201);
+    expect((await r.client.call('DELETE', '/v1/bans/198.51.100.60')).status).toBe(200);
+    // Three failed AMI logins: a threshold ban.
+    r.server.broadcast(
+      [1, 2, 3].map((n) => `Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${n}\r\nRemoteAddress: IPV4/TCP/198.51.100.60/5038\r\n\r\n`).join(''),
+    );
+    await vi.waitUntil(() => r.daemon.counters.bans === 3, { timeout: 5000 });
+    await r.daemon.idle();
+    const res = await r.client.call('GET', '/v1/bans/198.51.100.60/explain');
+    expect(res.status).toBe(200);
+    const body = res.body as { ip: string; inForce: { outcome: string; reason: string; failures: number } | null; history: { rule: string; failures: number; events: Record<string, number>; ended: { why: string } | null }[] };
+    expect(body.ip).toBe('198.51.100.60');
+    expect(body.inForce).toMatchObject({ outcome: 'enforced', reason: 'threshold', failures: 3 });
+    expect(body.history.map((h) => [h.rule, h.ended?.why ?? 'in force'])).toEqual([
+      ['manual', 'extended'],
+      ['manual', 'manual'],
+      ['threshold', 'in force'],
+    ]);
+    expect(body.history[2]?.events).toEqual({ InvalidPassword: 3 });
+    // Never banned: an empty history; not an address: 400.
+    expect((await r.client.call('GET', '/v1/bans/192.0.2.99/explain')).body).toMatchObject({ inForce: null, history: [] });
+    expect((await r.client.call('GET', '/v1/bans/nonsense/explain')).status).toBe(400);
+  });
+});

@@ -523,6 +523,11 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     expect(ban.stdout.trim()).toBe('banned 198.51.100.7 for 1h');
     expect(setElements(TABLE, 'ipv4_addr').get('198.51.100.7')).toBeGreaterThan(3590);
     expect((await ctl(['ban', '2001:db8::9', '--json'])).code).toBe(0);
+    const why = await ctl(['explain', '198.51.100.7']);
+    expect(why.code).toBe(0);
+    expect(why.stdout).toMatch(/^198\.51\.100\.7 is banned until \S+ \(enforced\): manual, 0 failures: -$/m);
+    expect(why.stdout).toMatch(/^SINCE\s+UNTIL\s+RULE\s+FAILURES\s+EVENTS\s+ENDED$/m);
+    expect(why.stdout).toMatch(/\s+manual\s+0\s+-\s+in force$/m);
 
     const list = await ctl(['list']);
     expect(list.stdout).toMatch(/^ADDRESS\s+REMAINING\s+SINCE\s+TIMES\s+REASON\s+FAILURES$/m);

@@ -62,6 +62,30 @@ export type UnbanOutcome =
   | { readonly kind: 'invalid' }
   | { readonly kind: 'failed'; readonly message: string };
 
+export interface ExplainedBan {
+  readonly since: string;
+  /** ISO time; null = permanent. */
+  readonly until: string | null;
+  /** Which rule: threshold, unanswered, manual, adopted (found in the kernel). */
+  readonly rule: string;
+  readonly failures: number;
+  readonly events: Readonly<Record<string, number>>;
+  readonly timesBannedBefore: number;
+  /** ISO time and why it ended (expired, manual, replaced, extended, …); null while in force. */
+  readonly ended: { readonly at: string; readonly why: string } | null;
+}
+
+export type ExplainOutcome =
+  | { readonly kind: 'invalid'; readonly message: string }
+  | { readonly kind: 'failed'; readonly message: string }
+  | {
+      readonly kind: 'explained';
+      readonly ip: string;
+      /** The ban in force and its outcome (enforced, pending, failed), or null. */
+      readonly inForce: (BanView & { readonly outcome: string }) | null;
+      readonly history: readonly ExplainedBan[];
+    };
+
 export interface ControlTarget {
   status(): StatusReport;
   /** The bans in force, a page at a time: a long list is sent without holding the loop. */
@@ -71,5 +95,7 @@ export interface ControlTarget {
   ban(ip: string, duration: string | undefined, force: boolean, replace?: boolean): Promise<ManualBanOutcome>;
   unban(ip: string): Promise<UnbanOutcome>;
   unbanAll(): Promise<number>;
+  /** Why an address is or was banned; invalid = not an address. */
+  explain(ip: string): Promise<ExplainOutcome>;
   readiness(): { readonly ready: boolean; readonly reasons: readonly string[] };
 }

@@ -225,6 +225,18 @@ export class ControlServer {
       send(res, 201, { ban: outcome.ban });
     } else if (path === '/v1/bans' && method === 'DELETE') {
       send(res, 200, { unbanned: await t.unbanAll() });
+    } else if (path.startsWith('/v1/bans/') && path.endsWith('/explain')) {
+      only('GET');
+      let ip: string;
+      try {
+        ip = decodeURIComponent(path.slice('/v1/bans/'.length, -'/explain'.length));
+      } catch {
+        throw new HttpError(400, 'the address in the path has a malformed percent-escape');
+      }
+      const e = await t.explain(ip);
+      if (e.kind === 'invalid') throw new HttpError(400, e.message);
+      if (e.kind === 'failed') throw new HttpError(503, e.message);
+      send(res, 200, { ip: e.ip, inForce: e.inForce, history: e.history });
     } else if (path.startsWith('/v1/bans/')) {
       only('DELETE');
       let ip: string;

@@ -3,13 +3,13 @@ import type { AmiClient } from '../ami/client.js';
 import type { SecurityEvent } from '../ami/security-event.js';
 import { type Cidr, describeUnbannable, parseIp } from '../common/ip.js';
 import { DURATION_LIMIT_TEXT, PERMANENT, parseDuration } from '../config/duration.js';
-import type { BanView, ControlTarget, ManualBanOutcome, StatusReport, UnbanOutcome } from '../control/api.js';
+import type { BanView, ControlTarget, ExplainOutcome, ManualBanOutcome, StatusReport, UnbanOutcome } from '../control/api.js';
 import type { Metrics } from '../control/metrics.js';
 import type { BanDecision, Engine, IgnoreReason, UnbanDecision } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
 import type { ExistingBan, Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log/logger.js';
-import type { BanStore, StoredBan } from '../store/store.js';
+import type { BanHistoryRow, BanStore, StoredBan } from '../store/store.js';
 import { banLogFields, toEngineEvent } from './pipeline.js';
 import { type Enforcer, reconcile } from './reconcile.js';
 import type { SelfResult } from './self.js';
@@ -368,6 +368,31 @@ export class Daemon implements ControlTarget {
     // Still blocked in the kernel: it stays banned in our view too, until it expires there.
     this.o.engine.adopt(d.ip, before.until, this.now());
     return { kind: 'failed', message: `nftables could not remove ${d.ip}; it stays banned: ${error}` };
+  }
+
+  explain(ipText: string): Promise<ExplainOutcome> {
+    const addr = parseIp(ipText);
+    if (addr === null) return Promise.resolve({ kind: 'invalid', message: `"${ipText}" is not an IPv4 or IPv6 address` });
+    let rows: BanHistoryRow[];
+    try {
+      rows = this.o.store.history(addr.ip);
+    } catch (err) {
+      return Promise.resolve({ kind: 'failed', message: errorMessage(err) });
+    }
+    const now = this.now();
+    const r = this.records.get(addr.ip);
+    const inForce = r !== undefined && this.o.engine.isBanned(addr.ip, now) ? { ...this.view(r.ban, now), outcome: r.outcome } : null;
+    const iso = (t: number): string => new Date(t).toISOString();
+    const history = rows.map((h) => ({
+      since: iso(h.startedAt),
+      until: h.expiresAt === PERMANENT ? null : iso(h.expiresAt),
+      rule: h.reason,
+      failures: h.failures,
+      events: h.events,
+      timesBannedBefore: h.previousBans,
+      ended: h.endedAt === null ? null : { at: iso(h.endedAt), why: h.endReason ?? 'ended' },
+    }));
+    return Promise.resolve({ kind: 'explained', ip: addr.ip, inForce, history });
   }
 
   async unbanAll(): Promise<number> {

@@ -28,6 +28,21 @@ export interface BanRecordInput {
 
 export type Enforcer = 'nftables' | 'dry-run';
 
+/** One ban of an address as the history keeps it (explain). */
+export interface BanHistoryRow {
+  readonly startedAt: number;
+  /** Epoch ms; Infinity = permanent. */
+  readonly expiresAt: number;
+  readonly reason: string;
+  readonly failures: number;
+  readonly events: Readonly<Record<string, number>>;
+  readonly previousBans: number;
+  readonly enforcer: Enforcer;
+  /** null while in force. */
+  readonly endedAt: number | null;
+  readonly endReason: string | null;
+}
+
 export interface StoredBan {
   readonly ip: string;
   readonly family: 'ipv4' | 'ipv6';
@@ -222,6 +237,7 @@ export class BanStore {
     count: Database.Statement<[string, number], { n: number }>;
     starts: Database.Statement<[number], { ip: string; started_at: number }>;
     active: Database.Statement<[number], Row>;
+    history: Database.Statement<[string], Row & { ended_at: number | null; end_reason: string | null }>;
   };
 
   private readonly historyKeepMs: number;
@@ -258,6 +274,9 @@ export class BanStore {
         active: this.db.prepare(
           'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, previous_bans FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
         ),
+        history: this.db.prepare(
+          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, previous_bans, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
+        ),
       };
     } catch (err) {
       throw new StoreError(`cannot open the ban database ${this.path}: ${errorMessage(err)}`, err);
@@ -280,6 +299,16 @@ export class BanStore {
   /** Open bans that have not expired by `now`, as written (await durable() for queued ones). */
   activeBans(now: number): StoredBan[] {
     return this.read('reading active bans', () => this.stmt.active.all(now).map(toStored));
+  }
+
+  /** Every ban of one address the history keeps (BAN_HISTORY_KEEP), oldest first: one indexed read. */
+  history(ip: string): BanHistoryRow[] {
+    return this.read('reading the history of an address', () =>
+      this.stmt.history.all(ip).map((r) => {
+        const s = toStored(r);
+        return { startedAt: s.startedAt, expiresAt: s.expiresAt, reason: s.reason, failures: s.failures, events: s.events, previousBans: s.previousBans, enforcer: s.enforcer, endedAt: r.ended_at, endReason: r.end_reason };
+      }),
+    );
   }
 
   /**
