@@ -28,21 +28,6 @@ export interface BanRecordInput {
 
 export type Enforcer = 'nftables' | 'dry-run';
 
-/** One ban of an address as the history keeps it (explain). */
-export interface BanHistoryRow {
-  readonly startedAt: number;
-  /** Epoch ms; Infinity = permanent. */
-  readonly expiresAt: number;
-  readonly reason: string;
-  readonly failures: number;
-  readonly events: Readonly<Record<string, number>>;
-  readonly previousBans: number;
-  readonly enforcer: Enforcer;
-  /** null while in force. */
-  readonly endedAt: number | null;
-  readonly endReason: string | null;
-}
-
 export interface StoredBan {
   readonly ip: string;
   readonly family: 'ipv4' | 'ipv6';
@@ -55,6 +40,13 @@ export interface StoredBan {
   readonly failures: number;
   readonly events: Readonly<Record<string, number>>;
   readonly previousBans: number;
+}
+
+/** One ban of an address as the history keeps it, and how it ended (explain). */
+export interface BanHistoryRow extends StoredBan {
+  /** null while in force. */
+  readonly endedAt: number | null;
+  readonly endReason: string | null;
 }
 
 interface Row {
@@ -304,10 +296,7 @@ export class BanStore {
   /** Every ban of one address the history keeps (BAN_HISTORY_KEEP), oldest first: one indexed read. */
   history(ip: string): BanHistoryRow[] {
     return this.read('reading the history of an address', () =>
-      this.stmt.history.all(ip).map((r) => {
-        const s = toStored(r);
-        return { startedAt: s.startedAt, expiresAt: s.expiresAt, reason: s.reason, failures: s.failures, events: s.events, previousBans: s.previousBans, enforcer: s.enforcer, endedAt: r.ended_at, endReason: r.end_reason };
-      }),
+      this.stmt.history.all(ip).map((r) => ({ ...toStored(r), endedAt: r.ended_at, endReason: r.end_reason })),
     );
   }
 
