@@ -5,6 +5,7 @@ import { ControlClient, type ControlResponse } from './control/client.js';
 import { errorMessage } from './errors.js';
 import { COMMANDS, type CommandArgs } from './cli-args.js';
 import { ipv6Groups, parseIp } from './common/ip.js';
+import { eventSummary } from './service/pipeline.js';
 
 interface Io {
   readonly stdout: NodeJS.WritableStream;
@@ -66,7 +67,7 @@ export function sortedByAddress(bans: readonly BanView[]): BanView[] {
 type Explained = { ip: string; inForce: (BanView & { outcome: string }) | null; history: ExplainedBan[] };
 
 function explainText(e: Explained): string {
-  const events = (ev: Readonly<Record<string, number>>): string => Object.entries(ev).map(([k, n]) => `${k}×${n}`).join(',') || '-';
+  const events = (ev: Readonly<Record<string, number>>): string => eventSummary(ev) || '-';
   const now = e.inForce === null ? `${e.ip} is not banned now` : `${e.ip} is banned ${e.inForce.expiresAt === null ? 'permanently' : `until ${e.inForce.expiresAt}`} (${e.inForce.outcome}): ${e.inForce.reason}, ${e.inForce.failures} failures: ${events(e.inForce.events)}`;
   if (e.history.length === 0) return `${now}\nno ban in the history (BAN_HISTORY_KEEP)`;
   const rows = e.history.map((h) => [h.since.replace(/\.\d+Z$/, 'Z'), h.until === null ? 'permanent' : h.until.replace(/\.\d+Z$/, 'Z'), h.rule, String(h.failures), events(h.events), h.ended === null ? 'in force' : `${h.ended.why} ${h.ended.at.replace(/\.\d+Z$/, 'Z')}`]);

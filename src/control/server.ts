@@ -227,24 +227,14 @@ export class ControlServer {
       send(res, 200, { unbanned: await t.unbanAll() });
     } else if (path.startsWith('/v1/bans/') && path.endsWith('/explain')) {
       only('GET');
-      let ip: string;
-      try {
-        ip = decodeURIComponent(path.slice('/v1/bans/'.length, -'/explain'.length));
-      } catch {
-        throw new HttpError(400, 'the address in the path has a malformed percent-escape');
-      }
+      const ip = addressInPath(path.slice('/v1/bans/'.length, -'/explain'.length));
       const e = await t.explain(ip);
       if (e.kind === 'invalid') throw new HttpError(400, e.message);
       if (e.kind === 'failed') throw new HttpError(503, e.message);
       send(res, 200, { ip: e.ip, inForce: e.inForce, history: e.history });
     } else if (path.startsWith('/v1/bans/')) {
       only('DELETE');
-      let ip: string;
-      try {
-        ip = decodeURIComponent(path.slice('/v1/bans/'.length));
-      } catch {
-        throw new HttpError(400, 'the address in the path has a malformed percent-escape');
-      }
+      const ip = addressInPath(path.slice('/v1/bans/'.length));
       const done = await t.unban(ip);
       if (done.kind === 'invalid') throw new HttpError(400, `"${ip}" is not an IP address`);
       if (done.kind === 'not-banned') throw new HttpError(404, `${ip} is not banned`);
@@ -255,6 +245,14 @@ export class ControlServer {
     } else {
       throw new HttpError(404, `no such endpoint: ${path}`);
     }
+  }
+}
+
+function addressInPath(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new HttpError(400, 'the address in the path has a malformed percent-escape');
   }
 }
 

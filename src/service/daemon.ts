@@ -763,7 +763,9 @@ export class Daemon implements ControlTarget {
         (n) => {
           if (n > 0) this.o.logger.info('ban history purged', { rows: n });
         },
-        () => undefined, // already logged by the store's write-error handler
+        (err: unknown) => {
+          this.o.logger.error('ban history purge not done', { store: this.o.store.path, error: errorMessage(err) });
+        },
       );
     }
     if (now - this.lastStatsAt >= (this.o.statsEveryMs ?? 60_000)) {
