@@ -298,15 +298,20 @@ describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) =>
     const owner: ExistingBan[] = [{ ip: '192.0.2.60', family: 'ipv4', expiresAt: Date.now() + 600_000 }];
     const fw = new NftablesFirewall({ ...DROP, runner: makeRunner(), observerRunner: makeRunner(), logger: log, cleanupOnExit: false, checkIntervalMs: 20, bansInForce: () => owner });
     await fw.start();
-    await fw.ban('192.0.2.60', 'ipv4', 600);
-    nft('flush', 'ruleset');
-    await vi.waitUntil(() => { try { return setElements(TABLE, 'ipv4_addr').has('192.0.2.60'); } catch { return false; } }, { timeout: 3000, interval: 10 });
-    // The probe set is not a ban set: nothing in it is adopted or listed as a ban.
-    expect([...setElements(TABLE, 'ipv4_addr').keys()]).toEqual(['192.0.2.60']);
-    nft('flush', 'chain', 'inet', TABLE, 'prerouting');
-    await vi.waitUntil(() => nft('list', 'chain', 'inet', TABLE, 'prerouting').includes('drop'), { timeout: 3000, interval: 20 });
-    expect(log.messages('warn').filter((m) => m.startsWith('nftables table or chain missing')).length).toBe(2);
-    await fw.stop();
+    try {
+      await fw.ban('192.0.2.60', 'ipv4', 600);
+      nft('flush', 'ruleset');
+      await vi.waitUntil(() => { try { return setElements(TABLE, 'ipv4_addr').has('192.0.2.60'); } catch { return false; } }, { timeout: 3000, interval: 10 });
+      // The probe set is not a ban set: nothing in it is adopted or listed as a ban.
+      expect([...setElements(TABLE, 'ipv4_addr').keys()]).toEqual(['192.0.2.60']);
+      nft('flush', 'chain', 'inet', TABLE, 'prerouting');
+      await vi.waitUntil(() => nft('list', 'chain', 'inet', TABLE, 'prerouting').includes('drop'), { timeout: 3000, interval: 20 });
+      // One repair per breakage: checks never overlap, however slow a repair is under load.
+      expect(log.messages('warn').filter((m) => m.startsWith('nftables table or chain missing')).length).toBe(2);
+    } finally {
+      // A firewall left running would rebuild this table under the next tests.
+      await fw.stop();
+    }
   });
 
   it('rules made from other settings are replaced at start', async () => {
@@ -466,8 +471,16 @@ interface RunningDaemon {
   readonly exited: Promise<number | null>;
 }
 
+// Daemons a failed test did not stop: killed after each test so they cannot rebuild the table under the next.
+const daemons = new Set<ChildProcess>();
+afterEach(() => {
+  for (const c of daemons) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  daemons.clear();
+});
+
 async function startDaemon(env: Record<string, string>): Promise<RunningDaemon> {
   const child = startCli(['run'], env);
+  daemons.add(child);
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));

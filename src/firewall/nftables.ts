@@ -84,6 +84,7 @@ export class NftablesFirewall implements Firewall {
   private readonly log: Logger;
   private readonly observer: NftRunner;
   private checks = 0;
+  private checking = false;
   private countersInFlight: Promise<Record<IpFamily, CounterValues>> | undefined;
   private countersCache: { readonly values: Record<IpFamily, CounterValues>; readonly at: number } | undefined;
 
@@ -155,6 +156,17 @@ export class NftablesFirewall implements Firewall {
 
   /** The check on the observer's context; only a repair goes through the ban queue's. */
   private async periodicCheck(): Promise<void> {
+    // One check at a time: a repair slower than the interval must not be started again beside itself.
+    if (this.checking) return;
+    this.checking = true;
+    try {
+      await this.checkOnce();
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private async checkOnce(): Promise<void> {
     // In libnftables 1.0.6 any listing dumps every set element (0.4 s with 100 000 bans, and bans
     // committed meanwhile wait): the rules are listed only every RULES_CHECK_EVERY-th check; the
     // others add an element to the unused probe set, which fails at once when the table is gone.
