@@ -1,3 +1,5 @@
+import diagnostics from 'node:diagnostics_channel';
+import net from 'node:net';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AsteriskManagerConnector } from '../src/ami/asterisk-manager-connector.js';
 import { AmiClient, type AmiState, backoffDelay } from '../src/ami/client.js';
@@ -78,6 +80,23 @@ describe('AmiClient against a fake AMI server', () => {
     expect(sent).toMatch(/^Action: login\r\n/m);
     expect(sent).toContain('\r\nEventmask: security\r\n');
     expect(sent.endsWith('\r\n\r\n')).toBe(true);
+  });
+
+  it('connects through the library without replacing any global: net.createConnection is Node\'s own while the library calls it', async () => {
+    const own = net.createConnection;
+    const seen: boolean[] = [];
+    const check = (): void => {
+      seen.push(net.createConnection === own);
+    };
+    diagnostics.subscribe('net.client.socket', check);
+    try {
+      client.start();
+      await server.nextSubscription();
+      await waitFor(client, 'ready');
+    } finally {
+      diagnostics.unsubscribe('net.client.socket', check);
+    }
+    expect(seen).toEqual([true]);
   });
 
   it('delivers security events and counts, without delivering, everything else', async () => {

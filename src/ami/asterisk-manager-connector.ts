@@ -1,7 +1,9 @@
-// The AmiConnector over the `asterisk-manager` package: it opens the socket, serializes actions
-// and matches responses to them. Its line reader buffers without bound and decodes chunks as text,
-// so we take its socket and feed our own bounded parser instead, handing it back the responses.
-import net from 'node:net';
+// The AmiConnector over the `asterisk-manager` package. The library opens the socket, logs in,
+// sends actions and matches responses to them by ActionID: that we use as it is. Its line reader
+// buffers without bound and splits decoded text per chunk, so events are read by our bounded byte
+// parser from the library's own socket, and responses are handed back to it as parsed items.
+import diagnostics from 'node:diagnostics_channel';
+import type net from 'node:net';
 import createManager from 'asterisk-manager';
 import { AmiActionError, AmiDisconnectedError, AmiLoginError } from '../errors.js';
 import type { AmiConnector, AmiSession, AmiSessionHandlers, AmiTarget } from './connector.js';
@@ -29,18 +31,20 @@ function text(value: unknown): string {
   return typeof value === 'string' ? value : '';
 }
 
-/** Runs `open` while capturing the socket the library creates through net.createConnection. */
+/**
+ * The socket the library opens inside `open`, seen on Node's `net.client.socket` diagnostics
+ * channel (published synchronously by net.createConnection): an observation, no global replaced.
+ */
 function captureSocket(open: () => void): net.Socket | undefined {
   let captured: net.Socket | undefined;
-  const original = net.createConnection;
-  net.createConnection = ((...args: Parameters<typeof net.createConnection>) => {
-    captured = original.apply(net, args);
-    return captured;
-  }) as typeof net.createConnection;
+  const seen = (message: unknown): void => {
+    captured ??= (message as { socket: net.Socket }).socket;
+  };
+  diagnostics.subscribe('net.client.socket', seen);
   try {
     open();
   } finally {
-    net.createConnection = original;
+    diagnostics.unsubscribe('net.client.socket', seen);
   }
   return captured;
 }
