@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 # libnftables (build and run the addon), nft (fallback backend, test checks), iproute2 and
 # unshare (the tests' private network namespace), node-gyp's toolchain; e2fsprogs, mount and
 # util-linux's fsfreeze for the store tests on a frozen (loop-mounted ext4) and a full filesystem;
-# prometheus for promtool (the metrics are checked with `promtool check metrics`).
-PACKAGES="libnftables-dev libnftables1 nftables pkg-config iproute2 util-linux mount e2fsprogs prometheus python3 make g++"
+# prometheus for promtool (metrics and alert rules are checked with it); systemd for systemd-analyze
+# (the unit is verified and rated) and passwd for useradd (scripts/install.sh in a scratch root).
+PACKAGES="libnftables-dev libnftables1 nftables pkg-config iproute2 util-linux mount e2fsprogs prometheus systemd passwd python3 make g++"
 missing=""
 for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

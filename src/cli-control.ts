@@ -1,5 +1,6 @@
 // `ami2ban status | list | ban | unban`: clients of the running daemon's control API.
-import type { Config } from './config/config.js';
+import { existsSync } from 'node:fs';
+import type { Config, ControlListen } from './config/config.js';
 import type { BanView, ExplainedBan, StatusReport } from './control/api.js';
 import { ControlClient, type ControlResponse } from './control/client.js';
 import { errorMessage } from './errors.js';
@@ -80,9 +81,22 @@ function bansText(bans: readonly BanView[]): string {
   return table(['ADDRESS', 'REMAINING', 'SINCE', 'TIMES', 'REASON', 'FAILURES'], rows);
 }
 
+/** The socket of the systemd unit (RuntimeDirectory=ami2ban), found when CONTROL_LISTEN is not set. */
+export const SYSTEMD_SOCKET = '/run/ami2ban/control.sock';
+
+/**
+ * Where the daemon listens: CONTROL_LISTEN when set; otherwise STATE_DIR's socket, or the systemd
+ * unit's when only that one exists, so `ami2ban status` works on a bare-metal install as it is.
+ */
+export function controlAddress(config: Config, env: NodeJS.ProcessEnv, exists: (path: string) => boolean = existsSync): ControlListen {
+  const listen = config.control.listen;
+  if (env.CONTROL_LISTEN !== undefined || listen.kind !== 'unix' || exists(listen.path)) return listen;
+  return exists(SYSTEMD_SOCKET) ? { kind: 'unix', path: SYSTEMD_SOCKET } : listen;
+}
+
 export async function controlCommand(command: string, args: CommandArgs, config: Config, io: Io): Promise<number> {
   const json = args.values.json === true;
-  const client = new ControlClient(config.control.listen, config.control.token?.reveal());
+  const client = new ControlClient(controlAddress(config, process.env), config.control.token?.reveal());
   const usage = (why: string): number => {
     write(io.stderr, `ami2ban ${command}: ${why}\n${COMMANDS[command]?.usage ?? ''}`);
     return 2;

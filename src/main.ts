@@ -16,20 +16,33 @@ function packageVersion(): string {
   return '0.0.0';
 }
 
-/** The environment with .env under it: the real environment wins. */
-function readEnv(): { env: Record<string, string | undefined>; fromDotenv: Set<string> } {
-  const fileEnv: Record<string, string> = {};
+type ReadEnv = { env: Record<string, string | undefined>; fromDotenv: Set<string> };
+
+/** The environment with .env under it: the real environment wins. A string says why it cannot be read. */
+function readEnv(): ReadEnv | string {
+  let fileEnv: Record<string, string> = {};
   const named = process.env.AMI2BAN_ENV_FILE;
-  // A file named on purpose must be there (a missing `.env` in the working directory is fine).
-  if (named !== undefined && named !== '' && !existsSync(named)) {
-    process.stderr.write(`ami2ban: AMI2BAN_ENV_FILE: cannot read "${named}": no such file\n`);
-    process.exit(2);
+  if (named !== undefined && named !== '') {
+    // A file named on purpose must be readable (a missing `.env` in the working directory is fine).
+    try {
+      fileEnv = dotenv.parse(readFileSync(named, 'utf8'));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? `permission denied (running as uid ${String(process.getuid?.())})` : errorMessage(err);
+      return `AMI2BAN_ENV_FILE: cannot read "${named}": ${why}`;
+    }
+  } else {
+    dotenv.config({ path: '.env', processEnv: fileEnv, quiet: true });
   }
-  dotenv.config({ path: named === undefined || named === '' ? '.env' : named, processEnv: fileEnv, quiet: true });
   return { env: { ...fileEnv, ...process.env }, fromDotenv: new Set(Object.keys(fileEnv).filter((k) => process.env[k] === undefined)) };
 }
 
-const { env, fromDotenv } = readEnv();
+const first = readEnv();
+if (typeof first === 'string') {
+  process.stderr.write(`ami2ban: ${first}\n`);
+  process.exit(2);
+}
+const { env, fromDotenv } = first;
 
 // Only the daemon handles signals: SIGHUP reloads, SIGTERM/SIGINT stop it cleanly. The other
 // commands keep the defaults, so that Ctrl-C ends `status`, `list` or `replay` at once.
@@ -37,7 +50,10 @@ const daemon = process.argv[2] === 'run';
 let reloader: ((env: Record<string, string | undefined>) => void) | undefined;
 if (daemon) {
   process.on('SIGHUP', () => {
-    reloader?.(readEnv().env);
+    const next = readEnv();
+    // A reload that cannot read its file keeps the settings in force.
+    if (typeof next === 'string') process.stderr.write(`ami2ban: reload refused: ${next}\n`);
+    else reloader?.(next.env);
   });
 }
 

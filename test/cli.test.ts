@@ -6,6 +6,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
 import { spawn } from 'node:child_process';
 import { ROOT, cleanEnv, runCli, startCli } from './helpers/cli.js';
+import { SYSTEMD_SOCKET, controlAddress } from '../src/cli-control.js';
+import { loadConfig } from '../src/config/config.js';
 import { EXPECTED_BANS, FIXTURE_DIR, fixture } from './helpers/fixtures.js';
 
 const SECRET = 'ami2ban-secret';
@@ -285,5 +287,17 @@ describe('signals and the env file', () => {
     expect(r.stderr).toContain('AMI2BAN_ENV_FILE: cannot read "/nonexistent/ami2ban.env": no such file');
     const ok = await runCli(['check-config'], { ...CREDS }, mkdtempSync(join(tmpdir(), 'ami2ban-')));
     expect(ok.code).toBe(0);
+  });
+});
+
+describe('where the CLI finds the daemon', () => {
+  const config = loadConfig({ STATE_DIR: '/var/lib/ami2ban', AMI_USERNAME: 'a', AMI_SECRET: 'b' }, { purpose: 'client' });
+  it('STATE_DIR\'s socket by default; the systemd unit\'s (/run/ami2ban) when only that one exists; CONTROL_LISTEN always wins', () => {
+    const only = (paths: string[]) => (p: string): boolean => paths.includes(p);
+    expect(controlAddress(config, {}, only(['/var/lib/ami2ban/control.sock', SYSTEMD_SOCKET]))).toEqual({ kind: 'unix', path: '/var/lib/ami2ban/control.sock' });
+    expect(controlAddress(config, {}, only([SYSTEMD_SOCKET]))).toEqual({ kind: 'unix', path: SYSTEMD_SOCKET });
+    expect(controlAddress(config, {}, only([]))).toEqual({ kind: 'unix', path: '/var/lib/ami2ban/control.sock' });
+    const named = loadConfig({ STATE_DIR: '/var/lib/ami2ban', CONTROL_LISTEN: '/srv/c.sock', AMI_USERNAME: 'a', AMI_SECRET: 'b' }, { purpose: 'client' });
+    expect(controlAddress(named, { CONTROL_LISTEN: '/srv/c.sock' }, only([SYSTEMD_SOCKET]))).toEqual({ kind: 'unix', path: '/srv/c.sock' });
   });
 });
