@@ -14,6 +14,7 @@ import { MemoryFirewall } from '../src/firewall/memory.js';
 import { buildDaemon } from '../src/service/build.js';
 import type { Daemon } from '../src/service/daemon.js';
 import { fixture } from './helpers/fixtures.js';
+import { referencedMetrics } from './helpers/observability.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
 import { config } from './helpers/policy.js';
 
@@ -174,7 +175,10 @@ describe('control API over a real socket', () => {
       'ami2ban_active_bans{family="ipv6"} 2',
       'ami2ban_tracked_addresses',
       'ami2ban_firewall_operations_total{op="ban",result="ok"} 8',
-      'ami2ban_ban_latency_seconds_count 8',
+      'ami2ban_ban_latency_seconds_count{reason="threshold"} 8',
+      'ami2ban_ban_latency_seconds_count{reason="manual"} 0',
+      'ami2ban_evictions_total 0',
+      'ami2ban_max_tracked_addresses 1000000',
       'ami2ban_firewall_batch_seconds',
       'ami2ban_dropped_packets_total',
       'ami2ban_dropped_bytes_total',
@@ -189,6 +193,9 @@ describe('control API over a real socket', () => {
     ]) {
       expect(text, name).toContain(name);
     }
+    // The shipped dashboard and alert rules use only names exported here.
+    expect(referencedMetrics().size).toBeGreaterThan(20);
+    for (const name of referencedMetrics()) expect(text, name).toMatch(new RegExp(`^${name}(_bucket|_count|_sum)?[{ ]`, 'm'));
     // Prometheus' own linter (Debian's prometheus package brings promtool) finds nothing.
     const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
     expect(lint.error).toBeUndefined();

@@ -8,6 +8,8 @@ export interface MetricSources {
   amiLastEventTime(): number | null;
   activeBans(): Readonly<Record<'ipv4' | 'ipv6', number>>;
   trackedAddresses(): number;
+  /** Addresses evicted from the failure table since start (BAN_MAX_TRACKED reached). */
+  evictions(): number;
   unenforcedBans(): number;
   storeHealth(): { readonly healthy: boolean; readonly pending: number };
   /** Absolute nftables counter values, or undefined when there are none (dry-run). */
@@ -23,6 +25,8 @@ export interface MetricsOptions {
   readonly banReasons?: readonly string[];
   readonly unbanReasons?: readonly string[];
   readonly ignoreReasons?: readonly string[];
+  /** BAN_MAX_TRACKED, exported so that alerts can compare the tracked addresses with it. */
+  readonly maxTracked?: number;
 }
 
 /** prom-client defaults that break the naming rules (`_total` on gauges); `promtool check metrics` stays clean. */
@@ -37,7 +41,7 @@ export class Metrics {
   readonly unbans: client.Counter<'reason'>;
   readonly firewallOperations: client.Counter<'op' | 'result'>;
   readonly firewallBatchSeconds: client.Histogram;
-  readonly banLatencySeconds: client.Histogram;
+  readonly banLatencySeconds: client.Histogram<'reason'>;
   readonly ineffectiveBans: client.Counter;
   readonly firewallErrors: client.Counter<'op'>;
   readonly rebans: client.Counter;
@@ -119,6 +123,22 @@ export class Metrics {
         this.set(self()?.trackedAddresses() ?? 0);
       },
     });
+    new client.Gauge({
+      name: 'ami2ban_max_tracked_addresses',
+      help: 'BAN_MAX_TRACKED: past it the oldest tracked address is evicted',
+      registers,
+    }).set(options.maxTracked ?? 0);
+    let evictionsSeen = 0;
+    new client.Counter({
+      name: 'ami2ban_evictions_total',
+      help: 'tracked addresses evicted (oldest first) because BAN_MAX_TRACKED was reached',
+      registers,
+      collect() {
+        const n = self()?.evictions() ?? 0;
+        this.inc(Math.max(0, n - evictionsSeen));
+        evictionsSeen = Math.max(evictionsSeen, n);
+      },
+    });
     this.firewallOperations = new client.Counter({
       name: 'ami2ban_firewall_operations_total',
       help: 'firewall operations, by operation and result',
@@ -133,10 +153,12 @@ export class Metrics {
     });
     this.banLatencySeconds = new client.Histogram({
       name: 'ami2ban_ban_latency_seconds',
-      help: 'from the threshold-crossing event received to the ban in the firewall',
+      help: 'from the decision (the event that crossed the threshold, or the API request) to the ban acknowledged: in the kernel and durable; by reason',
+      labelNames: ['reason'],
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
       registers,
     });
+    for (const reason of options.banReasons ?? []) this.banLatencySeconds.zero({ reason });
     this.firewallErrors = new client.Counter({
       name: 'ami2ban_firewall_errors_total',
       help: 'failed kernel operations (each is retried), by operation',

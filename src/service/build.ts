@@ -67,7 +67,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     },
     enforcer: config.firewall,
   });
-  const metrics = new Metrics({ version, banReasons: BAN_REASONS, unbanReasons: UNBAN_REASONS, ignoreReasons: IGNORE_REASONS });
+  const metrics = new Metrics({ version, banReasons: BAN_REASONS, unbanReasons: UNBAN_REASONS, ignoreReasons: IGNORE_REASONS, maxTracked: config.ban.maxTracked });
   const ami = new AmiClient({
     target: {
       host: config.ami.host,

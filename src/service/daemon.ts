@@ -130,6 +130,7 @@ export class Daemon implements ControlTarget {
       amiLastEventTime: () => o.ami.lastEventTime ?? null,
       activeBans: () => o.engine.activeBansByFamily(),
       trackedAddresses: () => o.engine.stats().tracked,
+      evictions: () => o.engine.stats().evicted,
       unenforcedBans: () => this.failedCount,
       storeHealth: () => o.store.health(),
       dropped: async () => (o.dropped === undefined ? undefined : o.dropped()),
@@ -543,7 +544,7 @@ export class Daemon implements ControlTarget {
     const now = this.now();
     // (A newer decision may have replaced this record meanwhile; this one was still acknowledged.)
     if (record.outcome === 'pending') record.outcome = 'enforced';
-    this.o.metrics.banLatencySeconds.observe((now - d.at) / 1000);
+    this.o.metrics.banLatencySeconds.observe({ reason: d.reason }, (now - d.at) / 1000);
     // A kernel or database batch completes hundreds of bans at once: their log lines are written
     // a few milliseconds' worth per loop turn, so that a burst never stalls the loop.
     this.banLines.push(d);
