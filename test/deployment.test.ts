@@ -2,7 +2,9 @@
 // the properties operators rely on.
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
+import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
+import { parse, parseAllDocuments } from 'yaml';
 import { loadConfig } from '../src/config/config.js';
 import { VARIABLES } from '../src/config/variables.js';
 import { ROOT } from './helpers/cli.js';
@@ -210,5 +212,43 @@ describe('README, the operator\'s manual', () => {
     'cap_drop',
   ])('covers %s', (text) => {
     expect(readme).toContain(text);
+  });
+});
+
+describe('deploy/kubernetes/ami2ban-sidecar.yaml', () => {
+  const docs = parseAllDocuments(read('deploy/kubernetes/ami2ban-sidecar.yaml')).map((d) => d.toJS() as { apiVersion: string; kind: string });
+  const set = docs.find((d) => d.kind === 'StatefulSet') as unknown as StatefulSet;
+  const pod = set.spec?.template.spec;
+  const ami2ban = pod?.containers.find((c) => c.name === 'ami2ban');
+
+  it('every object is valid against the Kubernetes API schema (kubernetes-models)', () => {
+    expect(docs.map((d) => `${d.apiVersion} ${d.kind}`)).toEqual(['v1 ConfigMap', 'apps/v1 StatefulSet']);
+    expect(() => { new ConfigMap(docs[0] as ConstructorParameters<typeof ConfigMap>[0]).validate(); }).not.toThrow();
+    expect(() => { new StatefulSet(set).validate(); }).not.toThrow();
+    // the check is real: a wrong type is refused
+    const broken = structuredClone(set) as unknown as { spec: { replicas: unknown } };
+    broken.spec.replicas = 'one';
+    expect(() => { new StatefulSet(broken as ConstructorParameters<typeof StatefulSet>[0]).validate(); }).toThrow(/replicas/);
+  });
+
+  it('ami2ban shares the Asterisk pod (its network namespace) with only NET_ADMIN, reaches AMI on loopback, keeps its state', () => {
+    expect(pod?.containers.map((c) => c.name)).toEqual(['asterisk', 'ami2ban']);
+    expect(pod?.hostNetwork).toBeUndefined();
+    const sc = ami2ban?.securityContext;
+    expect(sc?.capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN'] });
+    expect(sc?.privileged).toBe(false);
+    expect(sc?.allowPrivilegeEscalation).toBe(false);
+    expect(sc?.readOnlyRootFilesystem).toBe(true);
+    const env = Object.fromEntries((ami2ban?.env ?? []).map((e) => [e.name, e.value]));
+    expect(env.AMI_HOST).toBe('127.0.0.1');
+    expect(env.AMI_SECRET).toBeUndefined();
+    expect(env.AMI_SECRET_FILE).toBe('/run/secrets/ami2ban/secret');
+    expect(ami2ban?.readinessProbe?.exec?.command).toEqual(['ami2ban', 'ready']);
+    const mounts = new Map((ami2ban?.volumeMounts ?? []).map((m) => [m.mountPath, m.name]));
+    expect(mounts.get('/var/lib/ami2ban')).toBe('state');
+    expect(set.spec?.volumeClaimTemplates?.map((v) => v.metadata?.name)).toContain('state');
+    expect(pod?.volumes?.find((v) => v.name === mounts.get('/run/secrets/ami2ban'))?.secret?.secretName).toBe('ami2ban-ami');
+    // every variable it sets is one ami2ban knows
+    for (const name of Object.keys(env)) expect(VARIABLES.some((v) => v.name === name), name).toBe(true);
   });
 });
