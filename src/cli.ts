@@ -1,6 +1,6 @@
 // The `ami2ban` command line: run, check-config, replay.
 import { createReadStream } from 'node:fs';
-import { type Config, type Env, loadConfig, loadIgnoreList } from './config/config.js';
+import { type Config, type ControlListen, type Env, loadConfig, loadIgnoreList } from './config/config.js';
 import { formatDuration } from './config/duration.js';
 import { VARIABLES } from './config/variables.js';
 import { COMMANDS, type CommandArgs, parseCommand } from './cli-args.js';
@@ -71,6 +71,42 @@ function configOrExit(io: CliIo, purpose: 'daemon' | 'replay' | 'client'): Confi
   }
 }
 
+const plural = (n: number, what: string): string => `${String(n)} ${what}${n === 1 ? '' : 's'}`;
+
+/** What a setting means once the defaults and the other settings are applied, where that is not its text. */
+function effective(name: string, config: Config, isTTY: boolean): string | undefined {
+  const listen = (l: ControlListen): string => (l.kind === 'unix' ? `unix socket ${l.path}` : `tcp ${l.host}:${String(l.port)}`);
+  const b = config.ban;
+  switch (name) {
+    case 'CONTROL_LISTEN':
+      return `${listen(config.control.listen)}${config.control.listen.kind === 'unix' ? `, mode ${config.control.group === undefined ? '0600' : `0660 group ${config.control.group}`}` : ''}`;
+    case 'CONTROL_TOKEN':
+      return config.control.token === undefined ? 'none: the unix socket\'s mode guards the API' : 'required on every request';
+    case 'METRICS_LISTEN':
+      return config.metricsListen === undefined ? 'off: /metrics on the control socket only' : `${listen(config.metricsListen)}: /metrics, /healthz, /readyz`;
+    case 'BAN_IGNOREIP':
+      return `${plural(b.ignoreIp.length, 'network')}${b.ignoreHosts.length > 0 ? ` + ${plural(b.ignoreHosts.length, 'host name')}` : ''} (with BAN_IGNOREIP_FILE)${b.ignoreSelf ? ' + this host\'s addresses' : ''}`;
+    case 'BAN_DNS_SERVERS':
+      return b.ignoreHosts.length === 0 ? 'unused: no host names to resolve' : b.dnsServers.length === 0 ? 'the system\'s resolvers' : undefined;
+    case 'BAN_MULTIPLIERS':
+      return !b.increment ? 'unused: BAN_INCREMENT=false' : b.multipliers.length === 0 ? 'the 2^n formula' : undefined;
+    case 'BAN_FACTOR':
+    case 'BAN_MAXTIME':
+    case 'BAN_RNDTIME':
+      return b.increment ? undefined : 'unused: BAN_INCREMENT=false';
+    case 'BAN_UNANSWERED_MAXRETRY':
+      return b.unansweredMaxRetry === 0 || b.challengeTimeout === 0 ? 'off: unanswered challenges are not counted' : undefined;
+    case 'NFT_PORTS':
+      return config.nftables.ports.length === 0 ? 'every port: a banned address gets nothing through' : undefined;
+    case 'NFT_BACKEND':
+      return config.nftables.backend === 'auto' ? 'the libnftables addon, else `nft -j -f -`' : undefined;
+    case 'LOG_FORMAT':
+      return config.log.format === 'auto' ? (isTTY ? 'text (a terminal)' : 'json (not a terminal)') : undefined;
+    default:
+      return undefined;
+  }
+}
+
 function checkConfig(io: CliIo): number {
   const config = configOrExit(io, 'daemon');
   if (typeof config === 'number') return config;
@@ -81,9 +117,10 @@ function checkConfig(io: CliIo): number {
     const source = explicit ? (io.fromDotenv.has(v.name) ? '.env' : 'env') : 'default';
     let value = explicit ? set.trim() : (v.default ?? '');
     if (v.secret === true && value !== '') value = '********';
-    return `${v.name.padEnd(width)}  ${(value === '' ? '(empty)' : value).padEnd(40)}  ${source}`;
+    const means = effective(v.name, config, io.stdout.isTTY === true);
+    return `${v.name.padEnd(width)}  ${(value === '' ? '(empty)' : value).padEnd(40)}  ${source.padEnd(7)}${means === undefined ? '' : `  ${means}`}`.trimEnd();
   });
-  write(io.stdout, `configuration is valid\n\n${lines.join('\n')}`);
+  write(io.stdout, `configuration is valid\n\n${'VARIABLE'.padEnd(width)}  ${'VALUE'.padEnd(40)}  SOURCE   MEANING\n${lines.join('\n')}`);
   return EXIT_OK;
 }
 

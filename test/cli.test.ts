@@ -111,6 +111,23 @@ describe('ami2ban check-config', () => {
     expect(r.stdout).not.toContain(SECRET);
   });
 
+  it('says what derived settings mean once defaults apply: where the control API listens, what is unused', async () => {
+    const r = await runCli(['check-config'], { ...CREDS, STATE_DIR: '/srv/a2b', CONTROL_GROUP: 'asterisk', BAN_IGNOREIP: '10.0.0.0/8 sip.example.net' }, ROOT);
+    expect(r.code).toBe(0);
+    // cleanEnv names a socket; without CONTROL_LISTEN the default is STATE_DIR's
+    const unset = await runCli(['check-config'], { ...CREDS, STATE_DIR: '/srv/a2b', CONTROL_LISTEN: '' });
+    expect(unset.stdout).toMatch(/CONTROL_LISTEN\s+\(empty\)\s+default\s+unix socket \/srv\/a2b\/control\.sock, mode 0600$/m);
+    expect(r.stdout).toMatch(/CONTROL_LISTEN\s+\S+control\.sock\s+env\s+unix socket \S+, mode 0660 group asterisk$/m);
+    expect(r.stdout).toMatch(/BAN_MULTIPLIERS\s+\(empty\)\s+default\s+unused: BAN_INCREMENT=false$/m);
+    expect(r.stdout).toMatch(/BAN_IGNOREIP\s+10\.0\.0\.0\/8 sip\.example\.net\s+env\s+1 network \+ 1 host name /m);
+    expect(r.stdout).toMatch(/BAN_DNS_SERVERS\s+\(empty\)\s+default\s+the system's resolvers$/m);
+    expect(r.stdout).toMatch(/METRICS_LISTEN\s+\(empty\)\s+default\s+off: \/metrics on the control socket only$/m);
+    expect(r.stdout).toMatch(/LOG_FORMAT\s+auto\s+default\s+json \(not a terminal\)$/m);
+    const inc = await runCli(['check-config'], { ...CREDS, BAN_INCREMENT: 'true' });
+    expect(inc.stdout).toMatch(/BAN_MULTIPLIERS\s+\(empty\)\s+default\s+the 2\^n formula$/m);
+    expect(inc.stdout).toMatch(/BAN_MAXTIME\s+1w\s+default$/m);
+  });
+
   it('lists every bad variable and exits 2, never printing the secret', async () => {
     const r = await runCli(['check-config'], { AMI_SECRET: SECRET, AMI_PORT: 'x', BAN_FINDTIME: 'soon' });
     expect(r.code).toBe(2);
