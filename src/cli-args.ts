@@ -23,7 +23,8 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   ban: {
     usage:
       'usage: ami2ban ban IP [--for DURATION] [--force] [--replace] [--json]\n' +
-      '  DURATION: 600, 90s, 10m, 1h, 1d, 1w, or -1 for permanent (default: the policy\'s ban time);\n' +
+      '  DURATION: 600, 90s, 10m, 1h, 1d, 1w, or -1 for permanent (default: the policy\'s ban time;\n' +
+      '  0 is refused: `ami2ban unban IP` lifts a ban);\n' +
       '  --force bans an ignored address or one of this host\'s; --replace may shorten a ban in force',
     options: { for: { type: 'string' }, force: { type: 'boolean' }, replace: { type: 'boolean' }, ...JSON_FLAG },
     positionals: [1, 1],

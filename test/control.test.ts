@@ -96,7 +96,7 @@ describe('control API over a real socket', () => {
     const cases: [unknown, string][] = [
       [{ ip: 'not-an-ip' }, 'is not an IPv4 or IPv6 address'],
       [{ ip: '198.51.100.7', duration: 'soon' }, 'is not a duration'],
-      [{ ip: '198.51.100.7', duration: '0' }, 'is not a duration'],
+      [{ ip: '198.51.100.7', duration: '0' }, 'would ban nothing: -1 bans permanently, and `ami2ban unban`'],
       [{ ip: 42 }, '"ip" must be a string'],
       [{ ip: '198.51.100.7', force: 'yes' }, '"force" must be true or false'],
       [[1, 2], 'body must be a JSON object'],

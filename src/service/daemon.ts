@@ -327,7 +327,10 @@ export class Daemon implements ControlTarget {
     let seconds: number | undefined;
     if (duration !== undefined) {
       const parsed = parseDuration(duration, true);
-      if (parsed === null || parsed <= 0) {
+      if (parsed === 0) {
+        return { kind: 'invalid', message: `a ban of "${duration}" would ban nothing: -1 bans permanently, and \`ami2ban unban\` (DELETE /v1/bans/IP) lifts a ban` };
+      }
+      if (parsed === null || parsed < 0) {
         return { kind: 'invalid', message: `"${duration}" is not a duration; expected e.g. 600, 90s, 10m, 1h, 1d, 1w or -1 (permanent), ${DURATION_LIMIT_TEXT}` };
       }
       seconds = parsed;
