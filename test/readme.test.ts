@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { VARIABLES } from '../src/config/variables.js';
 import { ROOT } from './helpers/cli.js';
@@ -15,6 +15,13 @@ describe('README', () => {
       if (v.default !== undefined && v.default !== '') expect(shown, v.name).toBe(`\`${v.default}\``);
     }
     expect([...rows.keys()].filter((k) => !VARIABLES.some((v) => v.name === k))).toEqual([]);
+  });
+
+  it('names no file outside the repository, and every repository path it names exists', () => {
+    expect(README).not.toMatch(/\.\.\/[\w.-]/);
+    const paths = new Set([...README.matchAll(/`((?:deploy|scripts|config|src|test|bench|packages|bin)\/[\w./-]+)`/g)].map((m) => m[1] ?? ''));
+    expect(paths.size).toBeGreaterThan(10);
+    for (const p of paths) expect(existsSync(`${ROOT}${p}`), p).toBe(true);
   });
 
   it('shows the test command that .ci/run runs', () => {
