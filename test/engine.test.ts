@@ -7,7 +7,7 @@ const S = 1000;
 let session = 0;
 
 function ev(ip: string | null, over: Partial<EngineEvent> = {}): EngineEvent {
-  return { name: 'InvalidAccountID', severity: 'Error', service: 'PJSIP', sessionId: `call-${++session}`, ip, aclName: null, ...over };
+  return { name: 'InvalidAccountID', severity: 'Error', service: 'PJSIP', sessionId: `call-${++session}`, ip, aclName: null, account: '', ...over };
 }
 
 function engine(env: Record<string, string> = {}, random = () => 0.5): Engine {
@@ -513,5 +513,80 @@ describe('repeat offenders trip faster (fail2ban observer, BAN_INCREMENT=true)',
     e.expire(86400 * S);
     const again = feed(e, '198.51.100.78', [86401 * S, 86402 * S, 86403 * S]);
     expect(again.map((o) => o.kind)).toEqual(['counted', 'counted', 'banned']);
+  });
+});
+
+describe('trust learned from real logins (BAN_TRUST_SUCCESS)', () => {
+  const login = (e: Engine, ip: string, account: string, at: number, service = 'PJSIP'): Outcome =>
+    e.observe(ev(ip, { name: 'SuccessfulAuth', severity: 'Informational', service, account }), at);
+  const wrong = (e: Engine, ip: string, account: string, at: number): Outcome => e.observe(ev(ip, { name: 'ChallengeResponseFailed', account }), at);
+
+  it("a phone that logged in: its account's slow mistakes from its address weigh a quarter and never ban it below 4 × maxretry", () => {
+    const e = engine();
+    login(e, '192.0.2.70', '1001', 0);
+    // 11 wrong passwords, 50 s apart: all within findtime (10 min), never 3 within a minute
+    for (let i = 1; i <= 11; i++) expect(wrong(e, '192.0.2.70', '1001', i * 50 * S)).toMatchObject({ kind: 'counted', trusted: true });
+    expect(e.isBanned('192.0.2.70', 560 * S)).toBe(false);
+    // The same without trust bans at the third.
+    const off = engine({ BAN_TRUST_SUCCESS: 'false' });
+    login(off, '192.0.2.70', '1001', 0);
+    expect([1, 2, 3].map((i) => wrong(off, '192.0.2.70', '1001', i * 50 * S).kind)).toEqual(['counted', 'counted', 'banned']);
+  });
+
+  it('a trusted pair still bans at 4 × maxretry slow failures within findtime', () => {
+    const e = engine();
+    login(e, '192.0.2.71', '1001', 0);
+    const out = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((i) => wrong(e, '192.0.2.71', '1001', i * 45 * S));
+    expect(out.slice(0, 11).every((o) => o.kind === 'counted')).toBe(true);
+    expect(out[11]).toMatchObject({ kind: 'banned', decision: { reason: 'threshold', failures: 12, events: { ChallengeResponseFailed: 12 } } });
+  });
+
+  it('fast failures of a trusted pair (maxretry within a minute: guessing) count in full, earlier ones included', () => {
+    const e = engine();
+    login(e, '192.0.2.72', '1001', 0);
+    expect(wrong(e, '192.0.2.72', '1001', 10 * S).kind).toBe('counted');
+    expect(wrong(e, '192.0.2.72', '1001', 20 * S).kind).toBe('counted');
+    expect(wrong(e, '192.0.2.72', '1001', 30 * S)).toMatchObject({ kind: 'banned', decision: { failures: 3 } });
+  });
+
+  it('an attacker that logged in once and then enumerates other accounts is banned at maxretry', () => {
+    const e = engine();
+    login(e, '198.51.100.80', '1001', 0);
+    expect(e.observe(ev('198.51.100.80', { account: '1002' }), 100 * S)).toEqual({ kind: 'counted', ip: '198.51.100.80', failures: 1 });
+    expect(e.observe(ev('198.51.100.80', { account: 'admin' }), 200 * S).kind).toBe('counted');
+    expect(e.observe(ev('198.51.100.80', { account: '' }), 300 * S)).toMatchObject({ kind: 'banned', decision: { failures: 3, events: { InvalidAccountID: 3 } } });
+  });
+
+  it('trust is per address: the account from elsewhere counts in full; AMI logins make no trust', () => {
+    const e = engine();
+    login(e, '192.0.2.73', '1001', 0);
+    login(e, '192.0.2.74', 'admin', 0, 'AMI');
+    expect([1, 2, 3].map((i) => wrong(e, '203.0.113.9', '1001', i * 100 * S).kind)).toEqual(['counted', 'counted', 'banned']);
+    expect([1, 2, 3].map((i) => wrong(e, '192.0.2.74', 'admin', i * 100 * S).kind)).toEqual(['counted', 'counted', 'banned']);
+    expect(e.trustedPairs(S).map((p) => `${p.ip} ${p.account}`)).toEqual(['192.0.2.73 1001']);
+  });
+
+  it('expires after BAN_TRUST_TTL unless renewed, is revoked on request, and is persisted (changes to write, then given back at start)', () => {
+    const e = engine({ BAN_TRUST_TTL: '1h' });
+    login(e, '192.0.2.75', '1001', 0);
+    login(e, '192.0.2.76', '1002', 0);
+    expect(e.takeTrustChanges()).toEqual([
+      { ip: '192.0.2.75', account: '1001', until: 3600 * S },
+      { ip: '192.0.2.76', account: '1002', until: 3600 * S },
+    ]);
+    // A login a minute later renews without a write; one an hour later is written.
+    login(e, '192.0.2.75', '1001', 60 * S);
+    expect(e.takeTrustChanges()).toEqual([]);
+    login(e, '192.0.2.75', '1001', 3600 * S);
+    expect(e.takeTrustChanges()).toEqual([{ ip: '192.0.2.75', account: '1001', until: 7200 * S }]);
+    expect(e.trustedPairs(3601 * S).map((p) => p.ip)).toEqual(['192.0.2.75']);
+    // 192.0.2.76's trust has expired: its failures count in full again.
+    expect([1, 2, 3].map((i) => wrong(e, '192.0.2.76', '1002', 3600 * S + i * 100 * S).kind)).toEqual(['counted', 'counted', 'banned']);
+    expect(e.revokeTrust('192.0.2.75')).toEqual([{ ip: '192.0.2.75', account: '1001', until: 7200 * S }]);
+    expect(e.trustedPairs(3601 * S)).toEqual([]);
+
+    const restarted = new Engine(policy({ BAN_IGNOREIP: '' }), { trusted: [{ ip: '192.0.2.77', account: '1003', until: 1000 * S }] });
+    expect(restarted.trustedPairs(0)).toEqual([{ ip: '192.0.2.77', account: '1003', until: 1000 * S }]);
+    expect([1, 2, 3].map((i) => restarted.observe(ev('192.0.2.77', { name: 'ChallengeResponseFailed', account: '1003' }), i * 100 * S).kind)).toEqual(['counted', 'counted', 'counted']);
   });
 });

@@ -68,6 +68,10 @@ export interface BanPolicyConfig {
   readonly challengeTimeout: number;
   /** 0 = off. */
   readonly unansweredMaxRetry: number;
+  /** Trust (address, account) pairs of SIP SuccessfulAuth: their slow failures weigh a quarter. */
+  readonly trustSuccess: boolean;
+  /** Seconds a pair stays trusted after its last login. */
+  readonly trustTtl: number;
   readonly maxTracked: number;
 }
 
@@ -375,6 +379,8 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     collapseWindow: r.duration('BAN_COLLAPSE_WINDOW'),
     challengeTimeout: r.duration('BAN_CHALLENGE_TIMEOUT'),
     unansweredMaxRetry: r.int('BAN_UNANSWERED_MAXRETRY', 0, 1000),
+    trustSuccess: r.bool('BAN_TRUST_SUCCESS'),
+    trustTtl: r.duration('BAN_TRUST_TTL', { min: 1 }),
     maxTracked: r.int('BAN_MAX_TRACKED', 1, 100_000_000),
   };
 

@@ -41,6 +41,8 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'BAN_HISTORY_KEEP', default: '30d', meaning: 'how long ban history is kept (for incremental ban time); never shorter than BAN_MAXTIME' },
   { name: 'BAN_COLLAPSE_WINDOW', default: '2s', meaning: 'how long a SIP request that raised a counted event but no challenge outcome yet is remembered; its further events count once (one failed request = one failure)' },
   { name: 'BAN_CHALLENGE_TIMEOUT', default: '5s', meaning: 'a SIP challenge (`ChallengeSent`) with no response on its Call-ID within this time is unanswered; 0 = off' },
+  { name: 'BAN_TRUST_SUCCESS', default: 'true', meaning: 'an address and account that logged in (SIP SuccessfulAuth) are trusted: that account\'s failures from that address weigh a quarter, unless maxretry of them come within a minute; other accounts count in full' },
+  { name: 'BAN_TRUST_TTL', default: '7d', meaning: 'how long a pair stays trusted after its last successful login' },
   { name: 'BAN_UNANSWERED_MAXRETRY', default: '10', meaning: 'unanswered challenges from one address within BAN_FINDTIME that ban it (slow scanners Asterisk reports no failure for); 0 = off' },
   { name: 'BAN_MAX_TRACKED', default: '1000000', meaning: 'cap on addresses with pending failures; the oldest are evicted first (counted)' },
   { name: 'FIREWALL', default: 'nftables', meaning: '`nftables` (bans in the kernel) or `dry-run` (log bans only)' },

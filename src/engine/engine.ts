@@ -4,6 +4,7 @@ import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
 import { FailureTable, MAX_EVENT_NAMES, pack } from './failures.js';
 import { BanCounts, type BanStart } from './history.js';
+import { TrustTable, type TrustedPair } from './trust.js';
 
 export interface EnginePolicy extends BanTimePolicy {
   /** Event names that count as failures (with Severity Error). */
@@ -21,6 +22,10 @@ export interface EnginePolicy extends BanTimePolicy {
   readonly unansweredMaxRetry: number;
   /** Seconds of ban history that count for incremental ban time. */
   readonly historyKeep: number;
+  /** Trust (address, account) pairs seen in a SIP SuccessfulAuth: their slow failures weigh less. */
+  readonly trustSuccess: boolean;
+  /** Seconds a pair stays trusted after its last successful login. */
+  readonly trustTtl: number;
 }
 
 /** What the engine needs to know of one security event. */
@@ -32,6 +37,8 @@ export interface EngineEvent {
   /** null when the event carried no address. */
   readonly ip: string | null;
   readonly aclName: string | null;
+  /** AccountID ('' when none). */
+  readonly account: string;
 }
 
 /** threshold: maxretry counted failures; unanswered: unanswered challenges; manual: an operator. */
@@ -86,7 +93,7 @@ export type IgnoreReason = (typeof IGNORE_REASONS)[number];
 
 export type Outcome =
   | { readonly kind: 'ignored'; readonly reason: IgnoreReason }
-  | { readonly kind: 'counted'; readonly ip: string; readonly failures: number }
+  | { readonly kind: 'counted'; readonly ip: string; readonly failures: number; readonly trusted?: boolean }
   | { readonly kind: 'banned'; readonly decision: BanDecision };
 
 export type ManualBanResult =
@@ -110,6 +117,8 @@ export interface EngineStats {
 export interface EngineOptions {
   /** Bans started within BAN_HISTORY_KEEP before this run (data: the engine does no I/O). */
   readonly previousBans?: Iterable<BanStart>;
+  /** Pairs trusted before this run (BAN_TRUST_SUCCESS), from the ban database. */
+  readonly trusted?: Iterable<TrustedPair>;
   /** 0..1; used for rndTime. */
   readonly random?: () => number;
 }
@@ -121,6 +130,7 @@ const REGISTRAR_ACL = 'registrar_';
 const MAX_OPEN_REQUESTS = 50_000;
 const REQUEST_OUTCOMES: ReadonlySet<string> = new Set(['ChallengeSent', 'ChallengeResponseFailed', 'SuccessfulAuth']);
 const CHALLENGE_SENT = 'ChallengeSent';
+const SUCCESSFUL_AUTH = 'SuccessfulAuth';
 /** Challenges awaiting an answer, at most (a flood of them keeps memory bounded; the oldest go). */
 const MAX_CHALLENGES = 100_000;
 /** How an unanswered challenge is named in a ban's events. */
@@ -154,6 +164,8 @@ export class Engine {
   private readonly bansByFamily: Record<IpFamily, number> = { ipv4: 0, ipv6: 0 };
   private readonly expiry = new ExpiryQueue();
   private readonly history: BanCounts;
+  /** undefined when BAN_TRUST_SUCCESS is off. */
+  private readonly trust: TrustTable | undefined;
   private readonly random: () => number;
   private readonly findTimeMs: number;
   private readonly collapseMs: number;
@@ -169,6 +181,7 @@ export class Engine {
     this.challengeMs = policy.unansweredMaxRetry > 0 ? policy.challengeTimeout * 1000 : 0;
     this.ignore = new AddressSet(policy.ignoreIp);
     this.history = new BanCounts(policy.historyKeep * 1000, options.previousBans);
+    this.trust = policy.trustSuccess ? new TrustTable(policy.trustTtl * 1000, options.trusted) : undefined;
     this.random = options.random ?? Math.random;
     this.findTimeMs = policy.findTime * 1000;
     this.collapseMs = policy.collapseWindow * 1000;
@@ -206,6 +219,7 @@ export class Engine {
     const sip = event.service !== AMI_SERVICE && event.sessionId !== '';
     if (sip && this.challengeMs > 0) this.noteChallenge(event, now);
     const endsRequest = sip && REQUEST_OUTCOMES.has(event.name);
+    if (event.name === SUCCESSFUL_AUTH && sip && this.trust !== undefined) this.confirmTrust(event, now);
     if (event.severity !== 'Error') {
       if (endsRequest) this.endRequest(event);
       return ignored('informational');
@@ -238,16 +252,61 @@ export class Engine {
       if (!endsRequest) this.openRequest(key, now);
     }
 
+    if (this.trust !== undefined && event.account !== '') {
+      // A trusted pair's slow failures weigh less; fast ones, and other accounts', count in full.
+      const weighed = this.trust.weighed(ip, event.account, now, now - this.findTimeMs, eventIndex, this.policy.maxRetry);
+      if (typeof weighed === 'number') {
+        const untrusted = this.trackers.count(ip, now - this.findTimeMs);
+        if ((untrusted + weighed) * this.repeatWeight(ip, now) < this.policy.maxRetry) return { kind: 'counted', ip, failures: untrusted, trusted: true };
+        const indexes = [...this.trackers.take(ip), ...this.trust.drain(ip, event.account).map(([, i]) => i)];
+        return { kind: 'banned', decision: this.thresholdBan(ip, addr.family, now, indexes) };
+      }
+      if (weighed === 'fast') {
+        // As fast as guessing: every failure of the pair in the window counts in full.
+        let failures = 0;
+        for (const [t, i] of this.trust.drain(ip, event.account)) failures = this.trackers.add(ip, pack(t, i), now - this.findTimeMs);
+        if (failures * this.repeatWeight(ip, now) < this.policy.maxRetry) return { kind: 'counted', ip, failures };
+        return { kind: 'banned', decision: this.thresholdBan(ip, addr.family, now, this.trackers.take(ip)) };
+      }
+    }
     const failures = this.trackers.add(ip, pack(now, eventIndex), now - this.findTimeMs);
     if (failures * this.repeatWeight(ip, now) < this.policy.maxRetry) return { kind: 'counted', ip, failures };
 
+    return { kind: 'banned', decision: this.thresholdBan(ip, addr.family, now, this.trackers.take(ip)) };
+  }
+
+  private thresholdBan(ip: string, family: IpFamily, now: number, indexes: readonly number[]): BanDecision {
     const events: Record<string, number> = {};
-    for (const i of this.trackers.take(ip)) {
+    for (const i of indexes) {
       const name = this.policy.events[i] ?? '';
       events[name] = (events[name] ?? 0) + 1;
     }
     const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
-    return { kind: 'banned', decision: this.recordBan(ip, addr.family, now, seconds, 'threshold', failures, events) };
+    return this.recordBan(ip, family, now, seconds, 'threshold', indexes.length, events);
+  }
+
+  private confirmTrust(event: EngineEvent, now: number): void {
+    if (event.ip === null || event.account === '') return;
+    const addr = parseIp(event.ip);
+    if (addr === null || unbannable(addr) !== null) return;
+    this.trust?.confirm(detach(addr.ip), detach(event.account), now);
+  }
+
+  /** Pairs trusted now (BAN_TRUST_SUCCESS); empty when off. */
+  trustedPairs(now: number): TrustedPair[] {
+    return this.trust?.list(now) ?? [];
+  }
+
+  /** Revokes the trust of an address (every account, or one); returns what was revoked. */
+  revokeTrust(ipText: string, account?: string): TrustedPair[] {
+    const addr = parseIp(ipText);
+    if (addr === null || this.trust === undefined) return [];
+    return this.trust.revoke(addr.ip, account);
+  }
+
+  /** Trust confirmations to persist since the last call (new pairs, and expiries moved by an hour or more). */
+  takeTrustChanges(): TrustedPair[] {
+    return this.trust?.takeChanges() ?? [];
   }
 
   /**
@@ -343,6 +402,7 @@ export class Engine {
   prune(now: number): void {
     this.trackers.prune(now - this.findTimeMs);
     this.unanswered.prune(now - this.findTimeMs);
+    this.trust?.prune(now);
     this.swapRequests(now);
   }
 

@@ -130,6 +130,16 @@ export class FailureTable {
     return count;
   }
 
+  /** How many of the address's failures are at or after windowStart (nothing recorded). */
+  count(text: string, windowStart: number): number {
+    const e = this.entries.get(keyOf(text));
+    if (e === undefined) return 0;
+    if (typeof e === 'number') return timeOf(e) >= windowStart ? 1 : 0;
+    let n = 0;
+    for (let i = e.fails.length - 1; i >= e.head && timeOf(e.fails[i] ?? 0) >= windowStart; i--) n++;
+    return n;
+  }
+
   /** The event indexes of the failures in the window, and forgets the address. */
   take(text: string): number[] {
     const ip = keyOf(text);

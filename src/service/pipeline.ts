@@ -13,6 +13,7 @@ export function toEngineEvent(e: SecurityEvent): EngineEvent {
     // The zone goes along: the engine never bans a link-scoped address.
     ip: r === null ? null : r.zone === null ? r.ip : `${r.ip}%${r.zone}`,
     aclName: e.aclName,
+    account: e.accountId,
   };
 }
 

@@ -1,0 +1,145 @@
+// Trust learned from real logins: an (address, account) pair that authenticated (SIP
+// SuccessfulAuth) is trusted for a while, and that account's failures from that address count at a
+// reduced weight, unless they come fast. Plain data the engine owns; the service persists it.
+
+/** A trusted pair, as the service stores it and hands it back at start. */
+export interface TrustedPair {
+  readonly ip: string;
+  readonly account: string;
+  /** Epoch ms. */
+  readonly until: number;
+}
+
+/** Each failure of a trusted pair counts this much (a phone with a stale password is not an attacker). */
+export const TRUSTED_FAILURE_WEIGHT = 0.25;
+/** Failures of a trusted pair within this many ms that are as many as maxretry count in full (guessing). */
+export const TRUST_RATE_WINDOW_MS = 60_000;
+/** Pairs kept at most; the least recently confirmed go first. */
+const MAX_TRUSTED = 100_000;
+/** A confirmation that moves the expiry by less than this is not written again. */
+const REFRESH_WRITE_MS = 3_600_000;
+
+interface Entry {
+  readonly ip: string;
+  readonly account: string;
+  until: number;
+  /** When last written out (the until then). */
+  written: number;
+  /** Times of this pair's failures within findTime, oldest first. */
+  failures: number[];
+  /** Their event indexes, in the same order. */
+  events: number[];
+}
+
+const keyOf = (ip: string, account: string): string => `${ip}\n${account}`;
+
+export class TrustTable {
+  private readonly entries = new Map<string, Entry>();
+  /** New or moved expiries not yet taken by the service. */
+  private changed: TrustedPair[] = [];
+
+  constructor(
+    private readonly ttlMs: number,
+    previous: Iterable<TrustedPair> = [],
+  ) {
+    for (const p of previous) this.entries.set(keyOf(p.ip, p.account), { ip: p.ip, account: p.account, until: p.until, written: p.until, failures: [], events: [] });
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** A successful login of `account` from `ip`: trusted (again) for the TTL. */
+  confirm(ip: string, account: string, now: number): void {
+    const key = keyOf(ip, account);
+    const until = now + this.ttlMs;
+    const e = this.entries.get(key);
+    if (e === undefined) {
+      if (this.entries.size >= MAX_TRUSTED) this.evictOldest();
+      this.entries.set(key, { ip, account, until, written: until, failures: [], events: [] });
+      this.changed.push({ ip, account, until });
+      return;
+    }
+    e.until = until;
+    // Most recently confirmed last: eviction takes the first.
+    this.entries.delete(key);
+    this.entries.set(key, e);
+    if (until - e.written >= REFRESH_WRITE_MS) {
+      e.written = until;
+      this.changed.push({ ip, account, until });
+    }
+  }
+
+  /**
+   * A failure on `account` from `ip` at `now`. Returns its weighted count (the pair's failures
+   * within the window × the weight) when the pair is trusted and the failures are slow; 'fast' when
+   * maxretry of them came within a minute (the caller then counts them all in full: drain());
+   * undefined when the pair is not trusted.
+   */
+  weighed(ip: string, account: string, now: number, windowStart: number, eventIndex: number, maxRetry: number): number | 'fast' | undefined {
+    const key = keyOf(ip, account);
+    const e = this.entries.get(key);
+    if (e === undefined) return undefined;
+    if (e.until <= now) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    let drop = 0;
+    while (drop < e.failures.length && (e.failures[drop] ?? 0) < windowStart) drop++;
+    if (drop > 0) {
+      e.failures.splice(0, drop);
+      e.events.splice(0, drop);
+    }
+    e.failures.push(now);
+    e.events.push(eventIndex);
+    let recent = 0;
+    for (let i = e.failures.length - 1; i >= 0 && (e.failures[i] ?? 0) > now - TRUST_RATE_WINDOW_MS; i--) recent++;
+    if (recent >= maxRetry) return 'fast';
+    return e.failures.length * TRUSTED_FAILURE_WEIGHT;
+  }
+
+  /** The pair's failures in the window as [time, event index], which it then forgets (they banned, or count in full now). */
+  drain(ip: string, account: string): [number, number][] {
+    const e = this.entries.get(keyOf(ip, account));
+    if (e === undefined) return [];
+    const out = e.failures.map((t, i): [number, number] => [t, e.events[i] ?? 0]);
+    e.failures = [];
+    e.events = [];
+    return out;
+  }
+
+  /** Pairs trusted at `now`, for `ami2ban trust`. */
+  list(now: number): TrustedPair[] {
+    const out: TrustedPair[] = [];
+    for (const e of this.entries.values()) if (e.until > now) out.push({ ip: e.ip, account: e.account, until: e.until });
+    return out;
+  }
+
+  /** Revokes the trust of an address (every account, or one); returns the pairs revoked. */
+  revoke(ip: string, account?: string): TrustedPair[] {
+    const out: TrustedPair[] = [];
+    for (const [key, e] of this.entries) {
+      if (e.ip !== ip || (account !== undefined && e.account !== account)) continue;
+      this.entries.delete(key);
+      out.push({ ip: e.ip, account: e.account, until: e.until });
+    }
+    return out;
+  }
+
+  /** Forgets expired pairs (the sweep). */
+  prune(now: number): void {
+    for (const [key, e] of this.entries) if (e.until <= now) this.entries.delete(key);
+  }
+
+  /** The confirmations to write since the last call. */
+  takeChanges(): TrustedPair[] {
+    const out = this.changed;
+    this.changed = [];
+    return out;
+  }
+
+  private evictOldest(): void {
+    const first = this.entries.keys().next();
+    if (first.done !== true) this.entries.delete(first.value);
+  }
+}
