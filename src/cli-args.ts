@@ -31,6 +31,13 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   },
   unban: { usage: 'usage: ami2ban unban IP | --all [--json]', options: { all: { type: 'boolean' }, ...JSON_FLAG }, positionals: [0, 1] },
   explain: { usage: 'usage: ami2ban explain IP [--json]\n  why an address is or was banned: the ban in force and its history', options: JSON_FLAG, positionals: [1, 1] },
+  trust: {
+    usage:
+      'usage: ami2ban trust [--json] | ami2ban trust revoke IP [--account ACCOUNT] [--json]\n' +
+      '  the (address, account) pairs trusted after a successful SIP login (BAN_TRUST_SUCCESS), or revoke an address\'s trust',
+    options: { account: { type: 'string' }, ...JSON_FLAG },
+    positionals: [0, 2],
+  },
 };
 
 export interface CommandArgs {

@@ -1,7 +1,7 @@
 // `ami2ban status | list | ban | unban`: clients of the running daemon's control API.
 import { existsSync } from 'node:fs';
 import type { Config, ControlListen } from './config/config.js';
-import type { BanView, ExplainedBan, StatusReport } from './control/api.js';
+import type { BanView, ExplainedBan, StatusReport, TrustView } from './control/api.js';
 import { ControlClient, type ControlResponse } from './control/client.js';
 import { errorMessage } from './errors.js';
 import { COMMANDS, type CommandArgs } from './cli-args.js';
@@ -55,7 +55,7 @@ function statusText(s: StatusReport): string {
 }
 
 /** IPv4 before IPv6, each in numeric order (not as text: 10.0.0.9 before 10.0.0.10). */
-export function sortedByAddress(bans: readonly BanView[]): BanView[] {
+export function sortedByAddress<T extends { readonly ip: string }>(bans: readonly T[]): T[] {
   const key = (ip: string): string => {
     const a = parseIp(ip);
     if (a === null) return `9${ip}`;
@@ -73,6 +73,11 @@ function explainText(e: Explained): string {
   if (e.history.length === 0) return `${now}\nno ban in the history (BAN_HISTORY_KEEP)`;
   const rows = e.history.map((h) => [h.since.replace(/\.\d+Z$/, 'Z'), h.until === null ? 'permanent' : h.until.replace(/\.\d+Z$/, 'Z'), h.rule, String(h.failures), events(h.events), h.ended === null ? 'in force' : `${h.ended.why} ${h.ended.at.replace(/\.\d+Z$/, 'Z')}`]);
   return `${now}\n\n${table(['SINCE', 'UNTIL', 'RULE', 'FAILURES', 'EVENTS', 'ENDED'], rows)}`;
+}
+
+function trustText(trusted: readonly TrustView[]): string {
+  if (trusted.length === 0) return 'no trusted logins';
+  return table(['ADDRESS', 'ACCOUNT', 'UNTIL'], sortedByAddress(trusted).map((p) => [p.ip, p.account, p.until.replace(/\.\d+Z$/, 'Z')]));
 }
 
 function bansText(bans: readonly BanView[]): string {
@@ -158,6 +163,27 @@ export async function controlCommand(command: string, args: CommandArgs, config:
           return r.status === 400 ? 2 : 1;
         }
         write(io.stdout, json ? JSON.stringify(r.body) : explainText(r.body as Explained));
+        return 0;
+      }
+      case 'trust': {
+        const [verb, target] = args.positionals;
+        if (verb === undefined) {
+          const r = await client.call('GET', '/v1/trust');
+          if (r.status !== 200) throw new Error(errorOf(r));
+          const trusted = (r.body as { trusted: TrustView[] }).trusted;
+          write(io.stdout, json ? JSON.stringify(r.body) : trustText(trusted));
+          return 0;
+        }
+        if (verb !== 'revoke' || target === undefined) return usage(verb === 'revoke' ? 'give the address whose trust to revoke' : `unknown action "${verb}"`);
+        const account = args.values.account;
+        const query = typeof account === 'string' ? `?account=${encodeURIComponent(account)}` : '';
+        const r = await client.call('DELETE', `/v1/trust/${encodeURIComponent(target)}${query}`);
+        if (r.status !== 200) {
+          write(io.stderr, `ami2ban: ${errorOf(r)}`);
+          return r.status === 400 ? 2 : 1;
+        }
+        const revoked = (r.body as { revoked: TrustView[] }).revoked;
+        write(io.stdout, json ? JSON.stringify(r.body) : revoked.map((p) => `revoked the trust of ${p.ip} for account ${p.account}`).join('\n'));
         return 0;
       }
       default:

@@ -48,6 +48,9 @@ commands:
   unban IP | --all [--json]
                         lift one ban, or all of them
   explain IP [--json]   why an address is or was banned: the ban in force and its history
+  trust [--json]        the (address, account) pairs trusted after a successful SIP login
+  trust revoke IP [--account A]
+                        revoke an address's trust (every account, or one)
   ready                 exit 0 when the daemon is ready (AMI logged in, firewall ready): health checks
   help                  this text
   version               print the version
@@ -269,6 +272,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     case 'list':
     case 'ban':
     case 'explain':
+    case 'trust':
     case 'unban': {
       const config = configOrExit(io, 'client');
       if (typeof config === 'number') return config;

@@ -1,11 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BanView, StatusReport } from '../src/control/api.js';
+import { parseCommand } from '../src/cli-args.js';
+import { controlCommand } from '../src/cli-control.js';
 import { ControlClient } from '../src/control/client.js';
 import { Metrics } from '../src/control/metrics.js';
 import { ControlServer, type ListenAddress } from '../src/control/server.js';
@@ -427,5 +430,71 @@ describe('why was it banned (explain)', () => {
     // Never banned: an empty history; not an address: 400.
     expect((await r.client.call('GET', '/v1/bans/192.0.2.99/explain')).body).toMatchObject({ inForce: null, history: [] });
     expect((await r.client.call('GET', '/v1/bans/nonsense/explain')).status).toBe(400);
+  });
+});
+
+describe('trust learned from logins, through the API and across a restart', () => {
+  const login = (ip: string, account: string): string =>
+    `Event: SuccessfulAuth\r\nPrivilege: security,all\r\nSeverity: Informational\r\nService: PJSIP\r\nSessionID: call-${ip}-${account}\r\nAccountID: ${account}\r\nRemoteAddress: IPV4/UDP/${ip}/5060\r\n\r\n`;
+
+  it('a SIP login is listed by GET /v1/trust, kept in the ban database over a restart, and revoked by DELETE /v1/trust/{ip}', async () => {
+    const r = await start();
+    r.server.broadcast(login('192.0.2.90', '1001') + login('192.0.2.90', '1002') + login('192.0.2.91', '2001'));
+    await vi.waitUntil(() => r.daemon.trusted().length === 3);
+    const listed = await r.client.call('GET', '/v1/trust');
+    expect(listed.status).toBe(200);
+    expect((listed.body as { trusted: { ip: string; account: string }[] }).trusted.map((p) => `${p.ip} ${p.account}`).sort()).toEqual(['192.0.2.90 1001', '192.0.2.90 1002', '192.0.2.91 2001']);
+    await r.control.close();
+    await r.daemon.stop();
+    await r.server.stop();
+    rig = undefined;
+
+    const again = await start({ env: { STATE_DIR: r.dir } });
+    expect(again.daemon.trusted().map((p) => `${p.ip} ${p.account}`).sort()).toEqual(['192.0.2.90 1001', '192.0.2.90 1002', '192.0.2.91 2001']);
+    const one = await again.client.call('DELETE', '/v1/trust/192.0.2.90?account=1002');
+    expect(one.status).toBe(200);
+    expect((one.body as { revoked: { account: string }[] }).revoked.map((p) => p.account)).toEqual(['1002']);
+    const all = await again.client.call('DELETE', '/v1/trust/192.0.2.90');
+    expect((all.body as { revoked: { account: string }[] }).revoked.map((p) => p.account)).toEqual(['1001']);
+    expect((await again.client.call('DELETE', '/v1/trust/192.0.2.90')).status).toBe(404);
+    expect((await again.client.call('DELETE', '/v1/trust/not-an-ip')).status).toBe(400);
+    await again.daemon.stop();
+    await again.control.close();
+    await again.server.stop();
+    rig = undefined;
+    // The revocation is durable too.
+    const third = await start({ env: { STATE_DIR: r.dir } });
+    expect(third.daemon.trusted().map((p) => p.ip)).toEqual(['192.0.2.91']);
+  });
+
+  it('ami2ban trust lists the pairs; trust revoke IP [--account] revokes them; refusals exit non-zero', async () => {
+    const r = await start();
+    r.server.broadcast(login('192.0.2.95', '1001') + login('192.0.2.94', '1002'));
+    await vi.waitUntil(() => r.daemon.trusted().length === 2);
+    const cfg = config({ STATE_DIR: r.dir, CONTROL_LISTEN: join(r.dir, 'control.sock') });
+    const run = async (args: string[]): Promise<{ code: number; out: string; err: string }> => {
+      let out = '';
+      let err = '';
+      const sink = (f: (s: string) => void): NodeJS.WritableStream => new Writable({ write(c: Buffer, _e, done) { f(c.toString()); done(); } });
+      const parsed = parseCommand('trust', args);
+      if (parsed.kind !== 'ok') throw new Error(parsed.kind);
+      const code = await controlCommand('trust', parsed, cfg, { stdout: sink((c) => (out += c)), stderr: sink((c) => (err += c)) });
+      return { code, out, err };
+    };
+    const listed = await run([]);
+    expect(listed.code).toBe(0);
+    expect(listed.out).toMatch(/^ADDRESS\s+ACCOUNT\s+UNTIL\n192\.0\.2\.94\s+1002\s+\S+Z\n192\.0\.2\.95\s+1001\s+\S+Z/);
+    expect(JSON.parse((await run(['--json'])).out)).toMatchObject({ trusted: [{}, {}] });
+    expect(await run(['revoke', '192.0.2.95', '--account', '1001'])).toMatchObject({ code: 0, out: 'revoked the trust of 192.0.2.95 for account 1001\n' });
+    expect(await run(['revoke', '192.0.2.95'])).toMatchObject({ code: 1, err: 'ami2ban: 192.0.2.95 is not trusted\n' });
+    expect((await run(['revoke'])).code).toBe(2);
+    expect((await run(['forget', '192.0.2.94'])).code).toBe(2);
+  });
+
+  it('BAN_TRUST_SUCCESS=false keeps no trust', async () => {
+    const r = await start({ env: { BAN_TRUST_SUCCESS: 'false' } });
+    r.server.broadcast(login('192.0.2.92', '1001'));
+    await vi.waitUntil(() => r.daemon.counters.events === 1);
+    expect((await r.client.call('GET', '/v1/trust')).body).toEqual({ trusted: [] });
   });
 });

@@ -66,3 +66,29 @@ describe('Replayer: the capture as a stream of chunks', () => {
     expect(result.bans).toEqual([]);
   });
 });
+
+describe('trust learned from logins, on the real captures', () => {
+  /** The capture with every EventTV moved by `ms` and the address `from` replaced by `to`. */
+  function shifted(capture: Buffer, ms: number, from?: string, to?: string): Buffer {
+    let text = capture.toString('latin1').replace(/^EventTV: (\S+)$/gm, (_l, tv: string) => `EventTV: ${new Date(Date.parse(tv.replace(/([+-]\d\d)(\d\d)$/, '$1:$2')) + ms).toISOString().replace('Z', '+0000')}`);
+    if (from !== undefined && to !== undefined) text = text.replaceAll(`/${from}/`, `/${to}/`);
+    return Buffer.from(text, 'latin1');
+  }
+  const phone = fixture('attack-tools/good-phone-10-ok-2-badpass.raw');
+  const banned = (input: Buffer, env: Record<string, string> = {}): string[] => replay(input, policy({ BAN_IGNOREIP: '', ...env })).bans.map((b) => b.ip).sort();
+
+  it("the good phone's session twice (4 wrong passwords in 10 minutes, 20 logins): its mistypes never ban it; without trust they do", () => {
+    const twice = Buffer.concat([phone, shifted(phone, 120_000)]);
+    expect(banned(twice)).not.toContain('127.0.0.8');
+    expect(banned(twice, { BAN_TRUST_SUCCESS: 'false' })).toContain('127.0.0.8');
+  });
+
+  it('an attacker that logged in once (as the phone did) and then enumerates accounts (svwar) is banned all the same', () => {
+    // The phone's session from svwar's address, ten minutes earlier: 127.0.0.41 is trusted for account 1001.
+    const svwar = fixture('attack-tools/svmap-svwar-udp.raw');
+    const loggedIn = shifted(phone, -600_000, '127.0.0.8', '127.0.0.41');
+    const r = replay(Buffer.concat([loggedIn, svwar]), policy({ BAN_IGNOREIP: '' }));
+    expect(r.bans.map((b) => b.ip)).toContain('127.0.0.41');
+    expect(banned(svwar)).toContain('127.0.0.41');
+  });
+});

@@ -86,6 +86,16 @@ export type ExplainOutcome =
       readonly history: readonly ExplainedBan[];
     };
 
+/** A pair trusted after a successful SIP login (BAN_TRUST_SUCCESS). */
+export interface TrustView {
+  readonly ip: string;
+  readonly account: string;
+  /** ISO time. */
+  readonly until: string;
+}
+
+export type RevokeOutcome = { readonly kind: 'invalid'; readonly message: string } | { readonly kind: 'revoked'; readonly revoked: readonly TrustView[] };
+
 export interface ControlTarget {
   status(): StatusReport;
   /** The bans in force, a page at a time: a long list is sent without holding the loop. */
@@ -98,4 +108,8 @@ export interface ControlTarget {
   /** Why an address is or was banned; invalid = not an address. */
   explain(ip: string): Promise<ExplainOutcome>;
   readiness(): { readonly ready: boolean; readonly reasons: readonly string[] };
+  /** Pairs trusted now; empty when BAN_TRUST_SUCCESS is off. */
+  trusted(): TrustView[];
+  /** Revokes the trust of an address (every account, or one). */
+  revokeTrust(ip: string, account: string | undefined): RevokeOutcome;
 }

@@ -240,6 +240,16 @@ export class ControlServer {
       if (done.kind === 'not-banned') throw new HttpError(404, `${ip} is not banned`);
       if (done.kind === 'failed') throw new HttpError(502, done.message);
       send(res, 200, { unbanned: ip });
+    } else if (path === '/v1/trust') {
+      only('GET');
+      send(res, 200, { trusted: t.trusted() });
+    } else if (path.startsWith('/v1/trust/')) {
+      only('DELETE');
+      const ip = addressInPath(path.slice('/v1/trust/'.length));
+      const r = t.revokeTrust(ip, url.searchParams.get('account') ?? undefined);
+      if (r.kind === 'invalid') throw new HttpError(400, r.message);
+      if (r.revoked.length === 0) throw new HttpError(404, `${ip} is not trusted${url.searchParams.has('account') ? ` for that account` : ''}`);
+      send(res, 200, { revoked: r.revoked });
     } else if (path === '/v1/bans') {
       throw new HttpError(405, `${method} not allowed on ${path}`);
     } else {

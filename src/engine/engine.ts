@@ -305,7 +305,7 @@ export class Engine {
   }
 
   /** Trust confirmations to persist since the last call (new pairs, and expiries moved by an hour or more). */
-  takeTrustChanges(): TrustedPair[] {
+  takeTrustChanges(): readonly TrustedPair[] {
     return this.trust?.takeChanges() ?? [];
   }
 

@@ -32,6 +32,7 @@ interface Entry {
 }
 
 const keyOf = (ip: string, account: string): string => `${ip}\n${account}`;
+const NONE: readonly TrustedPair[] = [];
 
 export class TrustTable {
   private readonly entries = new Map<string, Entry>();
@@ -132,7 +133,8 @@ export class TrustTable {
   }
 
   /** The confirmations to write since the last call. */
-  takeChanges(): TrustedPair[] {
+  takeChanges(): readonly TrustedPair[] {
+    if (this.changed.length === 0) return NONE;
     const out = this.changed;
     this.changed = [];
     return out;

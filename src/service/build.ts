@@ -93,7 +93,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     throw err;
   }
   // Read once: the engine is given the history as data and never asks the store.
-  const engine = new Engine(config.ban, { previousBans: store.banStarts() });
+  const engine = new Engine(config.ban, { previousBans: store.banStarts(), trusted: config.ban.trustSuccess ? store.trustedPairs(Date.now()) : [] });
   const dropped = firewall instanceof NftablesFirewall ? () => firewall.counters() : undefined;
   const listen = config.control.listen;
   const self = config.ban.ignoreSelf

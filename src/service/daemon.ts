@@ -3,7 +3,7 @@ import type { AmiClient } from '../ami/client.js';
 import type { SecurityEvent } from '../ami/security-event.js';
 import { type Cidr, describeUnbannable, parseIp } from '../common/ip.js';
 import { DURATION_LIMIT_TEXT, PERMANENT, parseDuration } from '../config/duration.js';
-import type { BanView, ControlTarget, ExplainOutcome, ManualBanOutcome, StatusReport, UnbanOutcome } from '../control/api.js';
+import type { BanView, ControlTarget, ExplainOutcome, ManualBanOutcome, RevokeOutcome, StatusReport, TrustView, UnbanOutcome } from '../control/api.js';
 import type { Metrics } from '../control/metrics.js';
 import type { BanDecision, Engine, IgnoreReason, UnbanDecision } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
@@ -234,6 +234,7 @@ export class Daemon implements ControlTarget {
     await this.o.firewall.stop();
     this.firewallState = 'stopped';
     this.logStats();
+    this.o.store.recordTrust(this.o.engine.takeTrustChanges());
     await this.o.store.close();
     this.o.logger.info('ami2ban stopped');
   }
@@ -403,6 +404,18 @@ export class Daemon implements ControlTarget {
     const ips = [...this.o.engine.activeBans().keys()];
     const results = await Promise.all(ips.map((ip) => this.unban(ip)));
     return results.filter((r) => r.kind === 'unbanned').length;
+  }
+
+  trusted(): TrustView[] {
+    return this.o.engine.trustedPairs(this.now()).map((p) => ({ ip: p.ip, account: p.account, until: new Date(p.until).toISOString() }));
+  }
+
+  revokeTrust(ipText: string, account: string | undefined): RevokeOutcome {
+    if (parseIp(ipText) === null) return { kind: 'invalid', message: `"${ipText}" is not an IP address` };
+    const revoked = this.o.engine.revokeTrust(ipText, account);
+    this.o.store.revokeTrust(revoked);
+    for (const p of revoked) this.o.logger.info('trust revoked', { ip: p.ip, account: p.account });
+    return { kind: 'revoked', revoked: revoked.map((p) => ({ ip: p.ip, account: p.account, until: new Date(p.until).toISOString() })) };
   }
 
   readiness(): { ready: boolean; reasons: string[] } {
@@ -761,6 +774,8 @@ export class Daemon implements ControlTarget {
       this.recentlyEnded.delete(ip);
     }
     this.o.engine.prune(now);
+    // Trust is not an acknowledgement: written within a sweep of the login.
+    this.o.store.recordTrust(this.o.engine.takeTrustChanges());
     if (now - this.lastPurgeAt >= HISTORY_PURGE_MS) {
       this.lastPurgeAt = now;
       void this.o.store.purge(now).then(

@@ -79,6 +79,12 @@ CREATE TABLE IF NOT EXISTS bans (
 );
 CREATE INDEX IF NOT EXISTS bans_ip_started ON bans (ip, started_at);
 CREATE INDEX IF NOT EXISTS bans_open ON bans (ip) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS trust (
+  ip      TEXT    NOT NULL,
+  account TEXT    NOT NULL,
+  until   INTEGER NOT NULL,
+  PRIMARY KEY (ip, account)
+);
 `;
 
 export const DATABASE_FILE = 'ami2ban.sqlite';
@@ -128,6 +134,9 @@ const SQL = {
     'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, previous_bans, enforcer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
   expire: "UPDATE bans SET ended_at = expires_at, end_reason = 'expired' WHERE ended_at IS NULL AND expires_at <= ?",
   purge: 'DELETE FROM bans WHERE ended_at IS NOT NULL AND started_at < ?',
+  trust: 'INSERT INTO trust (ip, account, until) VALUES (?, ?, ?) ON CONFLICT (ip, account) DO UPDATE SET until = excluded.until',
+  untrust: 'DELETE FROM trust WHERE ip = ? AND account = ?',
+  purgeTrust: 'DELETE FROM trust WHERE until <= ?',
 } as const;
 
 type Statement = keyof typeof SQL;
@@ -230,6 +239,7 @@ export class BanStore {
     starts: Database.Statement<[number], { ip: string; started_at: number }>;
     active: Database.Statement<[number], Row>;
     history: Database.Statement<[string], Row & { ended_at: number | null; end_reason: string | null }>;
+    trusted: Database.Statement<[number], { ip: string; account: string; until: number }>;
   };
 
   private readonly historyKeepMs: number;
@@ -269,6 +279,7 @@ export class BanStore {
         history: this.db.prepare(
           'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, previous_bans, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
         ),
+        trusted: this.db.prepare('SELECT ip, account, until FROM trust WHERE until > ? ORDER BY until'),
       };
     } catch (err) {
       throw new StoreError(`cannot open the ban database ${this.path}: ${errorMessage(err)}`, err);
@@ -278,6 +289,21 @@ export class BanStore {
   /** Every ban start within BAN_HISTORY_KEEP (an extension is not another ban): read once at start. */
   banStarts(): { ip: string; startedAt: number }[] {
     return this.read('reading ban history', () => this.stmt.starts.all(this.now() - this.historyKeepMs).map((r) => ({ ip: r.ip, startedAt: r.started_at })));
+  }
+
+  /** (address, account) pairs trusted after a login, not expired at `now` (BAN_TRUST_SUCCESS): read once at start. */
+  trustedPairs(now: number): { ip: string; account: string; until: number }[] {
+    return this.read('reading trusted logins', () => this.stmt.trusted.all(now));
+  }
+
+  /** Records trusted pairs (new, or with a later expiry). */
+  recordTrust(pairs: readonly { readonly ip: string; readonly account: string; readonly until: number }[]): void {
+    if (pairs.length > 0) this.enqueue(pairs.map((p): Call => ['trust', [p.ip, p.account, p.until]]));
+  }
+
+  /** Forgets revoked pairs. */
+  revokeTrust(pairs: readonly { readonly ip: string; readonly account: string }[]): void {
+    if (pairs.length > 0) this.enqueue(pairs.map((p): Call => ['untrust', [p.ip, p.account]]));
   }
 
   /** Bans of this address within BAN_HISTORY_KEEP, written or queued. */
@@ -330,6 +356,7 @@ export class BanStore {
 
   /** Deletes ended bans older than the history window; resolves with how many. */
   purge(now: number): Promise<number> {
+    this.enqueue([['purgeTrust', [now]]]);
     return this.enqueueCounted('purge', [now - this.historyKeepMs]);
   }
 
