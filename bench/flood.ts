@@ -98,7 +98,10 @@ async function main(): Promise<void> {
   execFileSync('nft', ['flush', 'ruleset']);
   const dir = mkdtempSync(join(tmpdir(), 'ami2ban-flood-'));
   const socketPath = join(dir, 'control.sock');
-  const server = new FakeAmiServer({ username: 'bench', secret: 'bench' });
+  // Asterisk leaves Nagle's algorithm on for AMI sessions: so does the fake, unless BENCH_AMI_NODELAY=1
+  // (then what is measured is the daemon alone, without the sender's TCP holding small writes).
+  const noDelay = process.env.BENCH_AMI_NODELAY === '1';
+  const server = new FakeAmiServer({ username: 'bench', secret: 'bench', noDelay });
   const port = await server.start();
   const config = loadConfig({
     AMI_USERNAME: 'bench',
@@ -136,7 +139,8 @@ async function main(): Promise<void> {
     last = now;
   }, 5);
 
-  console.log(`bench:flood — node ${process.version}, whole daemon in a private network namespace (libnftables, SQLite in ${tmpdir()})\n`);
+  console.log(`bench:flood — node ${process.version}, whole daemon in a private network namespace (libnftables, SQLite in ${tmpdir()})`);
+  console.log(`AMI sender: ${noDelay ? 'TCP_NODELAY (BENCH_AMI_NODELAY=1)' : "Nagle's algorithm on, as Asterisk's AMI sessions"}\n`);
 
   // A. the burst
   const pollerA = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });

@@ -8,6 +8,11 @@ export interface FakeAmiServerOptions {
   readonly username: string;
   readonly secret: string;
   readonly greeting?: string;
+  /**
+   * TCP_NODELAY on the sessions. Asterisk does not set it on AMI sessions (Nagle's algorithm on),
+   * which is the default here too.
+   */
+  readonly noDelay?: boolean;
 }
 
 export interface FakeSession {
@@ -39,6 +44,7 @@ export class FakeAmiServer extends EventEmitter<FakeServerEvents> {
 
   async start(port = 0, host = '127.0.0.1'): Promise<number> {
     const server = net.createServer((socket) => {
+      if (this.options.noDelay === true) socket.setNoDelay(true);
       this.accept(socket);
     });
     this.server = server;
