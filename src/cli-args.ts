@@ -16,7 +16,11 @@ const JSON_FLAG = { json: { type: 'boolean' } } as const;
 export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   run: { usage: 'usage: ami2ban run\n  start the daemon (configuration from the environment and .env)', options: {}, positionals: [0, 0] },
   'check-config': { usage: 'usage: ami2ban check-config\n  print the effective configuration (secrets masked), or the errors', options: {}, positionals: [0, 0] },
-  replay: { usage: 'usage: ami2ban replay FILE [--json]', options: JSON_FLAG, positionals: [1, 1] },
+  replay: {
+    usage: 'usage: ami2ban replay FILE [--explain] [--json]\n  --explain: under each ban, the failures behind it (time, event, account, transport)',
+    options: { explain: { type: 'boolean' }, ...JSON_FLAG },
+    positionals: [1, 1],
+  },
   status: { usage: 'usage: ami2ban status [--json]', options: JSON_FLAG, positionals: [0, 0] },
   list: { usage: 'usage: ami2ban list [--json]', options: JSON_FLAG, positionals: [0, 0] },
   ready: { usage: 'usage: ami2ban ready', options: {}, positionals: [0, 0] },

@@ -6,7 +6,7 @@ import { ControlClient, type ControlResponse } from './control/client.js';
 import { errorMessage } from './errors.js';
 import { COMMANDS, type CommandArgs } from './cli-args.js';
 import { ipv6Groups, parseIp } from './common/ip.js';
-import { eventSummary } from './service/pipeline.js';
+import { eventSummary, failureLines } from './service/pipeline.js';
 
 interface Io {
   readonly stdout: NodeJS.WritableStream;
@@ -72,7 +72,10 @@ function explainText(e: Explained): string {
   const now = e.inForce === null ? `${e.ip} is not banned now` : `${e.ip} is banned ${e.inForce.expiresAt === null ? 'permanently' : `until ${e.inForce.expiresAt}`} (${e.inForce.outcome}): ${e.inForce.reason}, ${e.inForce.failures} failures: ${events(e.inForce.events)}`;
   if (e.history.length === 0) return `${now}\nno ban in the history (BAN_HISTORY_KEEP)`;
   const rows = e.history.map((h) => [h.since.replace(/\.\d+Z$/, 'Z'), h.until === null ? 'permanent' : h.until.replace(/\.\d+Z$/, 'Z'), h.rule, String(h.failures), events(h.events), h.ended === null ? 'in force' : `${h.ended.why} ${h.ended.at.replace(/\.\d+Z$/, 'Z')}`]);
-  return `${now}\n\n${table(['SINCE', 'UNTIL', 'RULE', 'FAILURES', 'EVENTS', 'ENDED'], rows)}`;
+  const behind = e.history
+    .filter((h) => h.failuresShown.length > 0)
+    .map((h) => [`failures behind the ${h.rule} ban of ${h.since.replace(/\.\d+Z$/, 'Z')}:`, ...failureLines(h.failuresShown, h.failures)].join('\n'));
+  return [`${now}\n\n${table(['SINCE', 'UNTIL', 'RULE', 'FAILURES', 'EVENTS', 'ENDED'], rows)}`, ...behind].join('\n\n');
 }
 
 function trustText(trusted: readonly TrustView[]): string {

@@ -10,7 +10,7 @@ import { Ami2banError, ConfigError, ReplayInputError, errorMessage } from './err
 import { type Logger, createLogger } from './log/logger.js';
 import { buildDaemon } from './service/build.js';
 import type { Daemon } from './service/daemon.js';
-import { eventSummary } from './service/pipeline.js';
+import { eventSummary, failureLines } from './service/pipeline.js';
 import { type ReplayResult, Replayer } from './service/replay.js';
 
 export interface CliIo {
@@ -134,10 +134,17 @@ async function replayCommand(io: CliIo, args: CommandArgs): Promise<number> {
   const file = args.positionals[0] ?? '';
   const banSeconds = (s: number): number => (s === Number.POSITIVE_INFINITY ? -1 : Math.round(s));
   // JSON lines go out as the bans fall; the table keeps one short row per ban.
+  const explain = args.values.explain === true;
   const rows: string[][] = [];
+  /** --explain: the failure lines under the row of the same index. */
+  const behind: string[][] = [];
   const replayer = new Replayer(config.ban, (b) => {
-    if (json) write(io.stdout, JSON.stringify({ ip: b.ip, at: new Date(b.at).toISOString(), failures: b.failures, banSeconds: banSeconds(b.banSeconds), rule: b.rule }));
-    else rows.push([new Date(b.at).toISOString(), b.ip, String(b.failures), formatDuration(b.banSeconds), b.rule, eventSummary(b.events)]);
+    const details = b.details.map((d) => ({ at: new Date(d.at).toISOString(), event: d.event, account: d.account, transport: d.transport }));
+    if (json) write(io.stdout, JSON.stringify({ ip: b.ip, at: new Date(b.at).toISOString(), failures: b.failures, banSeconds: banSeconds(b.banSeconds), rule: b.rule, ...(explain ? { details } : {}) }));
+    else {
+      rows.push([new Date(b.at).toISOString(), b.ip, String(b.failures), formatDuration(b.banSeconds), b.rule, eventSummary(b.events)]);
+      if (explain) behind.push(failureLines(details, b.failures, '    '));
+    }
   });
   let result: ReplayResult;
   try {
@@ -162,7 +169,7 @@ async function replayCommand(io: CliIo, args: CommandArgs): Promise<number> {
       `skipped: ${s.nonSecurity} non-security, ${s.unknown} unknown, ${s.malformed} malformed, ${s.noTime} without EventTV`,
       '',
       fmt(header),
-      ...rows.map(fmt),
+      ...rows.flatMap((r, i) => [fmt(r), ...(behind[i] ?? [])]),
     ].join('\n'),
   );
   return EXIT_OK;

@@ -37,6 +37,14 @@ function readEnv(): ReadEnv | string {
   return { env: { ...fileEnv, ...process.env }, fromDotenv: new Set(Object.keys(fileEnv).filter((k) => process.env[k] === undefined)) };
 }
 
+// `ami2ban replay big.log | head`: a reader that went away ends the command quietly.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
+
 const first = readEnv();
 if (typeof first === 'string') {
   process.stderr.write(`ami2ban: ${first}\n`);

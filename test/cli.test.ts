@@ -86,6 +86,31 @@ describe('ami2ban replay (acceptance: the bans listed in the fixtures README)', 
     expect(r.stdout).toMatch(/127\.0\.0\.11\s+3\s+1h\s+threshold\s+InvalidAccountID×1,InvalidPassword×1,ChallengeResponseFailed×1/);
   });
 
+  it('--explain: under each ban the failures behind it (time, event, account, transport); with --json as `details`', async () => {
+    const r = await runCli(['replay', `${FIXTURE_DIR}attack-tools/svmap-svwar-udp.raw`, '--explain'], { BAN_IGNOREIP: '' });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(
+      /127\.0\.0\.41\s+3\s+1h\s+threshold\s+InvalidAccountID×3\n {4}2026-11-22T04:51:05\.212Z {2}InvalidAccountID {2}account 100 {2}UDP\n {4}\S+ {2}InvalidAccountID {2}account \d+ {2}UDP\n {4}2026-11-22T04:51:10\.452Z {2}InvalidAccountID {2}account 937802247 {2}UDP\n/,
+    );
+    const slow = await runCli(['replay', `${FIXTURE_DIR}attack-tools/v2-slow-scanner-register-unknown.raw`, '--explain', '--json'], { BAN_IGNOREIP: '' });
+    const ban = slow.stdout.trim().split('\n').map((l) => JSON.parse(l) as { ip: string; rule: string; details: { event: string }[] }).find((b) => b.ip === '127.0.0.36');
+    expect(ban?.rule).toBe('unanswered');
+    expect(ban?.details.map((d) => d.event)).toEqual(Array.from({ length: 10 }, () => 'UnansweredChallenge'));
+    // Without --explain, --json stays as it was.
+    const plain = await runCli(['replay', `${FIXTURE_DIR}attack-tools/svmap-svwar-udp.raw`, '--json'], { BAN_IGNOREIP: '' });
+    expect(plain.stdout).not.toContain('details');
+  });
+
+  it('a reader that goes away (`| head`) ends replay quietly', async () => {
+    const child = startCli(['replay', `${FIXTURE_DIR}security.log`, '--explain'], { BAN_IGNOREIP: '' });
+    let err = '';
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout?.once('data', () => child.stdout?.destroy());
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(err).not.toContain('EPIPE');
+    expect(code).toBe(0);
+  });
+
   it('refuses a file it cannot read or understand', async () => {
     const missing = await runCli(['replay', '/nonexistent.raw'], {});
     expect(missing.code).toBe(1);

@@ -427,6 +427,9 @@ describe('why was it banned (explain)', () => {
       ['threshold', 'in force'],
     ]);
     expect(body.history[2]?.events).toEqual({ InvalidPassword: 3 });
+    // Each failure behind it, from the ban database.
+    expect((body.history[2] as unknown as { failuresShown: { event: string; transport: string }[] }).failuresShown.map((f) => `${f.event}/${f.transport}`)).toEqual(['InvalidPassword/TCP', 'InvalidPassword/TCP', 'InvalidPassword/TCP']);
+    expect((body.history[0] as unknown as { failuresShown: unknown[] }).failuresShown).toEqual([]);
     // Never banned: an empty history; not an address: 400.
     expect((await r.client.call('GET', '/v1/bans/192.0.2.99/explain')).body).toMatchObject({ inForce: null, history: [] });
     expect((await r.client.call('GET', '/v1/bans/nonsense/explain')).status).toBe(400);

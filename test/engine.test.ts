@@ -7,7 +7,7 @@ const S = 1000;
 let session = 0;
 
 function ev(ip: string | null, over: Partial<EngineEvent> = {}): EngineEvent {
-  return { name: 'InvalidAccountID', severity: 'Error', service: 'PJSIP', sessionId: `call-${++session}`, ip, aclName: null, account: '', ...over };
+  return { name: 'InvalidAccountID', severity: 'Error', service: 'PJSIP', sessionId: `call-${++session}`, ip, aclName: null, account: '', transport: 'UDP', ...over };
 }
 
 function engine(env: Record<string, string> = {}, random = () => 0.5): Engine {
@@ -588,5 +588,40 @@ describe('trust learned from real logins (BAN_TRUST_SUCCESS)', () => {
     const restarted = new Engine(policy({ BAN_IGNOREIP: '' }), { trusted: [{ ip: '192.0.2.77', account: '1003', until: 1000 * S }] });
     expect(restarted.trustedPairs(0)).toEqual([{ ip: '192.0.2.77', account: '1003', until: 1000 * S }]);
     expect([1, 2, 3].map((i) => restarted.observe(ev('192.0.2.77', { name: 'ChallengeResponseFailed', account: '1003' }), i * 100 * S).kind)).toEqual(['counted', 'counted', 'counted']);
+  });
+});
+
+describe('the failures behind a ban (explain)', () => {
+  it('a ban carries what each failure was: time, event, account, transport; the unanswered rule its challenges', () => {
+    const e = engine();
+    e.observe(ev('198.51.100.90', { account: '1001', transport: 'TCP' }), 1 * S);
+    e.observe(ev('198.51.100.90', { name: 'ChallengeResponseFailed', account: '1001', transport: 'TLS' }), 2 * S);
+    const out = e.observe(ev('198.51.100.90', { name: 'InvalidPassword', service: 'AMI', account: 'admin', transport: 'TCP' }), 3 * S);
+    expect(out).toMatchObject({
+      kind: 'banned',
+      decision: {
+        details: [
+          { at: 1 * S, event: 'InvalidAccountID', account: '1001', transport: 'TCP' },
+          { at: 2 * S, event: 'ChallengeResponseFailed', account: '1001', transport: 'TLS' },
+          { at: 3 * S, event: 'InvalidPassword', account: 'admin', transport: 'TCP' },
+        ],
+      },
+    });
+  });
+
+  it('keeps the 32 most recent failures of an address, only those in the window, and forgets them once it is banned', () => {
+    const e = engine({ BAN_MAXRETRY: '40', BAN_FINDTIME: '1h' });
+    let last: Outcome | undefined;
+    for (let i = 0; i < 40; i++) last = e.observe(ev('198.51.100.91', { account: `u${String(i)}` }), i * S);
+    const d = last?.kind === 'banned' ? last.decision : undefined;
+    expect(d?.failures).toBe(40);
+    expect(d?.details.length).toBe(32);
+    expect(d?.details[0]?.account).toBe('u8');
+    expect(d?.details[31]?.account).toBe('u39');
+  });
+
+  it('a manual ban has none', () => {
+    const r = engine().ban('198.51.100.92', 0);
+    expect(r.kind === 'banned' ? r.decision.details : undefined).toEqual([]);
   });
 });

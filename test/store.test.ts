@@ -202,6 +202,41 @@ describe('BanStore (a real SQLite file)', () => {
   });
 });
 
+describe('BanStore: what explain and trust need', () => {
+  it('keeps the failures behind a ban, and trusted pairs (with their expiry, renewals and revocations) over a reopen', async () => {
+    const d = dir();
+    const store = new BanStore(d, { historyKeepMs: 24 * H, now: () => 1000 });
+    const details = [{ at: 900, event: 'InvalidAccountID', account: '1001', transport: 'UDP' }];
+    store.recordBan(ban('198.51.100.1', 1000, 3600, { details }));
+    store.recordTrust([{ ip: '192.0.2.1', account: '1001', until: 5000 }, { ip: '192.0.2.2', account: '1002', until: 500 }]);
+    store.recordTrust([{ ip: '192.0.2.1', account: '1001', until: 9000 }]);
+    store.recordTrust([{ ip: '192.0.2.3', account: '1003', until: 9000 }]);
+    store.revokeTrust([{ ip: '192.0.2.3', account: '1003' }]);
+    await store.close();
+    const again = new BanStore(d, { historyKeepMs: 24 * H, now: () => 1000 });
+    expect(again.history('198.51.100.1')[0]?.details).toEqual(details);
+    // expired at 1000: 192.0.2.2's pair is not given back
+    expect(again.trustedPairs(1000)).toEqual([{ ip: '192.0.2.1', account: '1001', until: 9000 }]);
+    await again.close();
+  });
+
+  it('opens a database made before details and trust were kept, and adds them', async () => {
+    const d = dir();
+    const old = new Database(join(d, 'ami2ban.sqlite'));
+    old.exec(`CREATE TABLE bans (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, family TEXT NOT NULL, started_at INTEGER NOT NULL, duration_s REAL, expires_at INTEGER,
+      reason TEXT NOT NULL, failures INTEGER NOT NULL DEFAULT 0, events TEXT NOT NULL DEFAULT '{}', previous_bans INTEGER NOT NULL DEFAULT 0, ended_at INTEGER, end_reason TEXT)`);
+    old.prepare("INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events) VALUES ('198.51.100.2', 'ipv4', 1000, 3600, 3601000, 'threshold', 3, '{}')").run();
+    old.close();
+    const store = new BanStore(d, { historyKeepMs: 24 * H, now: () => 2000 });
+    expect(store.activeBans(2000)).toMatchObject([{ ip: '198.51.100.2', enforcer: 'nftables', details: [] }]);
+    expect(store.trustedPairs(2000)).toEqual([]);
+    store.recordTrust([{ ip: '192.0.2.9', account: '9', until: 9000 }]);
+    await store.durable();
+    expect(store.trustedPairs(2000)).toHaveLength(1);
+    await store.close();
+  });
+});
+
 describe('BanStore write batching', () => {
   it('bans recorded in one turn are written together, counted before they are written, and survive close', async () => {
     const d = dir();

@@ -70,6 +70,8 @@ export interface ExplainedBan {
   readonly rule: string;
   readonly failures: number;
   readonly events: Readonly<Record<string, number>>;
+  /** The most recent failures behind it, oldest first (at most 32; fewer when a scan pushed them out). */
+  readonly failuresShown: readonly { readonly at: string; readonly event: string; readonly account: string; readonly transport: string }[];
   readonly timesBannedBefore: number;
   /** ISO time and why it ended (expired, manual, replaced, extended, …); null while in force. */
   readonly ended: { readonly at: string; readonly why: string } | null;

@@ -4,6 +4,7 @@ import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
 import { FailureTable, MAX_EVENT_NAMES, pack } from './failures.js';
 import { BanCounts, type BanStart } from './history.js';
+import { FailureDetails, type FailureDetail } from './details.js';
 import { TrustTable, type TrustedPair } from './trust.js';
 
 export interface EnginePolicy extends BanTimePolicy {
@@ -39,6 +40,8 @@ export interface EngineEvent {
   readonly aclName: string | null;
   /** AccountID ('' when none). */
   readonly account: string;
+  /** The remote address's transport (UDP, TCP, TLS, WS, WSS), '' when not given. */
+  readonly transport: string;
 }
 
 /** threshold: maxretry counted failures; unanswered: unanswered challenges; manual: an operator. */
@@ -60,6 +63,8 @@ export interface BanDecision {
   readonly reason: BanReason;
   /** Failures counted in the window (0 for a manual ban). */
   readonly failures: number;
+  /** What the most recent of those failures were (at most 32; fewer when a scan pushed them out). */
+  readonly details: readonly FailureDetail[];
   /** Counted failures by event name. */
   readonly events: Readonly<Record<string, number>>;
   readonly previousBans: number;
@@ -166,6 +171,7 @@ export class Engine {
   private readonly history: BanCounts;
   /** undefined when BAN_TRUST_SUCCESS is off. */
   private readonly trust: TrustTable | undefined;
+  private readonly details = new FailureDetails();
   private readonly random: () => number;
   private readonly findTimeMs: number;
   private readonly collapseMs: number;
@@ -252,6 +258,7 @@ export class Engine {
       if (!endsRequest) this.openRequest(key, now);
     }
 
+    this.details.add(ip, { at: now, event: this.policy.events[eventIndex] ?? event.name, account: detach(event.account), transport: transportName(event.transport) });
     if (this.trust !== undefined && event.account !== '') {
       // A trusted pair's slow failures weigh less; fast ones, and other accounts', count in full.
       const weighed = this.trust.weighed(ip, event.account, now, now - this.findTimeMs, eventIndex, this.policy.maxRetry);
@@ -282,7 +289,7 @@ export class Engine {
       events[name] = (events[name] ?? 0) + 1;
     }
     const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
-    return this.recordBan(ip, family, now, seconds, 'threshold', indexes.length, events);
+    return this.recordBan(ip, family, now, seconds, 'threshold', indexes.length, events, false, this.details.take(ip, now - this.findTimeMs, false));
   }
 
   private confirmTrust(event: EngineEvent, now: number): void {
@@ -483,11 +490,12 @@ export class Engine {
     const addr = parseIp(ip);
     if (addr === null || this.ignore.has(addr) || this.self.has(ip) || this.isBanned(ip, now)) return;
     const n = this.unanswered.add(ip, pack(at, 0), now - this.findTimeMs);
+    this.details.add(ip, { at, event: UNANSWERED_EVENT, account: '', transport: '' });
     if (n < this.policy.unansweredMaxRetry) return;
     this.unanswered.take(ip);
     this.trackers.delete(ip);
     const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
-    out.push(this.recordBan(ip, addr.family, now, seconds, 'unanswered', n, { [UNANSWERED_EVENT]: n }));
+    out.push(this.recordBan(ip, addr.family, now, seconds, 'unanswered', n, { [UNANSWERED_EVENT]: n }, false, this.details.take(ip, now - this.findTimeMs, true)));
   }
 
   /** An outcome ends the request on its Call-ID: the next counted event there is a new request. */
@@ -528,17 +536,25 @@ export class Engine {
     failures: number,
     events: Record<string, number>,
     extendsBan = false,
+    details: readonly FailureDetail[] = [],
   ): BanDecision {
     const ip = detach(text);
     const previousBans = Math.max(0, this.history.count(ip, now) - (extendsBan ? 1 : 0));
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     this.setBan(ip, family, until);
     if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
-    const decision: BanDecision = { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, previousBans, extendsBan };
+    const decision: BanDecision = { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, details, previousBans, extendsBan };
     // An extension continues the ban in force: it is not another one.
     if (!extendsBan) this.history.add(ip, now);
     return decision;
   }
+}
+
+/** Transport names as constants: a detail never keeps a slice of the AMI frame alive. */
+const TRANSPORTS: Readonly<Record<string, string>> = { UDP: 'UDP', TCP: 'TCP', TLS: 'TLS', WS: 'WS', WSS: 'WSS' };
+
+function transportName(t: string): string {
+  return TRANSPORTS[t.toUpperCase()] ?? '';
 }
 
 function ignored(reason: IgnoreReason): Outcome {

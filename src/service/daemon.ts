@@ -15,6 +15,8 @@ import { type Enforcer, reconcile } from './reconcile.js';
 import type { SelfResult } from './self.js';
 import type { TrunkNames } from './trunks.js';
 
+const NO_DETAILS: readonly never[] = [];
+
 export interface DaemonOptions {
   readonly ami: AmiClient;
   readonly engine: Engine;
@@ -192,7 +194,7 @@ export class Daemon implements ControlTarget {
       // In the kernel but unknown to the store (e.g. the database was replaced): adopt and record it.
       if (!engine.adopt(k.ip, k.expiresAt, now)) continue;
       const previousBans = store.previousBans(k.ip);
-      this.records.set(k.ip, newRecord({ ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: {}, previousBans }, now));
+      this.records.set(k.ip, newRecord({ ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: {}, details: NO_DETAILS, previousBans }, now));
       store.recordBan({
         ip: k.ip,
         family: k.family,
@@ -394,6 +396,7 @@ export class Daemon implements ControlTarget {
       rule: h.reason,
       failures: h.failures,
       events: h.events,
+      failuresShown: h.details.map((f) => ({ at: iso(f.at), event: f.event, account: f.account, transport: f.transport })),
       timesBannedBefore: h.previousBans,
       ended: h.endedAt === null ? null : { at: iso(h.endedAt), why: h.endReason ?? 'ended' },
     }));
@@ -709,7 +712,8 @@ export class Daemon implements ControlTarget {
   }
 
   private fromDecision(d: BanDecision): StoredBan {
-    return { ip: d.ip, family: d.family, enforcer: this.o.policy.enforcer, startedAt: d.at, expiresAt: d.until, reason: d.reason, failures: d.failures, events: d.events, previousBans: d.previousBans };
+    // The failures' details go to the database (explain reads them there), not into every ban in force.
+    return { ip: d.ip, family: d.family, enforcer: this.o.policy.enforcer, startedAt: d.at, expiresAt: d.until, reason: d.reason, failures: d.failures, events: d.events, details: NO_DETAILS, previousBans: d.previousBans };
   }
 
   /** Why an address may not be banned now (ignore list, self), or null. */

@@ -14,6 +14,7 @@ export function toEngineEvent(e: SecurityEvent): EngineEvent {
     ip: r === null ? null : r.zone === null ? r.ip : `${r.ip}%${r.zone}`,
     aclName: e.aclName,
     account: e.accountId,
+    transport: r?.transport ?? '',
   };
 }
 
@@ -37,4 +38,17 @@ export function banLogFields(d: BanDecision): Record<string, unknown> {
     until: d.until === Number.POSITIVE_INFINITY ? 'permanent' : new Date(d.until).toISOString(),
     previousBans: d.previousBans,
   };
+}
+
+/**
+ * The failures behind a ban, one line each: `  2026-11-22T04:51:40.860Z  ChallengeResponseFailed  account 1001  UDP`,
+ * and a last line when fewer are shown than were counted.
+ */
+export function failureLines(details: readonly { readonly at: string | number; readonly event: string; readonly account: string; readonly transport: string }[], counted: number, indent = '  '): string[] {
+  const lines = details.map((d) => {
+    const at = typeof d.at === 'number' ? new Date(d.at).toISOString() : d.at;
+    return `${indent}${at}  ${d.event}${d.account === '' ? '' : `  account ${d.account}`}${d.transport === '' ? '' : `  ${d.transport}`}`;
+  });
+  if (details.length < counted) lines.push(`${indent}(the last ${String(details.length)} of ${String(counted)} failures: the details of older ones were not kept)`);
+  return lines;
 }

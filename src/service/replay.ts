@@ -19,6 +19,8 @@ export interface ReplayBan {
   readonly events: Readonly<Record<string, number>>;
   /** Which rule banned: `threshold` (maxretry failures) or `unanswered` (unanswered challenges). */
   readonly rule: BanReason;
+  /** The failures behind it, oldest first (at most 32). */
+  readonly details: BanDecision['details'];
 }
 
 export interface ReplayResult {
@@ -120,7 +122,7 @@ export class Replayer {
   }
 
   private banned(d: BanDecision): void {
-    const ban = { ip: d.ip, at: d.at, failures: d.failures, banSeconds: d.banSeconds, events: d.events, rule: d.reason };
+    const ban = { ip: d.ip, at: d.at, failures: d.failures, banSeconds: d.banSeconds, events: d.events, rule: d.reason, details: d.details };
     this.banCount++;
     if (this.onBan === undefined) this.bans.push(ban);
     else this.onBan(ban);

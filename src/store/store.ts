@@ -8,6 +8,14 @@ import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { StoreError, errorMessage } from '../errors.js';
 
+/** One failure behind a ban (structurally the engine's FailureDetail). */
+export interface StoredFailure {
+  readonly at: number;
+  readonly event: string;
+  readonly account: string;
+  readonly transport: string;
+}
+
 /** What a ban decision carries (structurally the engine's BanDecision). */
 export interface BanRecordInput {
   readonly ip: string;
@@ -21,6 +29,8 @@ export interface BanRecordInput {
   readonly reason: string;
   readonly failures: number;
   readonly events: Readonly<Record<string, number>>;
+  /** The most recent failures behind it (explain). */
+  readonly details?: readonly StoredFailure[];
   readonly previousBans: number;
   /** It continues the open ban of the address (closed as `extended`, not counted again). */
   readonly extendsBan?: boolean;
@@ -39,6 +49,7 @@ export interface StoredBan {
   readonly reason: string;
   readonly failures: number;
   readonly events: Readonly<Record<string, number>>;
+  readonly details: readonly StoredFailure[];
   readonly previousBans: number;
 }
 
@@ -58,6 +69,7 @@ interface Row {
   reason: string;
   failures: number;
   events: string;
+  details: string;
   previous_bans: number;
 }
 
@@ -75,7 +87,8 @@ CREATE TABLE IF NOT EXISTS bans (
   previous_bans INTEGER NOT NULL DEFAULT 0,
   ended_at      INTEGER,
   end_reason    TEXT,
-  enforcer      TEXT    NOT NULL DEFAULT 'nftables'
+  enforcer      TEXT    NOT NULL DEFAULT 'nftables',
+  details       TEXT    NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS bans_ip_started ON bans (ip, started_at);
 CREATE INDEX IF NOT EXISTS bans_open ON bans (ip) WHERE ended_at IS NULL;
@@ -131,7 +144,7 @@ interface Waiter {
 const SQL = {
   close: 'UPDATE bans SET ended_at = ?, end_reason = ? WHERE ip = ? AND ended_at IS NULL',
   insert:
-    'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, previous_bans, enforcer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, details, previous_bans, enforcer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
   expire: "UPDATE bans SET ended_at = expires_at, end_reason = 'expired' WHERE ended_at IS NULL AND expires_at <= ?",
   purge: 'DELETE FROM bans WHERE ended_at IS NOT NULL AND started_at < ?',
   trust: 'INSERT INTO trust (ip, account, until) VALUES (?, ?, ?) ON CONFLICT (ip, account) DO UPDATE SET until = excluded.until',
@@ -180,6 +193,16 @@ parentPort.on('message', ({ seq, calls }) => {
 });
 `;
 
+/** A row's details; an unreadable value (hand-edited) is shown as none rather than failing a read. */
+function parseDetails(text: string): StoredFailure[] {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return Array.isArray(v) ? (v as StoredFailure[]) : [];
+  } catch {
+    return [];
+  }
+}
+
 function toStored(r: Row): StoredBan {
   return {
     ip: r.ip,
@@ -190,6 +213,7 @@ function toStored(r: Row): StoredBan {
     reason: r.reason,
     failures: r.failures,
     events: JSON.parse(r.events) as Record<string, number>,
+    details: parseDetails(r.details),
     previousBans: r.previous_bans,
   };
 }
@@ -266,6 +290,7 @@ export class BanStore {
       // Databases made before the enforcer was recorded: their bans were kernel bans.
       const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(bans)').all();
       if (!columns.some((c) => c.name === 'enforcer')) this.db.exec("ALTER TABLE bans ADD COLUMN enforcer TEXT NOT NULL DEFAULT 'nftables'");
+      if (!columns.some((c) => c.name === 'details')) this.db.exec("ALTER TABLE bans ADD COLUMN details TEXT NOT NULL DEFAULT '[]'");
       // A damaged page elsewhere in the file is found now, at start, not by a write later.
       const check = (this.db.pragma('quick_check(3)') as { quick_check: string }[]).flatMap((r) => r.quick_check.split('\n')).filter((l) => !l.startsWith('***'));
       if (check[0] !== 'ok') throw new Error(`database disk image is malformed (integrity check: ${check[0] ?? 'failed'})`);
@@ -274,10 +299,10 @@ export class BanStore {
         // A ban continued by a longer one is one ban: its `extended` row is not counted.
         count: this.db.prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
         active: this.db.prepare(
-          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, previous_bans FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
+          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
         ),
         history: this.db.prepare(
-          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, previous_bans, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
+          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
         ),
         trusted: this.db.prepare('SELECT ip, account, until FROM trust WHERE until > ? ORDER BY until'),
       };
@@ -339,7 +364,7 @@ export class BanStore {
       ['close', [b.at, b.extendsBan === true ? 'extended' : 'replaced', b.ip]],
       [
         'insert',
-        [b.ip, b.family, b.at, permanent ? null : b.banSeconds, permanent ? null : Math.round(b.until), b.reason, b.failures, JSON.stringify(b.events), b.previousBans, this.enforcer],
+        [b.ip, b.family, b.at, permanent ? null : b.banSeconds, permanent ? null : Math.round(b.until), b.reason, b.failures, JSON.stringify(b.events), JSON.stringify(b.details ?? []), b.previousBans, this.enforcer],
       ],
     ]);
   }
