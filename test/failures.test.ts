@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FailureTable, pack } from '../src/engine/failures.js';
+import { FailureTable, eventOf, pack, timeOf, transportOf } from '../src/engine/failures.js';
 
 /** A small deterministic generator, so that a failure can be replayed. */
 function lcg(seed: number): () => number {
@@ -54,7 +54,7 @@ describe('FailureTable', () => {
     expect(table.add('192.0.2.1', pack(5000, 3), 1500)).toBe(2);
     table.prune(4000);
     expect([...table.keys()]).toEqual(['192.0.2.1']);
-    expect(table.take('192.0.2.1')).toEqual([2, 3]);
+    expect(table.take('192.0.2.1').map(eventOf)).toEqual([2, 3]);
     table.prune(10_000);
     expect(table.size).toBe(0);
   });
@@ -65,8 +65,20 @@ describe('FailureTable', () => {
     for (const [i, ip] of ips.entries()) table.add(ip, pack(1000 + i, 0), 0);
     expect([...table.keys()]).toEqual(ips);
     expect(table.add('128.0.0.1', pack(2000, 5), 0)).toBe(2);
-    expect(table.take('128.0.0.1')).toEqual([0, 5]);
+    expect(table.take('128.0.0.1').map(eventOf)).toEqual([0, 5]);
     table.delete('255.255.255.254');
     expect([...table.keys()]).toEqual(['1.2.3.4', '0.0.0.1', '2001:db8::1', '::ffff:1.2.3.4', '10.0.0.10']);
+  });
+});
+
+describe('a packed failure', () => {
+  it('holds its time (ms), transport code and event index exactly, until the year 2500', () => {
+    for (const t of [0, 1_764_000_000_123, Date.parse('2499-12-31T23:59:59.999Z')]) {
+      for (const [transport, event] of [[0, 0], [5, 63], [3, 17]] as const) {
+        const p = pack(t, event, transport);
+        expect([timeOf(p), transportOf(p), eventOf(p)]).toEqual([t, transport, event]);
+        expect(Number.isSafeInteger(p)).toBe(true);
+      }
+    }
   });
 });

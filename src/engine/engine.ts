@@ -2,9 +2,9 @@
 import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableReason, detach, parseIp, unbannable } from '../common/ip.js';
 import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
-import { FailureTable, MAX_EVENT_NAMES, pack } from './failures.js';
+import { FailureTable, MAX_EVENT_NAMES, type Packed, eventOf, pack, timeOf, transportOf } from './failures.js';
 import { BanCounts, type BanStart } from './history.js';
-import { FailureDetails, type FailureDetail } from './details.js';
+import { FailureAccounts, type FailureDetail, MAX_DETAILS_PER_BAN } from './details.js';
 import { TrustTable, type TrustedPair } from './trust.js';
 
 export interface EnginePolicy extends BanTimePolicy {
@@ -171,7 +171,7 @@ export class Engine {
   private readonly history: BanCounts;
   /** undefined when BAN_TRUST_SUCCESS is off. */
   private readonly trust: TrustTable | undefined;
-  private readonly details = new FailureDetails();
+  private readonly accounts = new FailureAccounts();
   private readonly random: () => number;
   private readonly findTimeMs: number;
   private readonly collapseMs: number;
@@ -258,38 +258,47 @@ export class Engine {
       if (!endsRequest) this.openRequest(key, now);
     }
 
-    this.details.add(ip, { at: now, event: this.policy.events[eventIndex] ?? event.name, account: detach(event.account), transport: transportName(event.transport) });
-    if (this.trust !== undefined && event.account !== '') {
+    const failure = pack(now, eventIndex, transportCode(event.transport));
+    if (this.trust?.hasAddress(ip) === true && event.account !== '') {
       // A trusted pair's slow failures weigh less; fast ones, and other accounts', count in full.
-      const weighed = this.trust.weighed(ip, event.account, now, now - this.findTimeMs, eventIndex, this.policy.maxRetry);
+      const weighed = this.trust.weighed(ip, event.account, now, now - this.findTimeMs, failure, this.policy.maxRetry);
+      if (weighed !== undefined) this.accounts.note(ip, now, eventIndex, detach(event.account));
       if (typeof weighed === 'number') {
         const untrusted = this.trackers.count(ip, now - this.findTimeMs);
         if ((untrusted + weighed) * this.repeatWeight(ip, now) < this.policy.maxRetry) return { kind: 'counted', ip, failures: untrusted, trusted: true };
-        const indexes = [...this.trackers.take(ip), ...this.trust.drain(ip, event.account).map(([, i]) => i)];
-        return { kind: 'banned', decision: this.thresholdBan(ip, addr.family, now, indexes) };
+        const all = [...this.trackers.take(ip), ...this.trust.drain(ip, event.account)].sort((a, b) => a - b);
+        return { kind: 'banned', decision: this.thresholdBan(ip, addr.family, now, all) };
       }
       if (weighed === 'fast') {
         // As fast as guessing: every failure of the pair in the window counts in full.
         let failures = 0;
-        for (const [t, i] of this.trust.drain(ip, event.account)) failures = this.trackers.add(ip, pack(t, i), now - this.findTimeMs);
+        for (const p of this.trust.drain(ip, event.account)) failures = this.trackers.add(ip, p, now - this.findTimeMs);
         if (failures * this.repeatWeight(ip, now) < this.policy.maxRetry) return { kind: 'counted', ip, failures };
         return { kind: 'banned', decision: this.thresholdBan(ip, addr.family, now, this.trackers.take(ip)) };
       }
     }
-    const failures = this.trackers.add(ip, pack(now, eventIndex), now - this.findTimeMs);
+    const failures = this.trackers.add(ip, failure, now - this.findTimeMs);
+    // Accounts from an address's second failure on: a scan's lone failures keep no string.
+    if (failures > 1 && event.account !== '') this.accounts.note(ip, now, eventIndex, detach(event.account));
     if (failures * this.repeatWeight(ip, now) < this.policy.maxRetry) return { kind: 'counted', ip, failures };
 
     return { kind: 'banned', decision: this.thresholdBan(ip, addr.family, now, this.trackers.take(ip)) };
   }
 
-  private thresholdBan(ip: string, family: IpFamily, now: number, indexes: readonly number[]): BanDecision {
+  private thresholdBan(ip: string, family: IpFamily, now: number, failures: readonly Packed[]): BanDecision {
     const events: Record<string, number> = {};
-    for (const i of indexes) {
-      const name = this.policy.events[i] ?? '';
+    for (const p of failures) {
+      const name = this.policy.events[eventOf(p)] ?? '';
       events[name] = (events[name] ?? 0) + 1;
     }
+    const noted = this.accounts.take(ip);
+    const details = failures.slice(-MAX_DETAILS_PER_BAN).map((p): FailureDetail => {
+      const at = timeOf(p);
+      const event = eventOf(p);
+      return { at, event: this.policy.events[event] ?? '', account: this.accounts.accountOf(noted, at, event), transport: TRANSPORT_NAMES[transportOf(p)] ?? '' };
+    });
     const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
-    return this.recordBan(ip, family, now, seconds, 'threshold', indexes.length, events, false, this.details.take(ip, now - this.findTimeMs, false));
+    return this.recordBan(ip, family, now, seconds, 'threshold', failures.length, events, false, details);
   }
 
   private confirmTrust(event: EngineEvent, now: number): void {
@@ -490,12 +499,12 @@ export class Engine {
     const addr = parseIp(ip);
     if (addr === null || this.ignore.has(addr) || this.self.has(ip) || this.isBanned(ip, now)) return;
     const n = this.unanswered.add(ip, pack(at, 0), now - this.findTimeMs);
-    this.details.add(ip, { at, event: UNANSWERED_EVENT, account: '', transport: '' });
     if (n < this.policy.unansweredMaxRetry) return;
-    this.unanswered.take(ip);
+    const challenges = this.unanswered.take(ip);
+    const details = challenges.slice(-MAX_DETAILS_PER_BAN).map((p): FailureDetail => ({ at: timeOf(p), event: UNANSWERED_EVENT, account: '', transport: '' }));
     this.trackers.delete(ip);
     const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
-    out.push(this.recordBan(ip, addr.family, now, seconds, 'unanswered', n, { [UNANSWERED_EVENT]: n }, false, this.details.take(ip, now - this.findTimeMs, true)));
+    out.push(this.recordBan(ip, addr.family, now, seconds, 'unanswered', n, { [UNANSWERED_EVENT]: n }, false, details));
   }
 
   /** An outcome ends the request on its Call-ID: the next counted event there is a new request. */
@@ -550,11 +559,12 @@ export class Engine {
   }
 }
 
-/** Transport names as constants: a detail never keeps a slice of the AMI frame alive. */
-const TRANSPORTS: Readonly<Record<string, string>> = { UDP: 'UDP', TCP: 'TCP', TLS: 'TLS', WS: 'WS', WSS: 'WSS' };
+/** Transports by their code in a packed failure (0: not given). */
+const TRANSPORT_NAMES: readonly string[] = ['', 'UDP', 'TCP', 'TLS', 'WS', 'WSS'];
 
-function transportName(t: string): string {
-  return TRANSPORTS[t.toUpperCase()] ?? '';
+function transportCode(t: string): number {
+  const i = TRANSPORT_NAMES.indexOf(t);
+  return i >= 0 ? i : Math.max(0, TRANSPORT_NAMES.indexOf(t.toUpperCase()));
 }
 
 function ignored(reason: IgnoreReason): Outcome {

@@ -3,9 +3,14 @@
 // the common case is kept small: a lone failure is a bare number, not an object with arrays.
 import { detach } from '../common/ip.js';
 
-/** One failure: its time (ms) and the index of its event name, packed as time × 64 + index. */
-type Packed = number;
+/**
+ * One failure: its time (ms), its transport's code and the index of its event name, packed in one
+ * number as (time × 8 + transport) × 64 + event (exact up to the year 2500): a lone failure stays a
+ * bare number, whatever explain later shows of it.
+ */
+export type Packed = number;
 const EVENT_SLOTS = 64;
+const TRANSPORT_SLOTS = 8;
 
 interface Several {
   /** Oldest first; entries before `head` have left the window. */
@@ -15,12 +20,20 @@ interface Several {
 
 type Entry = Packed | Several;
 
-export function pack(time: number, event: number): Packed {
-  return Math.floor(time) * EVENT_SLOTS + event;
+export function pack(time: number, event: number, transport = 0): Packed {
+  return (Math.floor(time) * TRANSPORT_SLOTS + transport) * EVENT_SLOTS + event;
 }
 
-function timeOf(p: Packed): number {
-  return Math.floor(p / EVENT_SLOTS);
+export function timeOf(p: Packed): number {
+  return Math.floor(p / (EVENT_SLOTS * TRANSPORT_SLOTS));
+}
+
+export function eventOf(p: Packed): number {
+  return p % EVENT_SLOTS;
+}
+
+export function transportOf(p: Packed): number {
+  return Math.floor(p / EVENT_SLOTS) % TRANSPORT_SLOTS;
 }
 
 function lastOf(e: Entry): Packed {
@@ -140,14 +153,14 @@ export class FailureTable {
     return n;
   }
 
-  /** The event indexes of the failures in the window, and forgets the address. */
-  take(text: string): number[] {
+  /** The failures in the window (oldest first), and forgets the address. */
+  take(text: string): Packed[] {
     const ip = keyOf(text);
     const e = this.entries.get(ip);
     this.entries.delete(ip);
     if (e === undefined) return [];
-    if (typeof e === 'number') return [e % EVENT_SLOTS];
-    return e.fails.slice(e.head).map((p) => p % EVENT_SLOTS);
+    if (typeof e === 'number') return [e];
+    return e.fails.slice(e.head);
   }
 
   /** Forgets addresses whose failures have all left the window (before windowStart). */

@@ -1,6 +1,7 @@
 // Trust learned from real logins: an (address, account) pair that authenticated (SIP
 // SuccessfulAuth) is trusted for a while, and that account's failures from that address count at a
 // reduced weight, unless they come fast. Plain data the engine owns; the service persists it.
+import { type Packed, timeOf } from './failures.js';
 
 /** A trusted pair, as the service stores it and hands it back at start. */
 export interface TrustedPair {
@@ -25,10 +26,8 @@ interface Entry {
   until: number;
   /** When last written out (the until then). */
   written: number;
-  /** Times of this pair's failures within findTime, oldest first. */
-  failures: number[];
-  /** Their event indexes, in the same order. */
-  events: number[];
+  /** This pair's failures within findTime (packed as the failure table packs them), oldest first. */
+  failures: Packed[];
 }
 
 const keyOf = (ip: string, account: string): string => `${ip}\n${account}`;
@@ -36,6 +35,8 @@ const NONE: readonly TrustedPair[] = [];
 
 export class TrustTable {
   private readonly entries = new Map<string, Entry>();
+  /** Pairs per trusted address: a failure from any other address is ruled out without a key built. */
+  private readonly perIp = new Map<string, number>();
   /** New or moved expiries not yet taken by the service. */
   private changed: TrustedPair[] = [];
 
@@ -43,11 +44,30 @@ export class TrustTable {
     private readonly ttlMs: number,
     previous: Iterable<TrustedPair> = [],
   ) {
-    for (const p of previous) this.entries.set(keyOf(p.ip, p.account), { ip: p.ip, account: p.account, until: p.until, written: p.until, failures: [], events: [] });
+    for (const p of previous) this.put(keyOf(p.ip, p.account), { ip: p.ip, account: p.account, until: p.until, written: p.until, failures: [] });
   }
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Whether any account is trusted from this address (cheap: no key is built). */
+  hasAddress(ip: string): boolean {
+    return this.perIp.has(ip);
+  }
+
+  private put(key: string, e: Entry): void {
+    if (!this.entries.has(key)) this.perIp.set(e.ip, (this.perIp.get(e.ip) ?? 0) + 1);
+    this.entries.set(key, e);
+  }
+
+  private remove(key: string): void {
+    const e = this.entries.get(key);
+    if (e === undefined) return;
+    this.entries.delete(key);
+    const n = (this.perIp.get(e.ip) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(e.ip);
+    else this.perIp.set(e.ip, n);
   }
 
   /** A successful login of `account` from `ip`: trusted (again) for the TTL. */
@@ -57,7 +77,7 @@ export class TrustTable {
     const e = this.entries.get(key);
     if (e === undefined) {
       if (this.entries.size >= MAX_TRUSTED) this.evictOldest();
-      this.entries.set(key, { ip, account, until, written: until, failures: [], events: [] });
+      this.put(key, { ip, account, until, written: until, failures: [] });
       this.changed.push({ ip, account, until });
       return;
     }
@@ -77,35 +97,30 @@ export class TrustTable {
    * maxretry of them came within a minute (the caller then counts them all in full: drain());
    * undefined when the pair is not trusted.
    */
-  weighed(ip: string, account: string, now: number, windowStart: number, eventIndex: number, maxRetry: number): number | 'fast' | undefined {
+  weighed(ip: string, account: string, now: number, windowStart: number, failure: Packed, maxRetry: number): number | 'fast' | undefined {
     const key = keyOf(ip, account);
     const e = this.entries.get(key);
     if (e === undefined) return undefined;
     if (e.until <= now) {
-      this.entries.delete(key);
+      this.remove(key);
       return undefined;
     }
     let drop = 0;
-    while (drop < e.failures.length && (e.failures[drop] ?? 0) < windowStart) drop++;
-    if (drop > 0) {
-      e.failures.splice(0, drop);
-      e.events.splice(0, drop);
-    }
-    e.failures.push(now);
-    e.events.push(eventIndex);
+    while (drop < e.failures.length && timeOf(e.failures[drop] ?? 0) < windowStart) drop++;
+    if (drop > 0) e.failures.splice(0, drop);
+    e.failures.push(failure);
     let recent = 0;
-    for (let i = e.failures.length - 1; i >= 0 && (e.failures[i] ?? 0) > now - TRUST_RATE_WINDOW_MS; i--) recent++;
+    for (let i = e.failures.length - 1; i >= 0 && timeOf(e.failures[i] ?? 0) > now - TRUST_RATE_WINDOW_MS; i--) recent++;
     if (recent >= maxRetry) return 'fast';
     return e.failures.length * TRUSTED_FAILURE_WEIGHT;
   }
 
-  /** The pair's failures in the window as [time, event index], which it then forgets (they banned, or count in full now). */
-  drain(ip: string, account: string): [number, number][] {
+  /** The pair's failures in the window, which it then forgets (they banned, or count in full now). */
+  drain(ip: string, account: string): Packed[] {
     const e = this.entries.get(keyOf(ip, account));
     if (e === undefined) return [];
-    const out = e.failures.map((t, i): [number, number] => [t, e.events[i] ?? 0]);
+    const out = e.failures;
     e.failures = [];
-    e.events = [];
     return out;
   }
 
@@ -121,7 +136,7 @@ export class TrustTable {
     const out: TrustedPair[] = [];
     for (const [key, e] of this.entries) {
       if (e.ip !== ip || (account !== undefined && e.account !== account)) continue;
-      this.entries.delete(key);
+      this.remove(key);
       out.push({ ip: e.ip, account: e.account, until: e.until });
     }
     return out;
@@ -129,7 +144,7 @@ export class TrustTable {
 
   /** Forgets expired pairs (the sweep). */
   prune(now: number): void {
-    for (const [key, e] of this.entries) if (e.until <= now) this.entries.delete(key);
+    for (const [key, e] of this.entries) if (e.until <= now) this.remove(key);
   }
 
   /** The confirmations to write since the last call. */
@@ -142,6 +157,6 @@ export class TrustTable {
 
   private evictOldest(): void {
     const first = this.entries.keys().next();
-    if (first.done !== true) this.entries.delete(first.value);
+    if (first.done !== true) this.remove(first.value);
   }
 }
