@@ -12,7 +12,7 @@ const ADDRESSES = Number(process.env.BENCH_ADDRESSES ?? 100_000);
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const EVENTS = ['InvalidAccountID', 'ChallengeResponseFailed', 'InvalidPassword'];
 
-/** The line shape of ../shared/bench/fail2ban/gen_log.py, so both tools read the same kind of log. */
+/** The line shape of fail2ban's benchmark log generator (Asterisk security-log lines), so both tools read the same kind of log. */
 function line(i: number): string {
   const k = (i % ADDRESSES) + 1;
   const ip = `198.${18 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`;
