@@ -26,15 +26,17 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   ready: { usage: 'usage: ami2ban ready', options: {}, positionals: [0, 0] },
   ban: {
     usage:
-      'usage: ami2ban ban IP [--for DURATION] [--force] [--replace] [--json]\n' +
+      'usage: ami2ban ban IP|NETWORK [--for DURATION] [--force] [--replace] [--json]\n' +
+      '  NETWORK: a CIDR such as 2001:db8:1:2::/64 or 198.51.100.0/24 (at most /16 v4, /32 v6 wide unless --force;\n' +
+      '  never /0, never one holding an ignored or own address); it replaces the bans inside it;\n' +
       '  DURATION: 600, 90s, 10m, 1h, 1d, 1w, or -1 for permanent (default: the policy\'s ban time;\n' +
       '  0 is refused: `ami2ban unban IP` lifts a ban);\n' +
       '  --force bans an ignored address or one of this host\'s; --replace may shorten a ban in force',
     options: { for: { type: 'string' }, force: { type: 'boolean' }, replace: { type: 'boolean' }, ...JSON_FLAG },
     positionals: [1, 1],
   },
-  unban: { usage: 'usage: ami2ban unban IP | --all [--json]', options: { all: { type: 'boolean' }, ...JSON_FLAG }, positionals: [0, 1] },
-  explain: { usage: 'usage: ami2ban explain IP [--json]\n  why an address is or was banned: the ban in force and its history', options: JSON_FLAG, positionals: [1, 1] },
+  unban: { usage: 'usage: ami2ban unban IP|NETWORK | --all [--json]', options: { all: { type: 'boolean' }, ...JSON_FLAG }, positionals: [0, 1] },
+  explain: { usage: 'usage: ami2ban explain IP|NETWORK [--json]\n  why an address is or was banned: the ban in force and its history', options: JSON_FLAG, positionals: [1, 1] },
   trust: {
     usage:
       'usage: ami2ban trust [--json] | ami2ban trust revoke IP [--account ACCOUNT] [--json]\n' +

@@ -54,13 +54,15 @@ function statusText(s: StatusReport): string {
   ].join('\n');
 }
 
-/** IPv4 before IPv6, each in numeric order (not as text: 10.0.0.9 before 10.0.0.10). */
+/** IPv4 before IPv6, each in numeric order (not as text: 10.0.0.9 before 10.0.0.10); a network by its first address. */
 export function sortedByAddress<T extends { readonly ip: string }>(bans: readonly T[]): T[] {
   const key = (ip: string): string => {
-    const a = parseIp(ip);
+    const [text = '', len = ''] = ip.split('/');
+    const a = parseIp(text);
     if (a === null) return `9${ip}`;
-    if (a.family === 'ipv4') return `4${a.ip.split('.').map((o) => o.padStart(3, '0')).join('.')}`;
-    return `6${ipv6Groups(a.ip).map((g) => g.toString(16).padStart(4, '0')).join(':')}`;
+    const bits = `/${len.padStart(3, '0')}`;
+    if (a.family === 'ipv4') return `4${a.ip.split('.').map((o) => o.padStart(3, '0')).join('.')}${bits}`;
+    return `6${ipv6Groups(a.ip).map((g) => g.toString(16).padStart(4, '0')).join(':')}${bits}`;
   };
   return bans.map((b) => ({ b, k: key(b.ip) })).sort((x, y) => (x.k < y.k ? -1 : x.k > y.k ? 1 : 0)).map((x) => x.b);
 }

@@ -288,8 +288,8 @@ describe('arguments (util.parseArgs)', () => {
   it('list sorts addresses numerically, IPv4 before IPv6', async () => {
     const { sortedByAddress } = await import('../src/cli-control.js');
     const view = (ip: string): { ip: string } => ({ ip });
-    const ips = ['2001:db8::10', '10.0.0.10', '2001:db8::9', '10.0.0.9', '9.1.1.1'];
-    expect(sortedByAddress(ips.map(view)).map((b) => b.ip)).toEqual(['9.1.1.1', '10.0.0.9', '10.0.0.10', '2001:db8::9', '2001:db8::10']);
+    const ips = ['2001:db8::10', '10.0.0.10', '2001:db8::/64', '2001:db8::9', '10.0.0.9', '9.1.1.1', '10.0.0.0/24'];
+    expect(sortedByAddress(ips.map(view)).map((b) => b.ip)).toEqual(['9.1.1.1', '10.0.0.0/24', '10.0.0.9', '10.0.0.10', '2001:db8::/64', '2001:db8::9', '2001:db8::10']);
   });
 });
 

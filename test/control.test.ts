@@ -501,3 +501,34 @@ describe('trust learned from logins, through the API and across a restart', () =
     expect((await r.client.call('GET', '/v1/trust')).body).toEqual({ trusted: [] });
   });
 });
+
+describe('bans of networks through the API', () => {
+  it('POST a CIDR: banned under its canonical text, the addresses inside it lifted; too wide is 400, holding an ignored address 409; DELETE lifts it', async () => {
+    const r = await start();
+    expect((await r.client.call('POST', '/v1/bans', { ip: '198.51.100.7', duration: '1h' })).status).toBe(201);
+    const net = await r.client.call('POST', '/v1/bans', { ip: '198.51.100.99/24', duration: '2h' });
+    expect(net.status).toBe(201);
+    expect((net.body as { ban: BanView }).ban).toMatchObject({ ip: '198.51.100.0/24', family: 'ipv4', reason: 'manual' });
+    await r.daemon.idle();
+    expect([...r.firewall.elements.keys()]).toEqual(['198.51.100.0/24']);
+    const listed = (await r.client.call('GET', '/v1/bans')).body as { bans: BanView[] };
+    expect(listed.bans.map((b) => b.ip)).toEqual(['198.51.100.0/24']);
+    // an address inside is banned already
+    expect((await r.client.call('POST', '/v1/bans', { ip: '198.51.100.8' })).status).toBe(409);
+    const wide = await r.client.call('POST', '/v1/bans', { ip: '100.64.0.0/10' });
+    expect(wide.status).toBe(400);
+    expect(JSON.stringify(wide.body)).toContain('wider than /16');
+    expect((await r.client.call('POST', '/v1/bans', { ip: '100.64.0.0/10', force: true })).status).toBe(201);
+    const holds = await r.client.call('POST', '/v1/bans', { ip: '10.1.0.0/16', force: true });
+    expect(holds.status).toBe(409);
+    expect(JSON.stringify(holds.body)).toContain('ignore list');
+    expect((await r.client.call('DELETE', '/v1/bans/198.51.100.0%2F24')).status).toBe(200);
+    await r.daemon.idle();
+    expect([...r.firewall.elements.keys()]).toEqual(['100.64.0.0/10']);
+    const explained = (await r.client.call('GET', '/v1/bans/198.51.100.0%2F24/explain')).body as { history: { rule: string; ended: { why: string } | null }[] };
+    expect(explained.history.map((h) => [h.rule, h.ended?.why])).toEqual([['manual', 'manual']]);
+    // the address ban it replaced ended as `subnet`
+    const before = (await r.client.call('GET', '/v1/bans/198.51.100.7/explain')).body as { history: { ended: { why: string } | null }[] };
+    expect(before.history.map((h) => h.ended?.why)).toEqual(['subnet']);
+  });
+});

@@ -626,3 +626,57 @@ describe('the failures behind a ban (explain)', () => {
     expect(r.kind === 'banned' ? r.decision.details : undefined).toEqual([]);
   });
 });
+
+describe('bans of networks (CIDR)', () => {
+  it('a manual ban of a network: canonical text, minimum prefix unless forced, never /0', () => {
+    const e = engine();
+    expect(e.ban('2001:db8:1:2:3::9/64', 0)).toMatchObject({ kind: 'banned', decision: { ip: '2001:db8:1:2::/64', family: 'ipv6', reason: 'manual' }, replaced: [] });
+    expect(e.ban('10.0.0.0/8', 0)).toEqual({ kind: 'refused', reason: 'too-wide', min: 16 });
+    expect(e.ban('2001:db8::/31', 0)).toEqual({ kind: 'refused', reason: 'too-wide', min: 32 });
+    expect(e.ban('10.0.0.0/8', 0, { force: true })).toMatchObject({ kind: 'banned', decision: { ip: '10.0.0.0/8' } });
+    expect(e.ban('0.0.0.0/0', 0, { force: true })).toMatchObject({ kind: 'refused', reason: 'too-wide' });
+    expect(e.ban('::/0', 0, { force: true })).toMatchObject({ kind: 'refused', reason: 'too-wide' });
+    expect(e.ban('192.0.2.9/32', 0)).toMatchObject({ kind: 'banned', decision: { ip: '192.0.2.9' } });
+    expect(e.ban('192.0.2.0/33', 0)).toEqual({ kind: 'refused', reason: 'invalid-address' });
+  });
+
+  it('an address inside a banned network is banned already: its failures and a manual ban of it change nothing', () => {
+    const e = engine();
+    e.ban('198.51.100.0/24', 0, { seconds: 3600 });
+    expect(e.isBanned('198.51.100.77', S)).toBe(true);
+    expect(e.isBanned('198.51.101.77', S)).toBe(false);
+    expect(e.observe(ev('198.51.100.77'), S)).toEqual({ kind: 'ignored', reason: 'already-banned' });
+    expect(e.ban('198.51.100.77', S)).toEqual({ kind: 'unchanged', until: 3600 * S });
+    expect(e.ban('198.51.100.128/25', S)).toEqual({ kind: 'unchanged', until: 3600 * S });
+    // once it expires, its addresses count again
+    for (const d of e.expire(3601 * S)) expect(d.ip).toBe('198.51.100.0/24');
+    expect(e.observe(ev('198.51.100.77'), 3602 * S).kind).toBe('counted');
+  });
+
+  it('a network ban replaces the bans inside it (addresses and narrower networks), which are lifted as `subnet`', () => {
+    const e = engine();
+    feed(e, '2001:db8:1:2::5', [0, S, 2 * S]);
+    e.ban('2001:db8:1:2:8000::/65', 3 * S);
+    e.ban('2001:db8:9::1', 3 * S);
+    const r = e.ban('2001:db8:1:2::/64', 4 * S);
+    expect(r.kind === 'banned' ? r.replaced.map((d) => [d.ip, d.reason]).sort() : r).toEqual([
+      ['2001:db8:1:2:8000::/65', 'subnet'],
+      ['2001:db8:1:2::5', 'subnet'],
+    ]);
+    expect([...e.activeBans().keys()].sort()).toEqual(['2001:db8:1:2::/64', '2001:db8:9::1']);
+    expect(e.unban('2001:db8:1:2::/64', 5 * S)).toMatchObject({ ip: '2001:db8:1:2::/64', reason: 'manual' });
+  });
+
+  it('a network holding an ignored address or one of this host is never banned, even forced', () => {
+    const e = engine({ BAN_IGNOREIP: '192.0.2.10 2001:db8:aa::/48' });
+    e.setSelf([{ family: 'ipv4', ip: '203.0.113.5' }]);
+    expect(e.ban('192.0.2.0/24', 0, { force: true })).toMatchObject({ kind: 'refused', reason: 'holds-excluded' });
+    expect(e.ban('2001:db8:aa:1::/64', 0, { force: true })).toMatchObject({ kind: 'refused', reason: 'holds-excluded' });
+    expect(e.ban('2001:db8::/32', 0, { force: true })).toMatchObject({ kind: 'refused', reason: 'holds-excluded' });
+    expect(e.ban('203.0.113.0/24', 0, { force: true })).toMatchObject({ kind: 'refused', reason: 'holds-excluded', what: expect.stringContaining('this host') as unknown });
+    expect(e.ban('192.0.2.16/28', 0)).toMatchObject({ kind: 'banned' });
+    expect(e.isIgnored('192.0.2.0/24')).toBe(true);
+    expect(e.isSelf('203.0.113.0/29')).toBe(true);
+    expect(e.isSelf('203.0.113.0/30')).toBe(false);
+  });
+});

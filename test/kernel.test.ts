@@ -314,6 +314,31 @@ describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) =>
     }
   });
 
+  it('bans networks in interval sets with timeouts beside the address sets: listed back at start, extended, lifted', async () => {
+    const fw = firewall(makeRunner());
+    await fw.start();
+    await fw.ban('198.51.100.0/24', 'ipv4', 600);
+    await fw.ban('2001:db8:1:2::/64', 'ipv6', 600);
+    await fw.ban('10.0.0.0/8', 'ipv4', Number.POSITIVE_INFINITY);
+    await fw.ban('198.51.100.7', 'ipv4', 600);
+    expect([...setElements(TABLE, 'ipv4_net').keys()].sort()).toEqual(['10.0.0.0/8', '198.51.100.0/24']);
+    expect(setElements(TABLE, 'ipv4_net').get('198.51.100.0/24')).toBeGreaterThan(590);
+    expect(setElements(TABLE, 'ipv6_net').get('2001:db8:1:2::/64')).toBeGreaterThan(590);
+    expect(setElements(TABLE, 'ipv4_net').get('10.0.0.0/8')).toBe(Infinity);
+    expect([...setElements(TABLE, 'ipv4_addr').keys()]).toEqual(['198.51.100.7']);
+    // a replacing ban of a network sets its new timeout (add, delete, add on an interval set)
+    await fw.ban('198.51.100.0/24', 'ipv4', 60, true);
+    expect(setElements(TABLE, 'ipv4_net').get('198.51.100.0/24')).toBeLessThanOrEqual(60);
+    await fw.stop();
+    const again = firewall(makeRunner());
+    expect((await again.start()).map((b) => b.ip).sort()).toEqual(['10.0.0.0/8', '198.51.100.0/24', '198.51.100.7', '2001:db8:1:2::/64']);
+    await again.unban('2001:db8:1:2::/64', 'ipv6');
+    await again.unban('10.0.0.0/8', 'ipv4');
+    expect([...setElements(TABLE, 'ipv6_net').keys()]).toEqual([]);
+    expect([...setElements(TABLE, 'ipv4_net').keys()]).toEqual(['198.51.100.0/24']);
+    await again.stop();
+  });
+
   it('rules made from other settings are replaced at start', async () => {
     const fw1 = firewall(makeRunner());
     await fw1.start();
@@ -322,7 +347,9 @@ describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) =>
     await fw2.start();
     const text = nft('list', 'chain', 'inet', TABLE, 'prerouting');
     expect(text).toContain('ip saddr @ipv4_addr udp dport 5060 counter name "banned_ipv4" drop');
-    expect(text.match(/ saddr @/g)?.length).toBe(2);
+    expect(text).toContain('ip6 saddr @ipv6_net udp dport 5060 counter name "banned_ipv6" drop');
+    // addresses and networks, v4 and v6
+    expect(text.match(/ saddr @/g)?.length).toBe(4);
     await fw2.stop();
   });
 
@@ -416,6 +443,21 @@ describe('packets really dropped', () => {
     expect((await fw.counters()).ipv4.packets).toBe(counters.ipv4.packets);
     await fw.unban('127.0.0.2', 'ipv4');
     expect(await reaches('127.0.0.2', '127.0.0.1', 'udp4')).toBe(true);
+    await fw.stop();
+  });
+
+  it('a banned network: every source inside it gets nothing through, the ones outside do (IPv4 and IPv6)', async () => {
+    const fw = firewall(new AddonRunner());
+    await fw.start();
+    await fw.ban('127.0.0.4/30', 'ipv4', 60);
+    await fw.ban('fd00::2/127', 'ipv6', 60);
+    expect(await reaches('127.0.0.5', '127.0.0.1', 'udp4')).toBe(false);
+    expect(await reaches('127.0.0.7', '127.0.0.1', 'udp4')).toBe(false);
+    expect(await reaches('127.0.0.9', '127.0.0.1', 'udp4')).toBe(true);
+    expect(await reaches('fd00::3', 'fd00::1', 'udp6')).toBe(false);
+    expect(await reaches('fd00::1', 'fd00::1', 'udp6')).toBe(true);
+    await fw.unban('127.0.0.4/30', 'ipv4');
+    expect(await reaches('127.0.0.5', '127.0.0.1', 'udp4')).toBe(true);
     await fw.stop();
   });
 });
@@ -603,6 +645,26 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       expect(await d2.exited).toBe(0);
     });
   }
+
+  it('a network banned by the CLI is in the kernel\'s interval set, listed, and back after SIGKILL and a reboot', async () => {
+    const d1 = await startDaemon(env);
+    const banned = await ctl(['ban', '2001:db8:1:2:3::4/64', '--for', '1h']);
+    expect(banned.stdout.trim(), banned.stderr).toBe('banned 2001:db8:1:2::/64 for 1h');
+    expect((await ctl(['ban', '192.0.2.0/8'])).stderr).toContain('wider than /16');
+    expect(setElements(TABLE, 'ipv6_net').get('2001:db8:1:2::/64')).toBeGreaterThan(3590);
+    expect((await ctl(['list'])).stdout).toMatch(/^2001:db8:1:2::\/64\s+(59m \d+s|1h)\s/m);
+    d1.child.kill('SIGKILL');
+    await d1.exited;
+    // a reboot: the ruleset is gone while the daemon is down
+    nft('flush', 'ruleset');
+    const d2 = await startDaemon(env);
+    expect(d2.lines().find((l) => l.message === 'ami2ban started')).toMatchObject({ activeBans: 1, restoredToFirewall: 1 });
+    expect([...setElements(TABLE, 'ipv6_net').keys()]).toEqual(['2001:db8:1:2::/64']);
+    expect((await ctl(['unban', '2001:db8:1:2::/64'])).stdout.trim()).toBe('unbanned 2001:db8:1:2::/64');
+    expect([...setElements(TABLE, 'ipv6_net').keys()]).toEqual([]);
+    d2.child.kill('SIGTERM');
+    expect(await d2.exited).toBe(0);
+  });
 
   for (const killAfter of [1, 1500, 4000]) {
     it(`SIGKILL after ${killAfter} of a 5 000-ban burst is acknowledged: every acknowledged ban is in the kernel after restart`, async () => {

@@ -144,6 +144,56 @@ function samePrefix(a: readonly number[], b: readonly number[], bits: number, wi
   return true;
 }
 
+function groupsOf(addr: IpAddress): number[] {
+  return addr.family === 'ipv4' ? [ipv4Number(addr.ip)] : ipv6Groups(addr.ip);
+}
+
+/** The network of a CIDR: its address with the host bits cleared. */
+export function networkOf(c: Cidr): Cidr {
+  if (c.address.family === 'ipv4') {
+    const n = c.prefix === 0 ? 0 : (ipv4Number(c.address.ip) & (~0 << (32 - c.prefix))) >>> 0;
+    return { address: { family: 'ipv4', ip: `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}` }, prefix: c.prefix };
+  }
+  const g = ipv6Groups(c.address.ip).map((x, i) => {
+    const keep = Math.min(16, Math.max(0, c.prefix - i * 16));
+    return keep === 0 ? 0 : x & (0xffff << (16 - keep)) & 0xffff;
+  });
+  return { address: { family: 'ipv6', ip: ipv6Text(g) }, prefix: c.prefix };
+}
+
+/** What a ban names: one address (`cidr` null), or a network in canonical `address/prefix` text. */
+export interface BanTarget {
+  readonly family: IpFamily;
+  /** The canonical text the ban is known by. */
+  readonly ip: string;
+  readonly cidr: Cidr | null;
+}
+
+/** An address, or a CIDR (a full-length prefix is the address itself); null when neither. */
+export function parseBanTarget(text: string): BanTarget | null {
+  if (!text.includes('/')) {
+    const a = parseIp(text);
+    return a === null ? null : { family: a.family, ip: a.ip, cidr: null };
+  }
+  const c = parseCidr(text);
+  if (typeof c === 'string') return null;
+  if (c.prefix === (c.address.family === 'ipv4' ? 32 : 128)) return { family: c.address.family, ip: c.address.ip, cidr: null };
+  const net = networkOf(c);
+  return { family: net.address.family, ip: `${net.address.ip}/${String(net.prefix)}`, cidr: net };
+}
+
+/** Whether a network holds an address. */
+export function cidrContains(c: Cidr, addr: IpAddress): boolean {
+  if (c.address.family !== addr.family) return false;
+  return samePrefix(groupsOf(addr), groupsOf(c.address), c.prefix, addr.family === 'ipv4' ? 32 : 16);
+}
+
+/** Whether two networks share an address (one holds the other). */
+export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
+  if (a.address.family !== b.address.family) return false;
+  return samePrefix(groupsOf(a.address), groupsOf(b.address), Math.min(a.prefix, b.prefix), a.address.family === 'ipv4' ? 32 : 16);
+}
+
 /**
  * A set of addresses and networks, matched on canonical addresses. A linear scan: ignore lists
  * are short, and this costs far less per event than node's BlockList, which allocates per check.
@@ -161,6 +211,14 @@ export class AddressSet {
       entries.push(`${c.address.ip}/${c.prefix}`);
     }
     this.entries = entries;
+  }
+
+  /** Whether any entry shares an address with the network (a network holding an ignored address). */
+  overlaps(c: Cidr): boolean {
+    const width = c.address.family === 'ipv4' ? 32 : 16;
+    const list = c.address.family === 'ipv4' ? this.v4 : this.v6;
+    const g = groupsOf(c.address);
+    return list.some((e) => samePrefix(g, e.net, Math.min(e.prefix, c.prefix), width));
   }
 
   has(addr: IpAddress): boolean {

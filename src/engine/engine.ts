@@ -1,5 +1,5 @@
 // The threshold engine: fail2ban's semantics over security events. Pure: time is an argument.
-import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableReason, detach, parseIp, unbannable } from '../common/ip.js';
+import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableReason, cidrContains, cidrsOverlap, detach, parseBanTarget, parseIp, unbannable } from '../common/ip.js';
 import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
 import { FailureTable, MAX_EVENT_NAMES, type Packed, eventOf, pack, timeOf, transportOf } from './failures.js';
@@ -47,7 +47,8 @@ export interface EngineEvent {
 /** threshold: maxretry counted failures; unanswered: unanswered challenges; manual: an operator. */
 export const BAN_REASONS = ['threshold', 'unanswered', 'manual'] as const;
 export type BanReason = (typeof BAN_REASONS)[number];
-export const UNBAN_REASONS = ['expired', 'manual'] as const;
+/** subnet: lifted because a ban of a network holding it replaced it. */
+export const UNBAN_REASONS = ['expired', 'manual', 'subnet'] as const;
 export type UnbanReason = (typeof UNBAN_REASONS)[number];
 
 export interface BanDecision {
@@ -101,12 +102,20 @@ export type Outcome =
   | { readonly kind: 'counted'; readonly ip: string; readonly failures: number; readonly trusted?: boolean }
   | { readonly kind: 'banned'; readonly decision: BanDecision };
 
+/** The widest networks a manual ban may name without force (never /0). */
+export const MIN_PREFIX: Readonly<Record<IpFamily, number>> = { ipv4: 16, ipv6: 32 };
+
 export type ManualBanResult =
-  | { readonly kind: 'banned'; readonly decision: BanDecision }
+  /** `replaced`: bans inside the banned network, lifted (it covers them). */
+  | { readonly kind: 'banned'; readonly decision: BanDecision; readonly replaced: readonly UnbanDecision[] }
   /** A longer (or permanent) ban is in force and replace was not asked: nothing changed. */
   | { readonly kind: 'unchanged'; readonly until: number }
   | { readonly kind: 'refused'; readonly reason: 'invalid-address' | 'ignore-list' | 'self' }
-  | { readonly kind: 'refused'; readonly reason: 'unbannable'; readonly why: UnbannableReason };
+  | { readonly kind: 'refused'; readonly reason: 'unbannable'; readonly why: UnbannableReason }
+  /** A network wider than MIN_PREFIX without force, or /0; `min` is the family's minimum. */
+  | { readonly kind: 'refused'; readonly reason: 'too-wide'; readonly min: number }
+  /** A network holding an ignored or own address: never banned, even with force. */
+  | { readonly kind: 'refused'; readonly reason: 'holds-excluded'; readonly what: string };
 
 interface ActiveBan {
   readonly family: IpFamily;
@@ -165,6 +174,8 @@ export class Engine {
   private readonly unanswered: FailureTable;
   private readonly challengeMs: number;
   private readonly bans = new Map<string, ActiveBan>();
+  /** The networks among `bans` (keys `address/prefix`): an address inside one is banned already. */
+  private readonly networks = new Map<string, Cidr>();
   /** Kept as bans come and go, so that observers never count the map. */
   private readonly bansByFamily: Record<IpFamily, number> = { ipv4: 0, ipv6: 0 };
   private readonly expiry = new ExpiryQueue();
@@ -211,14 +222,28 @@ export class Engine {
     for (const ip of this.self) this.trackers.delete(ip);
   }
 
+  /** An address ignored or of this host; a network holding one. */
   isIgnored(ip: string): boolean {
-    const addr = parseIp(ip);
+    const t = parseBanTarget(ip);
+    if (t === null) return false;
+    if (t.cidr !== null) return this.ignore.overlaps(t.cidr) || this.holdsSelf(t.cidr);
+    const addr = parseIp(t.ip);
     return addr !== null && (this.ignore.has(addr) || this.self.has(addr.ip));
   }
 
+  /** An address of this host; a network holding one. */
   isSelf(ip: string): boolean {
-    const addr = parseIp(ip);
-    return addr !== null && this.self.has(addr.ip);
+    const t = parseBanTarget(ip);
+    if (t === null) return false;
+    return t.cidr !== null ? this.holdsSelf(t.cidr) : this.self.has(t.ip);
+  }
+
+  private holdsSelf(cidr: Cidr): boolean {
+    for (const ip of this.self) {
+      const a = parseIp(ip);
+      if (a !== null && cidrContains(cidr, a)) return true;
+    }
+    return false;
   }
 
   observe(event: EngineEvent, now: number): Outcome {
@@ -245,6 +270,7 @@ export class Engine {
     if (this.self.has(ip)) return ignored('self');
     const ban = this.bans.get(ip);
     if (ban !== undefined && ban.until > now) return ignored('already-banned');
+    if (this.networks.size > 0 && this.networkHolding(addr, now) !== undefined) return ignored('already-banned');
 
     if (sip) {
       // One failed request raises several counted events on its Call-ID, then exactly one outcome:
@@ -330,12 +356,19 @@ export class Engine {
    * shortens a ban in force unless `replace`.
    */
   ban(ipText: string, now: number, options: { seconds?: number; force?: boolean; replace?: boolean } = {}): ManualBanResult {
-    const addr = parseIp(ipText);
+    const target = parseBanTarget(ipText);
+    if (target === null) return { kind: 'refused', reason: 'invalid-address' };
+    if (target.cidr !== null) return this.banNetwork(target.ip, target.cidr, now, options);
+    // The text itself: its zone, if any, makes it unbannable.
+    const addr = parseIp(ipText.includes('/') ? ipText.slice(0, ipText.indexOf('/')) : ipText);
     if (addr === null) return { kind: 'refused', reason: 'invalid-address' };
     const why = unbannable(addr);
     if (why !== null) return { kind: 'refused', reason: 'unbannable', why };
     if (options.force !== true && this.self.has(addr.ip)) return { kind: 'refused', reason: 'self' };
     if (options.force !== true && this.ignore.has(addr)) return { kind: 'refused', reason: 'ignore-list' };
+    // Inside a banned network: banned already, nothing to add.
+    const covering = this.networkHolding(addr, now);
+    if (covering !== undefined) return { kind: 'unchanged', until: covering.until };
     const current = this.bans.get(addr.ip);
     const inForce = current !== undefined && current.until > now;
     // A ban in force is counted in the history already: this one continues it.
@@ -344,7 +377,45 @@ export class Engine {
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     if (inForce && options.replace !== true && until <= current.until) return { kind: 'unchanged', until: current.until };
     this.trackers.delete(addr.ip);
-    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, 'manual', 0, {}, inForce) };
+    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, 'manual', 0, {}, inForce), replaced: [] };
+  }
+
+  /** A manual ban of a network: it replaces the bans inside it; ignore lists and own addresses always win. */
+  private banNetwork(text: string, cidr: Cidr, now: number, options: { seconds?: number; force?: boolean; replace?: boolean }): ManualBanResult {
+    const family = cidr.address.family;
+    if (cidr.prefix === 0 || (options.force !== true && cidr.prefix < MIN_PREFIX[family])) return { kind: 'refused', reason: 'too-wide', min: MIN_PREFIX[family] };
+    const why = unbannable(cidr.address);
+    if (why !== null) return { kind: 'refused', reason: 'unbannable', why };
+    if (this.holdsSelf(cidr)) return { kind: 'refused', reason: 'holds-excluded', what: 'an address of this host, the AMI host or the control listener (BAN_IGNORESELF)' };
+    if (this.ignore.overlaps(cidr)) return { kind: 'refused', reason: 'holds-excluded', what: 'an address of the ignore list (BAN_IGNOREIP)' };
+    const current = this.bans.get(text);
+    const inForce = current !== undefined && current.until > now;
+    const previous = this.history.count(text, now) - (inForce ? 1 : 0);
+    const seconds = options.seconds ?? nextBanSeconds(this.policy, Math.max(0, previous), this.random);
+    const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
+    if (inForce && options.replace !== true && until <= current.until) return { kind: 'unchanged', until: current.until };
+    const outer = [...this.networks].find(([k, c]) => k !== text && cidrsOverlap(c, cidr) && c.prefix < cidr.prefix && (this.bans.get(k)?.until ?? 0) > now);
+    if (outer !== undefined) return { kind: 'unchanged', until: this.bans.get(outer[0])?.until ?? until };
+    // Everything the network holds (addresses, narrower networks) is covered by it now: lifted.
+    const replaced: UnbanDecision[] = [];
+    for (const [ip, b] of this.bans) {
+      if (ip === text || b.family !== family || b.until <= now) continue;
+      const inner = parseBanTarget(ip);
+      const inside = inner?.cidr === null ? cidrContains(cidr, { family, ip: inner.ip }) : inner !== null && inner.cidr.prefix > cidr.prefix && cidrsOverlap(cidr, inner.cidr);
+      if (inside) replaced.push({ type: 'unban', ip, family, at: now, reason: 'subnet' });
+    }
+    for (const r of replaced) this.deleteBan(r.ip);
+    return { kind: 'banned', decision: this.recordBan(text, family, now, seconds, 'manual', 0, {}, inForce), replaced };
+  }
+
+  /** The banned network holding an address, if any (a few networks: a scan of them). */
+  private networkHolding(addr: IpAddress, now: number): ActiveBan | undefined {
+    if (this.networks.size === 0) return undefined;
+    for (const [k, c] of this.networks) {
+      const b = this.bans.get(k);
+      if (b !== undefined && b.until > now && cidrContains(c, addr)) return b;
+    }
+    return undefined;
   }
 
   /**
@@ -352,7 +423,7 @@ export class Engine {
    * counted and its expiry is tracked. Returns false for an invalid or already-expired one.
    */
   adopt(ipText: string, until: number, now: number): boolean {
-    const addr = parseIp(ipText);
+    const addr = parseBanTarget(ipText);
     if (addr === null || until <= now) return false;
     const ip = detach(addr.ip);
     this.trackers.delete(ip);
@@ -363,7 +434,7 @@ export class Engine {
 
   /** Lifts a ban by an operator; null when the address was not banned. */
   unban(ipText: string, now: number): UnbanDecision | null {
-    const addr = parseIp(ipText);
+    const addr = parseBanTarget(ipText);
     if (addr === null) return null;
     this.trackers.delete(addr.ip);
     const ban = this.bans.get(addr.ip);
@@ -424,7 +495,10 @@ export class Engine {
 
   isBanned(ip: string, now: number): boolean {
     const ban = this.bans.get(ip);
-    return ban !== undefined && ban.until > now;
+    if (ban !== undefined && ban.until > now) return true;
+    if (this.networks.size === 0) return false;
+    const addr = parseIp(ip);
+    return addr !== null && this.networkHolding(addr, now) !== undefined;
   }
 
   activeBansByFamily(): Readonly<Record<IpFamily, number>> {
@@ -436,6 +510,10 @@ export class Engine {
     if (before !== undefined) this.bansByFamily[before.family]--;
     this.bans.set(ip, { family, until });
     this.bansByFamily[family]++;
+    if (ip.includes('/')) {
+      const t = parseBanTarget(ip);
+      if (t?.cidr != null) this.networks.set(ip, t.cidr);
+    }
   }
 
   private deleteBan(ip: string): void {
@@ -443,6 +521,7 @@ export class Engine {
     if (before === undefined) return;
     this.bans.delete(ip);
     this.bansByFamily[before.family]--;
+    this.networks.delete(ip);
   }
 
   activeBans(): ReadonlyMap<string, ActiveBan> {

@@ -9,7 +9,10 @@ import {
   type NftCommand,
   PROBE_SET,
   type RulesetOptions,
+  NET_SET_NAME,
   SET_NAME,
+  banValue,
+  setOf,
   chainName,
   element,
   elementCommand,
@@ -333,17 +336,20 @@ export class NftablesFirewall implements Firewall {
     }
   }
 
-  /** Commands for ops in order; consecutive ops of one verb and family share one command. */
+  /** Commands for ops in order; consecutive ops of one verb and set share one command. */
   private commands(ops: readonly Op[]): NftCommand[] {
     const out: NftCommand[] = [];
     let verb: 'add' | 'delete' | undefined;
     let family: IpFamily | undefined;
+    let set = '';
     let elems: unknown[] = [];
-    const push = (v: 'add' | 'delete', f: IpFamily, e: unknown): void => {
-      if (v !== verb || f !== family) {
-        if (verb !== undefined && family !== undefined) out.push(elementCommand(verb, this.o.table, family, elems));
+    const push = (v: 'add' | 'delete', op: Op, e: unknown): void => {
+      const s = setOf(op.ip, op.family);
+      if (v !== verb || s !== set) {
+        if (verb !== undefined && family !== undefined) out.push(elementCommand(verb, this.o.table, family, elems, set));
         verb = v;
-        family = f;
+        family = op.family;
+        set = s;
         elems = [];
       }
       elems.push(e);
@@ -351,11 +357,11 @@ export class NftablesFirewall implements Firewall {
     for (const op of ops) {
       // set = add, delete, add: the first add makes sure there is an element to delete (adding a
       // present one changes nothing), and re-adding is what sets the new timeout on every kernel.
-      if (op.kind === 'set') push('add', op.family, element(op.ip, op.seconds));
-      if (op.kind !== 'add') push('delete', op.family, op.ip);
-      if (op.kind !== 'delete') push('add', op.family, element(op.ip, op.seconds));
+      if (op.kind === 'set') push('add', op, element(op.ip, op.seconds));
+      if (op.kind !== 'add') push('delete', op, banValue(op.ip));
+      if (op.kind !== 'delete') push('add', op, element(op.ip, op.seconds));
     }
-    if (verb !== undefined && family !== undefined) out.push(elementCommand(verb, this.o.table, family, elems));
+    if (verb !== undefined && family !== undefined) out.push(elementCommand(verb, this.o.table, family, elems, set));
     return out;
   }
 
@@ -402,8 +408,9 @@ export class NftablesFirewall implements Firewall {
     const now = this.now();
     const out: ExistingBan[] = [];
     for (const f of FAMILIES) {
-      const listed = f === 'ipv4' && listedV4 !== undefined ? listedV4 : await this.o.runner.run({ nftables: [{ list: { set: { ...t, name: SET_NAME[f] } } }] });
-      for (const e of listedElements(listed)) {
+      const addresses = f === 'ipv4' && listedV4 !== undefined ? listedV4 : await this.o.runner.run({ nftables: [{ list: { set: { ...t, name: SET_NAME[f] } } }] });
+      const networks = await this.o.runner.run({ nftables: [{ list: { set: { ...t, name: NET_SET_NAME[f] } } }] });
+      for (const e of [...listedElements(addresses), ...listedElements(networks)]) {
         out.push({ ip: e.ip, family: f, expiresAt: e.expiresIn === Number.POSITIVE_INFINITY ? e.expiresIn : now + e.expiresIn * 1000 });
       }
     }

@@ -18,6 +18,8 @@ export interface RulesetOptions {
 }
 
 export const SET_NAME: Readonly<Record<IpFamily, string>> = { ipv4: 'ipv4_addr', ipv6: 'ipv6_addr' };
+/** Banned networks: interval sets with timeouts, apart so that the address sets stay hash sets. */
+export const NET_SET_NAME: Readonly<Record<IpFamily, string>> = { ipv4: 'ipv4_net', ipv6: 'ipv6_net' };
 export const COUNTER_NAME: Readonly<Record<IpFamily, string>> = { ipv4: 'banned_ipv4', ipv6: 'banned_ipv6' };
 const PROTOCOL: Readonly<Record<IpFamily, string>> = { ipv4: 'ip', ipv6: 'ip6' };
 const FAMILIES: readonly IpFamily[] = ['ipv4', 'ipv6'];
@@ -32,9 +34,9 @@ export function chainName(blockType: BlockType): string {
 
 export type NftCommand = Record<string, unknown>;
 
-function rule(o: RulesetOptions, family: IpFamily, port: PortRule | undefined): NftCommand {
+function rule(o: RulesetOptions, family: IpFamily, port: PortRule | undefined, networks: boolean): NftCommand {
   const expr: unknown[] = [
-    { match: { op: '==', left: { payload: { protocol: PROTOCOL[family], field: 'saddr' } }, right: `@${SET_NAME[family]}` } },
+    { match: { op: '==', left: { payload: { protocol: PROTOCOL[family], field: 'saddr' } }, right: `@${(networks ? NET_SET_NAME : SET_NAME)[family]}` } },
   ];
   if (port !== undefined) {
     expr.push({ match: { op: '==', left: { meta: { key: 'l4proto' } }, right: port.protocol } });
@@ -43,18 +45,34 @@ function rule(o: RulesetOptions, family: IpFamily, port: PortRule | undefined): 
   }
   expr.push({ counter: COUNTER_NAME[family] });
   expr.push(o.blockType === 'drop' ? { drop: null } : { reject: { type: 'icmpx', expr: 'admin-prohibited' } });
-  return { add: { rule: { family: 'inet', table: o.table, chain: chainName(o.blockType), comment: ruleComment(o, family, port), expr } } };
+  return { add: { rule: { family: 'inet', table: o.table, chain: chainName(o.blockType), comment: ruleComment(o, family, port, networks), expr } } };
 }
 
 /** Names a rule and the settings it was made from, so a start can tell whether it is current. */
-function ruleComment(o: RulesetOptions, family: IpFamily, port: PortRule | undefined): string {
+function ruleComment(o: RulesetOptions, family: IpFamily, port: PortRule | undefined, networks: boolean): string {
   const settings = createHash('sha256').update(JSON.stringify([o.blockType, o.ports])).digest('hex').slice(0, 12);
-  return `${RULE_COMMENT_PREFIX}${family}${port === undefined ? '' : `:${port.protocol}`}:${settings}`;
+  return `${RULE_COMMENT_PREFIX}${family}${networks ? '-net' : ''}${port === undefined ? '' : `:${port.protocol}`}:${settings}`;
+}
+
+/** Every rule of these settings: per family, for addresses then networks, per port rule. */
+function rules<T>(o: RulesetOptions, make: (family: IpFamily, port: PortRule | undefined, networks: boolean) => T): T[] {
+  return FAMILIES.flatMap((f) => [false, true].flatMap((n) => (o.ports.length === 0 ? [make(f, undefined, n)] : o.ports.map((p) => make(f, p, n)))));
 }
 
 /** The comments of the rules our chain holds when it matches these settings. */
 export function expectedRuleComments(o: RulesetOptions): string[] {
-  return FAMILIES.flatMap((f) => (o.ports.length === 0 ? [ruleComment(o, f, undefined)] : o.ports.map((p) => ruleComment(o, f, p))));
+  return rules(o, (f, p, n) => ruleComment(o, f, p, n));
+}
+
+/** What names a ban in a set: the address, or `{ prefix }` for a network (`addr/len`). */
+export function banValue(ip: string): unknown {
+  const slash = ip.indexOf('/');
+  return slash === -1 ? ip : { prefix: { addr: ip.slice(0, slash), len: Number(ip.slice(slash + 1)) } };
+}
+
+/** The set a ban goes in. */
+export function setOf(ip: string, family: IpFamily): string {
+  return (ip.includes('/') ? NET_SET_NAME : SET_NAME)[family];
 }
 
 /**
@@ -68,6 +86,7 @@ export function setupCommands(o: RulesetOptions, staleChain: string | undefined,
   const cmds: NftCommand[] = [{ add: { table: { family: 'inet', name: o.table } } }];
   for (const f of FAMILIES) {
     cmds.push({ add: { set: { ...t, name: SET_NAME[f], type: `${f}_addr`, flags: ['timeout'] } } });
+    cmds.push({ add: { set: { ...t, name: NET_SET_NAME[f], type: `${f}_addr`, flags: ['interval', 'timeout'] } } });
     cmds.push({ add: { counter: { ...t, name: COUNTER_NAME[f] } } });
   }
   cmds.push({ add: { set: { ...t, name: PROBE_SET, type: 'ipv4_addr', flags: ['timeout'] } } });
@@ -75,10 +94,7 @@ export function setupCommands(o: RulesetOptions, staleChain: string | undefined,
   cmds.push({ add: { chain: { ...t, name: chain, type: 'filter', ...hook, policy: 'accept' } } });
   if (rewriteRules) {
     cmds.push({ flush: { chain: { ...t, name: chain } } });
-    for (const f of FAMILIES) {
-      if (o.ports.length === 0) cmds.push(rule(o, f, undefined));
-      else for (const p of o.ports) cmds.push(rule(o, f, p));
-    }
+    cmds.push(...rules(o, (f, p, n) => rule(o, f, p, n)));
   }
   if (staleChain !== undefined && staleChain !== chain) cmds.push({ delete: { chain: { ...t, name: staleChain } } });
   return cmds;
@@ -86,7 +102,8 @@ export function setupCommands(o: RulesetOptions, staleChain: string | undefined,
 
 /** An element: with a timeout in whole seconds, or none for a permanent ban. */
 export function element(ip: string, seconds: number): unknown {
-  return seconds === Number.POSITIVE_INFINITY ? ip : { elem: { val: ip, timeout: Math.max(1, Math.ceil(seconds)) } };
+  const val = banValue(ip);
+  return seconds === Number.POSITIVE_INFINITY ? val : { elem: { val, timeout: Math.max(1, Math.ceil(seconds)) } };
 }
 
 export function elementCommand(verb: 'add' | 'delete', table: string, family: IpFamily, elems: readonly unknown[], set = SET_NAME[family]): NftCommand {
@@ -99,6 +116,13 @@ export interface ListedElement {
   readonly expiresIn: number;
 }
 
+/** An element's value as text: an address, or `addr/len` for a network; undefined for anything else. */
+function valueText(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  const p = (v as { prefix?: { addr?: unknown; len?: unknown } } | null)?.prefix;
+  return typeof p?.addr === 'string' && typeof p.len === 'number' ? `${p.addr}/${String(p.len)}` : undefined;
+}
+
 /** Reads the elements out of `list set` output. */
 export function listedElements(output: unknown): ListedElement[] {
   const out: ListedElement[] = [];
@@ -106,12 +130,14 @@ export function listedElements(output: unknown): ListedElement[] {
   for (const item of items) {
     const set = (item as { set?: { elem?: unknown[] } }).set;
     for (const e of set?.elem ?? []) {
-      if (typeof e === 'string') out.push({ ip: e, expiresIn: Number.POSITIVE_INFINITY });
+      const bare = valueText(e);
+      if (bare !== undefined) out.push({ ip: bare, expiresIn: Number.POSITIVE_INFINITY });
       else {
         const el = (e as { elem?: { val?: unknown; expires?: unknown; timeout?: unknown } }).elem;
-        if (typeof el?.val !== 'string') continue;
+        const ip = valueText(el?.val);
+        if (el === undefined || ip === undefined) continue;
         const expires = typeof el.expires === 'number' ? el.expires : typeof el.timeout === 'number' ? el.timeout : Number.POSITIVE_INFINITY;
-        out.push({ ip: el.val, expiresIn: expires });
+        out.push({ ip, expiresIn: expires });
       }
     }
   }

@@ -1,7 +1,7 @@
 // The running service: AMI → engine → firewall → store, reconciled at start, observable, controllable.
 import type { AmiClient } from '../ami/client.js';
 import type { SecurityEvent } from '../ami/security-event.js';
-import { type Cidr, describeUnbannable, parseIp } from '../common/ip.js';
+import { type Cidr, describeUnbannable, parseBanTarget, parseIp } from '../common/ip.js';
 import { DURATION_LIMIT_TEXT, PERMANENT, parseDuration } from '../config/duration.js';
 import type { BanView, ControlTarget, ExplainOutcome, ManualBanOutcome, RevokeOutcome, StatusReport, TrustView, UnbanOutcome } from '../control/api.js';
 import type { Metrics } from '../control/metrics.js';
@@ -354,7 +354,16 @@ export class Daemon implements ControlTarget {
           return { kind: 'refused', message: `${ipText} is an address of this host, the AMI host or the control listener (BAN_IGNORESELF): banning it can cut ami2ban off from Asterisk and the host from itself; pass force (--force) to ban it anyway` };
         case 'ignore-list':
           return { kind: 'refused', message: `${ipText} is in the ignore list (BAN_IGNOREIP); pass force (--force) to ban it anyway` };
+        case 'too-wide':
+          return { kind: 'invalid', message: `${ipText} is wider than /${String(r.min)}; pass force (--force) to ban a network that wide (a /0 never)` };
+        case 'holds-excluded':
+          return { kind: 'refused', message: `${ipText} holds ${r.what}: a network holding an ignored or own address is never banned (ban the addresses around it instead)` };
       }
+    }
+    // The network covers them now: their own elements go.
+    for (const d of r.replaced) {
+      this.o.logger.info('ban replaced by a ban of its network', { ip: d.ip, network: r.decision.ip });
+      void this.applyUnban(d);
     }
     if (this.o.engine.isSelf(r.decision.ip)) {
       this.o.logger.warn('forced ban of an address of this host', { ip: r.decision.ip, consequence: 'traffic from it is dropped: AMI, the control API or the host itself may become unreachable' });
@@ -365,9 +374,10 @@ export class Daemon implements ControlTarget {
   }
 
   async unban(ipText: string): Promise<UnbanOutcome> {
-    if (parseIp(ipText) === null) return { kind: 'invalid' };
+    const target = parseBanTarget(ipText);
+    if (target === null) return { kind: 'invalid' };
     const now = this.now();
-    const before = this.o.engine.activeBans().get(parseIp(ipText)?.ip ?? '');
+    const before = this.o.engine.activeBans().get(target.ip);
     const d = this.o.engine.unban(ipText, now);
     if (d === null || before === undefined) return { kind: 'not-banned' };
     const error = await this.applyUnban(d);
@@ -378,8 +388,8 @@ export class Daemon implements ControlTarget {
   }
 
   explain(ipText: string): Promise<ExplainOutcome> {
-    const addr = parseIp(ipText);
-    if (addr === null) return Promise.resolve({ kind: 'invalid', message: `"${ipText}" is not an IPv4 or IPv6 address` });
+    const addr = parseBanTarget(ipText);
+    if (addr === null) return Promise.resolve({ kind: 'invalid', message: `"${ipText}" is not an IPv4 or IPv6 address or network` });
     let rows: BanHistoryRow[];
     try {
       rows = this.o.store.history(addr.ip);

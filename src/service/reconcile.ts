@@ -1,6 +1,6 @@
 // Start-up reconciliation of the ban store and the kernel: a pure function from what each holds,
 // the current policy and ignore lists, to what must be done. No I/O, so every case is a table row.
-import { type IpFamily, parseIp } from '../common/ip.js';
+import { type IpFamily, parseBanTarget } from '../common/ip.js';
 
 export type Enforcer = 'nftables' | 'dry-run';
 
@@ -53,7 +53,7 @@ export function reconcile<T extends StoreBan>(stored: readonly T[], kernel: read
   const inKernel = new Map<string, KernelBan>();
   for (const k of kernel) {
     // The kernel prints addresses its own way (`::1.2.3.4`): compare canonical texts.
-    const a = parseIp(k.ip);
+    const a = parseBanTarget(k.ip);
     if (a === null) plan.invalid.push(k.ip);
     else inKernel.set(a.ip, { ip: a.ip, family: a.family, expiresAt: k.expiresAt });
   }
@@ -61,7 +61,7 @@ export function reconcile<T extends StoreBan>(stored: readonly T[], kernel: read
   const tolerance = policy.toleranceMs ?? DEFAULT_TOLERANCE_MS;
   for (const s of stored) {
     if (s.expiresAt <= now) continue;
-    const ip = parseIp(s.ip)?.ip ?? s.ip;
+    const ip = parseBanTarget(s.ip)?.ip ?? s.ip;
     const k = inKernel.get(ip);
     inKernel.delete(ip);
     const why = policy.excluded(ip);

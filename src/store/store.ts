@@ -370,7 +370,7 @@ export class BanStore {
   }
 
   /** Closes the open ban of an address; queued like a ban (durable() tells when it is written). */
-  recordUnban(ip: string, at: number, reason: 'expired' | 'manual' | 'ignored' | 'not-promoted'): void {
+  recordUnban(ip: string, at: number, reason: 'expired' | 'manual' | 'subnet' | 'ignored' | 'not-promoted'): void {
     this.enqueue([['close', [at, reason, ip]]]);
   }
 

@@ -19,17 +19,18 @@ export function nftJson(...args: string[]): unknown {
   return JSON.parse(nft('-j', ...args)) as unknown;
 }
 
-/** Elements of one of our sets, as `ip → seconds left` (Infinity when permanent). */
+type Val = string | { prefix: { addr: string; len: number } };
+const text = (v: Val): string => (typeof v === 'string' ? v : `${v.prefix.addr}/${String(v.prefix.len)}`);
+
+/** Elements of one of our sets, as `ip → seconds left` (Infinity when permanent); networks as `addr/len`. */
 export function setElements(table: string, set: string): Map<string, number> {
   const out = new Map<string, number>();
   const listed = nftJson('list', 'set', 'inet', table, set) as { nftables: { set?: { elem?: unknown[] } }[] };
   for (const item of listed.nftables) {
     for (const e of item.set?.elem ?? []) {
-      if (typeof e === 'string') out.set(e, Infinity);
-      else {
-        const el = (e as { elem: { val: string; expires?: number } }).elem;
-        out.set(el.val, el.expires ?? Infinity);
-      }
+      const el = (e as { elem?: { val: Val; expires?: number } }).elem;
+      if (el === undefined) out.set(text(e as Val), Infinity);
+      else out.set(text(el.val), el.expires ?? Infinity);
     }
   }
   return out;
