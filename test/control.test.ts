@@ -532,3 +532,20 @@ describe('bans of networks through the API', () => {
     expect(before.history.map((h) => h.ended?.why)).toEqual(['subnet']);
   });
 });
+
+describe('escalation to a network in the daemon', () => {
+  it('the third banned address of a /64: the /64 goes into the firewall and the two address elements come out', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '', BAN_SUBNET_ESCALATE: '3', BAN_SUBNET_MAXRETRY: '0' } });
+    const block = (ip: string, n: number): string =>
+      `Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${String(n)}\r\nRemoteAddress: IPV6/TCP/${ip}/5038\r\n\r\n`;
+    let n = 0;
+    for (const ip of ['2001:db8:4:4::1', '2001:db8:4:4::2', '2001:db8:4:4::3']) r.server.broadcast([1, 2, 3].map(() => block(ip, ++n)).join(''));
+    await vi.waitUntil(() => r.firewall.elements.has('2001:db8:4:4::/64'), { timeout: 5000 });
+    await r.daemon.idle();
+    await vi.waitUntil(() => r.firewall.elements.size === 1, { timeout: 5000 });
+    expect([...r.firewall.elements.keys()]).toEqual(['2001:db8:4:4::/64']);
+    const listed = (await r.client.call('GET', '/v1/bans')).body as { bans: BanView[] };
+    expect(listed.bans.map((b) => [b.ip, b.reason])).toEqual([['2001:db8:4:4::/64', 'subnet']]);
+    expect(r.log.messages('info').filter((m) => m === 'ban replaced by a ban of its network')).toHaveLength(2);
+  });
+});

@@ -680,3 +680,59 @@ describe('bans of networks (CIDR)', () => {
     expect(e.isSelf('203.0.113.0/30')).toBe(false);
   });
 });
+
+describe('automatic bans of networks (escalation)', () => {
+  const on = { BAN_V4_SUBNET_ESCALATE: '5', BAN_SUBNET_ESCALATE: '3', BAN_SUBNET_MAXRETRY: 'auto' };
+
+  it('IPv6: failures from one /64 count together; 2 × maxretry of them ban the /64 though no address reached maxretry', () => {
+    const e = engine(on);
+    const out = [1, 2, 3, 4, 5, 6].map((i) => e.observe(ev(`2001:db8:1:2::${String(i)}`), i * S));
+    expect(out.slice(0, 5).every((o) => o.kind === 'counted')).toBe(true);
+    expect(out[5]).toMatchObject({ kind: 'banned', decision: { ip: '2001:db8:1:2::/64', family: 'ipv6', reason: 'subnet', failures: 6 } });
+    expect(e.isBanned('2001:db8:1:2::ffff', 7 * S)).toBe(true);
+    expect(e.isBanned('2001:db8:1:3::1', 7 * S)).toBe(false);
+  });
+
+  it('IPv6: the 3rd address of a /64 to be banned bans the /64 instead, and the two before it are lifted as `subnet`', () => {
+    const e = engine({ ...on, BAN_SUBNET_MAXRETRY: '0' });
+    for (const a of ['2001:db8:5:6::1', '2001:db8:5:6::2']) expect(feed(e, a, [0, S, 2 * S])[2]?.kind).toBe('banned');
+    const third = feed(e, '2001:db8:5:6::3', [3 * S, 4 * S, 5 * S])[2];
+    expect(third).toMatchObject({ kind: 'banned', decision: { ip: '2001:db8:5:6::/64', reason: 'subnet' } });
+    expect(e.takeSideDecisions().map((d) => [d.ip, d.reason]).sort()).toEqual([
+      ['2001:db8:5:6::1', 'subnet'],
+      ['2001:db8:5:6::2', 'subnet'],
+    ]);
+    expect([...e.activeBans().keys()]).toEqual(['2001:db8:5:6::/64']);
+    expect(e.takeSideDecisions()).toEqual([]);
+  });
+
+  it('IPv4: counting per /24 is off by default; the 5th banned address of a /24 bans the /24', () => {
+    const e = engine(on);
+    const bans = [1, 2, 3, 4, 5].map((n) => feed(e, `198.51.100.${String(n)}`, [n * 10 * S, n * 10 * S + S, n * 10 * S + 2 * S])[2]);
+    expect(bans.slice(0, 4).map((b) => (b?.kind === 'banned' ? b.decision.ip : b?.kind))).toEqual(['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.51.100.4']);
+    expect(bans[4]).toMatchObject({ kind: 'banned', decision: { ip: '198.51.100.0/24', reason: 'subnet' } });
+    expect(e.takeSideDecisions()).toHaveLength(4);
+    // many failures spread over a /24 ban nothing by themselves
+    const spread = engine(on);
+    for (let i = 1; i <= 50; i++) expect(spread.observe(ev(`203.0.113.${String(i)}`), i * S).kind).toBe('counted');
+  });
+
+  it('a network holding an ignored or own address is never banned automatically: its addresses are banned one by one', () => {
+    const e = engine({ ...on, BAN_IGNOREIP: '2001:db8:7:7::99' });
+    const out = [1, 2, 3, 4, 5, 6].map((i) => e.observe(ev(`2001:db8:7:7::${String(i)}`), i * S));
+    expect(out.every((o) => o.kind === 'counted')).toBe(true);
+    const v4 = engine(on);
+    v4.setSelf([{ family: 'ipv4', ip: '192.0.2.200' }]);
+    const last = [1, 2, 3, 4, 5].map((n) => feed(v4, `192.0.2.${String(n)}`, [n * 10 * S, n * 10 * S + S, n * 10 * S + 2 * S])[2]);
+    expect(last.map((b) => (b?.kind === 'banned' ? b.decision.ip : ''))).toEqual(['192.0.2.1', '192.0.2.2', '192.0.2.3', '192.0.2.4', '192.0.2.5']);
+  });
+
+  it('BAN_V6_PREFIX and BAN_V4_PREFIX choose the networks', () => {
+    const e = engine({ ...on, BAN_V6_PREFIX: '48', BAN_SUBNET_MAXRETRY: '4' });
+    const out = [1, 2, 3, 4].map((i) => e.observe(ev(`2001:db8:9:${String(i)}::1`), i * S));
+    expect(out[3]).toMatchObject({ kind: 'banned', decision: { ip: '2001:db8:9::/48' } });
+    const v4 = engine({ ...on, BAN_V4_PREFIX: '16', BAN_V4_SUBNET_MAXRETRY: '3' });
+    const v4out = ['10.1.2.3', '10.1.200.4', '10.1.9.9'].map((a, i) => v4.observe(ev(a), i * S));
+    expect(v4out[2]).toMatchObject({ kind: 'banned', decision: { ip: '10.1.0.0/16', reason: 'subnet' } });
+  });
+});

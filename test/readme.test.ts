@@ -8,7 +8,7 @@ const README = readFileSync(`${ROOT}README.md`, 'utf8');
 describe('README', () => {
   it('documents every configuration variable with its default', () => {
     const rows = new Map<string, string>();
-    for (const m of README.matchAll(/^\| `([A-Z_]+)` \| ([^|]+) \|/gm)) rows.set(m[1] ?? '', (m[2] ?? '').trim());
+    for (const m of README.matchAll(/^\| `([A-Z0-9_]+)` \| ([^|]+) \|/gm)) rows.set(m[1] ?? '', (m[2] ?? '').trim());
     for (const v of VARIABLES) {
       expect(rows.has(v.name), `${v.name} missing from the README table`).toBe(true);
       const shown = rows.get(v.name) ?? '';

@@ -92,3 +92,15 @@ describe('trust learned from logins, on the real captures', () => {
     expect(banned(svwar)).toContain('127.0.0.41');
   });
 });
+
+describe('networks on the real capture (the defaults: escalation on)', () => {
+  it("the lab's attackers share 127.0.0.0/24 and fd00::/64: the /64 falls to its 6 failures, the /24 at its 5th banned address", () => {
+    const r = replay(fixture('ami-ami2ban-events-security.raw'), policy({ BAN_IGNOREIP: '', BAN_V4_SUBNET_ESCALATE: '5', BAN_SUBNET_ESCALATE: '3', BAN_SUBNET_MAXRETRY: 'auto' }));
+    const bans = r.bans.map((b) => `${b.ip} ${b.rule}`);
+    expect(bans).toContain('fd00::/64 subnet');
+    expect(bans).toContain('127.0.0.0/24 subnet');
+    // four addresses of the /24 were banned one by one before it; none after it
+    expect(bans.filter((b) => b.startsWith('127.0.0.') && b.endsWith('threshold'))).toHaveLength(4);
+    expect(bans.indexOf('127.0.0.0/24 subnet')).toBe(bans.length - 1);
+  });
+});

@@ -68,6 +68,13 @@ export interface BanPolicyConfig {
   readonly challengeTimeout: number;
   /** 0 = off. */
   readonly unansweredMaxRetry: number;
+  /** Networks: the prefix an address is counted in, failures per network that ban it, banned addresses that escalate (0 = off). */
+  readonly v6Prefix: number;
+  readonly v4Prefix: number;
+  readonly subnetMaxRetry: number;
+  readonly subnetEscalate: number;
+  readonly v4SubnetMaxRetry: number;
+  readonly v4SubnetEscalate: number;
   /** Trust (address, account) pairs of SIP SuccessfulAuth: their slow failures weigh a quarter. */
   readonly trustSuccess: boolean;
   /** Seconds a pair stays trusted after its last login. */
@@ -273,6 +280,12 @@ function parseHostPort(raw: string): { host: string; port: number } | null {
   return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
 }
 
+/** `auto` = 2 × BAN_MAXRETRY; a number; 0 = off. */
+function readSubnetMaxRetry(r: Reader, maxRetry: number): number {
+  if ((r.raw('BAN_SUBNET_MAXRETRY') ?? 'auto').trim() === 'auto') return 2 * maxRetry;
+  return r.int('BAN_SUBNET_MAXRETRY', 0, 100_000);
+}
+
 function readControlListen(r: Reader, stateDir: string): ControlListen {
   const raw = r.raw('CONTROL_LISTEN');
   if (raw === undefined) return { kind: 'unix', path: join(stateDir, 'control.sock') };
@@ -359,9 +372,10 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
   const banTime = r.duration('BAN_BANTIME', { permanent: true, min: 1 });
   const maxTime = r.duration('BAN_MAXTIME', { min: 1 });
   const ignore = readIgnoreIp(r, readFile);
+  const maxRetry = r.int('BAN_MAXRETRY', 1, 1000);
   const ban: BanPolicyConfig = {
     events: readEvents(r),
-    maxRetry: r.int('BAN_MAXRETRY', 1, 1000),
+    maxRetry,
     findTime: r.duration('BAN_FINDTIME', { min: 1 }),
     banTime,
     increment: r.bool('BAN_INCREMENT'),
@@ -379,6 +393,12 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     collapseWindow: r.duration('BAN_COLLAPSE_WINDOW'),
     challengeTimeout: r.duration('BAN_CHALLENGE_TIMEOUT'),
     unansweredMaxRetry: r.int('BAN_UNANSWERED_MAXRETRY', 0, 1000),
+    v6Prefix: r.int('BAN_V6_PREFIX', 32, 128),
+    v4Prefix: r.int('BAN_V4_PREFIX', 16, 32),
+    subnetMaxRetry: readSubnetMaxRetry(r, maxRetry),
+    subnetEscalate: r.int('BAN_SUBNET_ESCALATE', 0, 1000),
+    v4SubnetMaxRetry: r.int('BAN_V4_SUBNET_MAXRETRY', 0, 100_000),
+    v4SubnetEscalate: r.int('BAN_V4_SUBNET_ESCALATE', 0, 1000),
     trustSuccess: r.bool('BAN_TRUST_SUCCESS'),
     trustTtl: r.duration('BAN_TRUST_TTL', { min: 1 }),
     maxTracked: r.int('BAN_MAX_TRACKED', 1, 100_000_000),

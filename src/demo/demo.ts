@@ -58,6 +58,10 @@ async function main(): Promise<number> {
       BAN_IGNOREIP: '',
       // The captured attackers (127.0.0.x, fd00::x) may be addresses of the machine running the demo.
       BAN_IGNORESELF: 'false',
+      // They also all share 127.0.0.0/24 and fd00::/64 (a lab): shown address by address.
+      BAN_V4_SUBNET_ESCALATE: '0',
+      BAN_SUBNET_ESCALATE: '0',
+      BAN_SUBNET_MAXRETRY: '0',
       FIREWALL: 'dry-run',
       STATE_DIR: join(work, 'state'),
       CONTROL_LISTEN: join(work, 'control.sock'),

@@ -1,5 +1,5 @@
 // The threshold engine: fail2ban's semantics over security events. Pure: time is an argument.
-import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableReason, cidrContains, cidrsOverlap, detach, parseBanTarget, parseIp, unbannable } from '../common/ip.js';
+import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableReason, cidrContains, cidrsOverlap, detach, networkOf, parseBanTarget, parseIp, unbannable } from '../common/ip.js';
 import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
 import { FailureTable, MAX_EVENT_NAMES, type Packed, eventOf, pack, timeOf, transportOf } from './failures.js';
@@ -23,6 +23,15 @@ export interface EnginePolicy extends BanTimePolicy {
   readonly unansweredMaxRetry: number;
   /** Seconds of ban history that count for incremental ban time. */
   readonly historyKeep: number;
+  /** The network an address is counted in (prefix lengths). */
+  readonly v6Prefix: number;
+  readonly v4Prefix: number;
+  /** Failures per network within findTime that ban it; 0 = off. */
+  readonly subnetMaxRetry: number;
+  readonly v4SubnetMaxRetry: number;
+  /** Addresses of one network banned at once that escalate to the network; 0 = off. */
+  readonly subnetEscalate: number;
+  readonly v4SubnetEscalate: number;
   /** Trust (address, account) pairs seen in a SIP SuccessfulAuth: their slow failures weigh less. */
   readonly trustSuccess: boolean;
   /** Seconds a pair stays trusted after its last successful login. */
@@ -45,7 +54,8 @@ export interface EngineEvent {
 }
 
 /** threshold: maxretry counted failures; unanswered: unanswered challenges; manual: an operator. */
-export const BAN_REASONS = ['threshold', 'unanswered', 'manual'] as const;
+/** subnet: a network, for its failures or for the addresses of it banned. */
+export const BAN_REASONS = ['threshold', 'unanswered', 'subnet', 'manual'] as const;
 export type BanReason = (typeof BAN_REASONS)[number];
 /** subnet: lifted because a ban of a network holding it replaced it. */
 export const UNBAN_REASONS = ['expired', 'manual', 'subnet'] as const;
@@ -176,6 +186,11 @@ export class Engine {
   private readonly bans = new Map<string, ActiveBan>();
   /** The networks among `bans` (keys `address/prefix`): an address inside one is banned already. */
   private readonly networks = new Map<string, Cidr>();
+  /** Failures per network (BAN_SUBNET_MAXRETRY); addresses banned per network (BAN_SUBNET_ESCALATE). */
+  private readonly netFailures: FailureTable;
+  private readonly bannedPerNet = new Map<string, number>();
+  /** Bans lifted because a network ban replaced them, for the service to apply. */
+  private sideDecisions: UnbanDecision[] = [];
   /** Kept as bans come and go, so that observers never count the map. */
   private readonly bansByFamily: Record<IpFamily, number> = { ipv4: 0, ipv6: 0 };
   private readonly expiry = new ExpiryQueue();
@@ -195,6 +210,7 @@ export class Engine {
     this.counted = new Map(policy.events.map((e, i) => [e, i]));
     this.trackers = new FailureTable(policy.maxTracked);
     this.unanswered = new FailureTable(policy.maxTracked);
+    this.netFailures = new FailureTable(policy.maxTracked);
     this.challengeMs = policy.unansweredMaxRetry > 0 ? policy.challengeTimeout * 1000 : 0;
     this.ignore = new AddressSet(policy.ignoreIp);
     this.history = new BanCounts(policy.historyKeep * 1000, options.previousBans);
@@ -285,6 +301,18 @@ export class Engine {
     }
 
     const failure = pack(now, eventIndex, transportCode(event.transport));
+    const netMax = addr.family === 'ipv4' ? this.policy.v4SubnetMaxRetry : this.policy.subnetMaxRetry;
+    if (netMax > 0) {
+      const net = this.networkKey(addr);
+      if (this.netFailures.add(net, failure, now - this.findTimeMs) >= netMax) {
+        const failures = this.netFailures.take(net);
+        const d = this.banNetworkAuto(net, addr.family, now, failures);
+        if (d !== undefined) {
+          this.trackers.delete(ip);
+          return { kind: 'banned', decision: d };
+        }
+      }
+    }
     if (this.trust?.hasAddress(ip) === true && event.account !== '') {
       // A trusted pair's slow failures weigh less; fast ones, and other accounts', count in full.
       const weighed = this.trust.weighed(ip, event.account, now, now - this.findTimeMs, failure, this.policy.maxRetry);
@@ -323,8 +351,61 @@ export class Engine {
       const event = eventOf(p);
       return { at, event: this.policy.events[event] ?? '', account: this.accounts.accountOf(noted, at, event), transport: TRANSPORT_NAMES[transportOf(p)] ?? '' };
     });
+    const escalated = this.escalate(ip, family, now, failures);
+    if (escalated !== undefined) return escalated;
     const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
     return this.recordBan(ip, family, now, seconds, 'threshold', failures.length, events, false, details);
+  }
+
+  /** The network an address is counted in: `net/prefix` at BAN_V4_PREFIX / BAN_V6_PREFIX. */
+  private networkKey(addr: IpAddress): string {
+    const prefix = addr.family === 'ipv4' ? this.policy.v4Prefix : this.policy.v6Prefix;
+    const net = networkOf({ address: addr, prefix });
+    return `${net.address.ip}/${String(prefix)}`;
+  }
+
+  /** With this address banned, enough of its network would be: the network is banned instead. */
+  private escalate(ip: string, family: IpFamily, now: number, failures: readonly Packed[]): BanDecision | undefined {
+    const n = family === 'ipv4' ? this.policy.v4SubnetEscalate : this.policy.subnetEscalate;
+    if (n <= 0) return undefined;
+    const addr = parseIp(ip);
+    if (addr === null) return undefined;
+    const net = this.networkKey(addr);
+    if ((this.bannedPerNet.get(net) ?? 0) + 1 < n) return undefined;
+    return this.banNetworkAuto(net, family, now, failures);
+  }
+
+  /**
+   * An automatic ban of a network: not when it holds an ignored or own address (the addresses
+   * around them are banned one by one instead); the bans inside it are lifted (sideDecisions).
+   */
+  private banNetworkAuto(net: string, family: IpFamily, now: number, failures: readonly Packed[]): BanDecision | undefined {
+    const cidr = parseBanTarget(net)?.cidr;
+    if (cidr == null || this.ignore.overlaps(cidr) || this.holdsSelf(cidr)) return undefined;
+    for (const [ip, b] of this.bans) {
+      if (ip === net || b.family !== family || b.until <= now) continue;
+      const inner = parseBanTarget(ip);
+      const inside = inner?.cidr === null ? cidrContains(cidr, { family, ip: inner.ip }) : inner !== null && inner.cidr.prefix > cidr.prefix && cidrsOverlap(cidr, inner.cidr);
+      if (!inside) continue;
+      this.deleteBan(ip);
+      this.sideDecisions.push({ type: 'unban', ip, family, at: now, reason: 'subnet' });
+    }
+    const events: Record<string, number> = {};
+    for (const p of failures) {
+      const name = this.policy.events[eventOf(p)] ?? '';
+      events[name] = (events[name] ?? 0) + 1;
+    }
+    const details = failures.slice(-MAX_DETAILS_PER_BAN).map((p): FailureDetail => ({ at: timeOf(p), event: this.policy.events[eventOf(p)] ?? '', account: '', transport: TRANSPORT_NAMES[transportOf(p)] ?? '' }));
+    const seconds = nextBanSeconds(this.policy, this.history.count(net, now), this.random);
+    return this.recordBan(net, family, now, seconds, 'subnet', failures.length, events, false, details);
+  }
+
+  /** Bans lifted because a network ban replaced them (reason `subnet`), since the last call. */
+  takeSideDecisions(): readonly UnbanDecision[] {
+    if (this.sideDecisions.length === 0) return NO_DECISIONS;
+    const out = this.sideDecisions;
+    this.sideDecisions = [];
+    return out;
   }
 
   private confirmTrust(event: EngineEvent, now: number): void {
@@ -513,7 +594,19 @@ export class Engine {
     if (ip.includes('/')) {
       const t = parseBanTarget(ip);
       if (t?.cidr != null) this.networks.set(ip, t.cidr);
+    } else if (before === undefined && this.escalates(family)) {
+      const net = this.netOf(ip);
+      if (net !== undefined) this.bannedPerNet.set(net, (this.bannedPerNet.get(net) ?? 0) + 1);
     }
+  }
+
+  private escalates(family: IpFamily): boolean {
+    return (family === 'ipv4' ? this.policy.v4SubnetEscalate : this.policy.subnetEscalate) > 0;
+  }
+
+  private netOf(ip: string): string | undefined {
+    const addr = parseIp(ip);
+    return addr === null ? undefined : this.networkKey(addr);
   }
 
   private deleteBan(ip: string): void {
@@ -522,6 +615,14 @@ export class Engine {
     this.bans.delete(ip);
     this.bansByFamily[before.family]--;
     this.networks.delete(ip);
+    if (!ip.includes('/') && this.escalates(before.family)) {
+      const net = this.netOf(ip);
+      const n = net === undefined ? 0 : (this.bannedPerNet.get(net) ?? 0) - 1;
+      if (net !== undefined) {
+        if (n <= 0) this.bannedPerNet.delete(net);
+        else this.bannedPerNet.set(net, n);
+      }
+    }
   }
 
   activeBans(): ReadonlyMap<string, ActiveBan> {
@@ -637,6 +738,8 @@ export class Engine {
     return decision;
   }
 }
+
+const NO_DECISIONS: readonly UnbanDecision[] = [];
 
 /** Transports by their code in a packed failure (0: not given). */
 const TRANSPORT_NAMES: readonly string[] = ['', 'UDP', 'TCP', 'TLS', 'WS', 'WSS'];

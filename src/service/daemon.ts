@@ -473,6 +473,7 @@ export class Daemon implements ControlTarget {
         this.counters.failures++;
         metrics.failures.inc();
         this.applyInBackground(outcome.decision);
+        this.applyReplaced(outcome.decision.ip);
         return;
       }
     }
@@ -490,6 +491,14 @@ export class Daemon implements ControlTarget {
    * element is put back (it may have been removed, e.g. `nft flush set`; adding a present one
    * changes nothing); if they go on after that, the ban does not work (hook, other tables).
    */
+  /** Lifts the bans a network ban of the engine's replaced (they end as `subnet`). */
+  private applyReplaced(network: string | null): void {
+    for (const d of this.o.engine.takeSideDecisions()) {
+      this.o.logger.info('ban replaced by a ban of its network', { ip: d.ip, ...(network === null ? {} : { network }) });
+      void this.applyUnban(d);
+    }
+  }
+
   private checkBan(ip: string, at: number): void {
     const r = this.records.get(ip);
     const grace = this.o.ineffectiveAfterMs ?? 5000;
@@ -783,6 +792,7 @@ export class Daemon implements ControlTarget {
     if (this.o.trunks !== undefined && this.dnsInFlight === undefined && now - this.lastDnsAt >= (this.o.dnsRefreshMs ?? 300_000)) void this.refreshTrunks();
     for (const d of this.o.engine.expire(now)) void this.applyUnban(d);
     for (const d of this.o.engine.challengesDue(now)) this.applyInBackground(d);
+    this.applyReplaced(null);
     for (const [ip, at] of this.recentlyEnded) {
       if (now - at < ENDED_KEEP_MS) break;
       this.recentlyEnded.delete(ip);

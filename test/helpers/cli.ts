@@ -24,6 +24,10 @@ export function cleanEnv(extra: Record<string, string> = {}): Record<string, str
     HOME: process.env.HOME ?? '/root',
     STATE_DIR: join(dir, 'state'),
     CONTROL_LISTEN: join(dir, 'control.sock'),
+    // Escalation to networks off unless asked (see helpers/policy.ts).
+    BAN_V4_SUBNET_ESCALATE: '0',
+    BAN_SUBNET_ESCALATE: '0',
+    BAN_SUBNET_MAXRETRY: '0',
     ...extra,
   };
 }
