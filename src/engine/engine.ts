@@ -186,6 +186,8 @@ export class Engine {
   private readonly bans = new Map<string, ActiveBan>();
   /** The networks among `bans` (keys `address/prefix`): an address inside one is banned already. */
   private readonly networks = new Map<string, Cidr>();
+  /** How many banned networks have each prefix length, per family. */
+  private readonly netLengths: Record<IpFamily, Map<number, number>> = { ipv4: new Map(), ipv6: new Map() };
   /** Failures per network (BAN_SUBNET_MAXRETRY); addresses banned per network (BAN_SUBNET_ESCALATE). */
   private readonly netFailures: FailureTable;
   private readonly bannedPerNet = new Map<string, number>();
@@ -489,12 +491,13 @@ export class Engine {
     return { kind: 'banned', decision: this.recordBan(text, family, now, seconds, 'manual', 0, {}, inForce), replaced };
   }
 
-  /** The banned network holding an address, if any (a few networks: a scan of them). */
+  /** The banned network holding an address, if any: one lookup per prefix length banned in its family. */
   private networkHolding(addr: IpAddress, now: number): ActiveBan | undefined {
-    if (this.networks.size === 0) return undefined;
-    for (const [k, c] of this.networks) {
-      const b = this.bans.get(k);
-      if (b !== undefined && b.until > now && cidrContains(c, addr)) return b;
+    const lengths = this.netLengths[addr.family];
+    if (lengths.size === 0) return undefined;
+    for (const len of lengths.keys()) {
+      const b = this.bans.get(`${networkOf({ address: addr, prefix: len }).address.ip}/${String(len)}`);
+      if (b !== undefined && b.until > now) return b;
     }
     return undefined;
   }
@@ -593,7 +596,11 @@ export class Engine {
     this.bansByFamily[family]++;
     if (ip.includes('/')) {
       const t = parseBanTarget(ip);
-      if (t?.cidr != null) this.networks.set(ip, t.cidr);
+      if (t?.cidr != null && !this.networks.has(ip)) {
+        this.networks.set(ip, t.cidr);
+        const lengths = this.netLengths[family];
+        lengths.set(t.cidr.prefix, (lengths.get(t.cidr.prefix) ?? 0) + 1);
+      }
     } else if (before === undefined && this.escalates(family)) {
       const net = this.netOf(ip);
       if (net !== undefined) this.bannedPerNet.set(net, (this.bannedPerNet.get(net) ?? 0) + 1);
@@ -614,7 +621,14 @@ export class Engine {
     if (before === undefined) return;
     this.bans.delete(ip);
     this.bansByFamily[before.family]--;
-    this.networks.delete(ip);
+    const net = this.networks.get(ip);
+    if (net !== undefined) {
+      this.networks.delete(ip);
+      const lengths = this.netLengths[before.family];
+      const n = (lengths.get(net.prefix) ?? 1) - 1;
+      if (n <= 0) lengths.delete(net.prefix);
+      else lengths.set(net.prefix, n);
+    }
     if (!ip.includes('/') && this.escalates(before.family)) {
       const net = this.netOf(ip);
       const n = net === undefined ? 0 : (this.bannedPerNet.get(net) ?? 0) - 1;
