@@ -14,6 +14,7 @@ import { silentLogger } from '../src/log/logger.js';
 import { buildDaemon } from '../src/service/build.js';
 
 const TABLE = 'ami2ban_bench';
+const ADDRESS_BANS_ONLY = { BAN_V4_SUBNET_ESCALATE: '0', BAN_SUBNET_ESCALATE: '0', BAN_SUBNET_MAXRETRY: '0' };
 
 if (process.env.AMI2BAN_NETNS !== 'private') {
   console.error('run through `npm run bench:firewall` (it runs in a private network namespace)');
@@ -58,6 +59,30 @@ async function throughput(name: string, makeRunner: () => NftRunner): Promise<vo
   }
 }
 
+/**
+ * Why networks have sets of their own: the same bans (single addresses) added to the address set
+ * (a hash set with timeouts) and to the network set (an interval set with timeouts, each as a /32).
+ */
+async function setKinds(): Promise<void> {
+  for (const [kind, suffix] of [['hash set (ipv4_addr)', ''], ['interval set (ipv4_net)', '/32']] as const) {
+    for (const [size, rounds] of [[1, 1_000], [10_000, 1]] as const) {
+      reset();
+      const fw = firewall(new AddonRunner());
+      await fw.start();
+      let n = 0;
+      const t0 = performance.now();
+      for (let r = 0; r < rounds; r++) {
+        const bans: Promise<void>[] = [];
+        for (let i = 0; i < size; i++) bans.push(fw.ban(`${ipv4(n++)}${suffix}`, 'ipv4', 3600));
+        await Promise.all(bans);
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      console.log(`  ${kind.padEnd(24)} batch ${String(size).padStart(6)}: ${fmt(n / seconds).padStart(9)} elements/s`);
+      await fw.stop();
+    }
+  }
+}
+
 async function adopt(name: string, makeRunner: () => NftRunner): Promise<void> {
   reset();
   const filler = firewall(new AddonRunner());
@@ -88,7 +113,8 @@ async function pipeline(): Promise<{ socket: Socket; onBan: Map<string, () => vo
   const server = new FakeAmiServer({ username: 'bench', secret: 'bench' });
   const port = await server.start();
   const stateDir = mkdtempSync(join(tmpdir(), 'ami2ban-bench-'));
-  const config = loadConfig({ AMI_USERNAME: 'bench', AMI_SECRET: 'bench', AMI_PORT: String(port), BAN_IGNOREIP: '', STATE_DIR: stateDir, NFT_TABLE: TABLE });
+  // Address bans are what is measured: the bench's addresses share /24s, so escalation to networks is off.
+  const config = loadConfig({ AMI_USERNAME: 'bench', AMI_SECRET: 'bench', AMI_PORT: String(port), BAN_IGNOREIP: '', STATE_DIR: stateDir, NFT_TABLE: TABLE, ...ADDRESS_BANS_ONLY });
   const fw = firewall(new AddonRunner(), 500);
   const onBan = new Map<string, () => void>();
   // The firewall as the daemon sees it, telling the benchmark when each ban is committed.
@@ -167,6 +193,8 @@ async function main(): Promise<void> {
   console.log('elements per second (each ban its own element with a 1 h timeout):');
   await throughput('libnftables addon', () => new AddonRunner());
   await throughput('nft -j -f -', () => new CliRunner());
+  console.log('\naddresses in a hash set or in an interval set (libnftables addon):');
+  await setKinds();
   console.log('\nadopting existing bans at start:');
   await adopt('libnftables addon', () => new AddonRunner());
   await adopt('nft -j -f -', () => new CliRunner());

@@ -108,6 +108,10 @@ async function main(): Promise<void> {
     AMI_SECRET: 'bench',
     AMI_PORT: String(port),
     BAN_IGNOREIP: '',
+    // Address bans are what is measured: the attackers share /24s, so escalation to networks is off.
+    BAN_V4_SUBNET_ESCALATE: '0',
+    BAN_SUBNET_ESCALATE: '0',
+    BAN_SUBNET_MAXRETRY: '0',
     BAN_IGNORESELF: 'false',
     NFT_TABLE: TABLE,
     STATE_DIR: join(dir, 'state'),

@@ -54,7 +54,8 @@ async function main(): Promise<void> {
   console.log(`bench:replay — ${LINES.toLocaleString('en')} security-log lines over ${ADDRESSES.toLocaleString('en')} addresses (${(statSync(file).size / 1024 / 1024).toFixed(0)} MiB)`);
   const t0 = performance.now();
   const child = spawn(process.execPath, [join(ROOT, 'bin/ami2ban.js'), 'replay', file, '--json'], {
-    env: { PATH: process.env.PATH ?? '', BAN_IGNOREIP: '' },
+    // One ban per address, as fail2ban-regex counts them: escalation to networks off.
+    env: { PATH: process.env.PATH ?? '', BAN_IGNOREIP: '', BAN_V4_SUBNET_ESCALATE: '0', BAN_SUBNET_ESCALATE: '0', BAN_SUBNET_MAXRETRY: '0' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let bans = 0;
