@@ -342,21 +342,30 @@ export class Engine {
   }
 
   private thresholdBan(ip: string, family: IpFamily, now: number, failures: readonly Packed[]): BanDecision {
+    const noted = this.accounts.take(ip);
+    const escalated = this.escalate(ip, family, now, failures);
+    if (escalated !== undefined) return escalated;
+    const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
+    return this.recordBan(ip, family, now, seconds, 'threshold', failures.length, this.eventCounts(failures), false, this.detailsOf(failures, noted));
+  }
+
+  /** `{ InvalidAccountID: 2, … }` of packed failures. */
+  private eventCounts(failures: readonly Packed[]): Record<string, number> {
     const events: Record<string, number> = {};
     for (const p of failures) {
       const name = this.policy.events[eventOf(p)] ?? '';
       events[name] = (events[name] ?? 0) + 1;
     }
-    const noted = this.accounts.take(ip);
-    const details = failures.slice(-MAX_DETAILS_PER_BAN).map((p): FailureDetail => {
+    return events;
+  }
+
+  /** The most recent failures as explain shows them, with the accounts noted for them. */
+  private detailsOf(failures: readonly Packed[], noted: Parameters<FailureAccounts['accountOf']>[0]): FailureDetail[] {
+    return failures.slice(-MAX_DETAILS_PER_BAN).map((p): FailureDetail => {
       const at = timeOf(p);
       const event = eventOf(p);
       return { at, event: this.policy.events[event] ?? '', account: this.accounts.accountOf(noted, at, event), transport: TRANSPORT_NAMES[transportOf(p)] ?? '' };
     });
-    const escalated = this.escalate(ip, family, now, failures);
-    if (escalated !== undefined) return escalated;
-    const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
-    return this.recordBan(ip, family, now, seconds, 'threshold', failures.length, events, false, details);
   }
 
   /** The network an address is counted in: `net/prefix` at BAN_V4_PREFIX / BAN_V6_PREFIX. */
@@ -384,22 +393,9 @@ export class Engine {
   private banNetworkAuto(net: string, family: IpFamily, now: number, failures: readonly Packed[]): BanDecision | undefined {
     const cidr = parseBanTarget(net)?.cidr;
     if (cidr == null || this.ignore.overlaps(cidr) || this.holdsSelf(cidr)) return undefined;
-    for (const [ip, b] of this.bans) {
-      if (ip === net || b.family !== family || b.until <= now) continue;
-      const inner = parseBanTarget(ip);
-      const inside = inner?.cidr === null ? cidrContains(cidr, { family, ip: inner.ip }) : inner !== null && inner.cidr.prefix > cidr.prefix && cidrsOverlap(cidr, inner.cidr);
-      if (!inside) continue;
-      this.deleteBan(ip);
-      this.sideDecisions.push({ type: 'unban', ip, family, at: now, reason: 'subnet' });
-    }
-    const events: Record<string, number> = {};
-    for (const p of failures) {
-      const name = this.policy.events[eventOf(p)] ?? '';
-      events[name] = (events[name] ?? 0) + 1;
-    }
-    const details = failures.slice(-MAX_DETAILS_PER_BAN).map((p): FailureDetail => ({ at: timeOf(p), event: this.policy.events[eventOf(p)] ?? '', account: '', transport: TRANSPORT_NAMES[transportOf(p)] ?? '' }));
+    this.sideDecisions.push(...this.liftInside(net, cidr, now));
     const seconds = nextBanSeconds(this.policy, this.history.count(net, now), this.random);
-    return this.recordBan(net, family, now, seconds, 'subnet', failures.length, events, false, details);
+    return this.recordBan(net, family, now, seconds, 'subnet', failures.length, this.eventCounts(failures), false, this.detailsOf(failures, []));
   }
 
   /** Bans lifted because a network ban replaced them (reason `subnet`), since the last call. */
@@ -480,15 +476,22 @@ export class Engine {
     const outer = [...this.networks].find(([k, c]) => k !== text && cidrsOverlap(c, cidr) && c.prefix < cidr.prefix && (this.bans.get(k)?.until ?? 0) > now);
     if (outer !== undefined) return { kind: 'unchanged', until: this.bans.get(outer[0])?.until ?? until };
     // Everything the network holds (addresses, narrower networks) is covered by it now: lifted.
-    const replaced: UnbanDecision[] = [];
+    const replaced = this.liftInside(text, cidr, now);
+    return { kind: 'banned', decision: this.recordBan(text, family, now, seconds, 'manual', 0, {}, inForce), replaced };
+  }
+
+  /** Lifts the bans in force inside a network about to be banned (addresses, narrower networks): it covers them. */
+  private liftInside(text: string, cidr: Cidr, now: number): UnbanDecision[] {
+    const family = cidr.address.family;
+    const lifted: UnbanDecision[] = [];
     for (const [ip, b] of this.bans) {
       if (ip === text || b.family !== family || b.until <= now) continue;
       const inner = parseBanTarget(ip);
       const inside = inner?.cidr === null ? cidrContains(cidr, { family, ip: inner.ip }) : inner !== null && inner.cidr.prefix > cidr.prefix && cidrsOverlap(cidr, inner.cidr);
-      if (inside) replaced.push({ type: 'unban', ip, family, at: now, reason: 'subnet' });
+      if (inside) lifted.push({ type: 'unban', ip, family, at: now, reason: 'subnet' });
     }
-    for (const r of replaced) this.deleteBan(r.ip);
-    return { kind: 'banned', decision: this.recordBan(text, family, now, seconds, 'manual', 0, {}, inForce), replaced };
+    for (const d of lifted) this.deleteBan(d.ip);
+    return lifted;
   }
 
   /** The banned network holding an address, if any: one lookup per prefix length banned in its family. */
