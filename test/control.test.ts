@@ -549,3 +549,21 @@ describe('escalation to a network in the daemon', () => {
     expect(r.log.messages('info').filter((m) => m === 'ban replaced by a ban of its network')).toHaveLength(2);
   });
 });
+
+describe('consistency check of a banned network', () => {
+  it('failures from an address inside a banned network whose element was lost put the network back', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    expect((await r.client.call('POST', '/v1/bans', { ip: '198.51.100.0/24', duration: '1h' })).status).toBe(201);
+    await r.daemon.idle();
+    r.firewall.elements.clear();
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.now() + 6000);
+      r.server.broadcast(`Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x1\r\nRemoteAddress: IPV4/TCP/198.51.100.50/5038\r\n\r\n`);
+      await vi.waitUntil(() => r.firewall.elements.has('198.51.100.0/24'), { interval: 5 });
+    } finally {
+      vi.useRealTimers();
+    }
+    expect([...r.firewall.elements.keys()]).toEqual(['198.51.100.0/24']);
+  });
+});

@@ -736,3 +736,17 @@ describe('automatic bans of networks (escalation)', () => {
     expect(v4out[2]).toMatchObject({ kind: 'banned', decision: { ip: '10.1.0.0/16', reason: 'subnet' } });
   });
 });
+
+describe('escalation by unanswered challenges, and the network of a banned address', () => {
+  const challenge = (e: Engine, ip: string, sid: string, t: number): Outcome => e.observe(ev(ip, { name: 'ChallengeSent', severity: 'Informational', sessionId: sid }), t);
+  it('an unanswered-challenge ban that would make the 3rd banned address of a /64 bans the /64, its events named as such', () => {
+    const e = engine({ BAN_SUBNET_ESCALATE: '3', BAN_UNANSWERED_MAXRETRY: '2' });
+    for (const a of ['2001:db8:6:6::1', '2001:db8:6:6::2']) feed(e, a, [0, S, 2 * S]);
+    for (let i = 0; i < 2; i++) challenge(e, '2001:db8:6:6::3', `reg-${String(i)}`, 3 * S + i * S);
+    const bans = e.challengesDue(20 * S);
+    expect(bans).toMatchObject([{ ip: '2001:db8:6:6::/64', reason: 'subnet', events: { UnansweredChallenge: 2 } }]);
+    expect(bans[0]?.details.map((d) => d.event)).toEqual(['UnansweredChallenge', 'UnansweredChallenge']);
+    expect(e.bannedNetworkOf('2001:db8:6:6::99', 21 * S)).toBe('2001:db8:6:6::/64');
+    expect(e.bannedNetworkOf('2001:db8:6:7::99', 21 * S)).toBeUndefined();
+  });
+});

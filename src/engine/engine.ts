@@ -376,26 +376,29 @@ export class Engine {
   }
 
   /** With this address banned, enough of its network would be: the network is banned instead. */
-  private escalate(ip: string, family: IpFamily, now: number, failures: readonly Packed[]): BanDecision | undefined {
+  private escalate(ip: string, family: IpFamily, now: number, failures: readonly Packed[], named?: string): BanDecision | undefined {
     const n = family === 'ipv4' ? this.policy.v4SubnetEscalate : this.policy.subnetEscalate;
     if (n <= 0) return undefined;
     const addr = parseIp(ip);
     if (addr === null) return undefined;
     const net = this.networkKey(addr);
     if ((this.bannedPerNet.get(net) ?? 0) + 1 < n) return undefined;
-    return this.banNetworkAuto(net, family, now, failures);
+    return this.banNetworkAuto(net, family, now, failures, named);
   }
 
   /**
    * An automatic ban of a network: not when it holds an ignored or own address (the addresses
    * around them are banned one by one instead); the bans inside it are lifted (sideDecisions).
    */
-  private banNetworkAuto(net: string, family: IpFamily, now: number, failures: readonly Packed[]): BanDecision | undefined {
+  private banNetworkAuto(net: string, family: IpFamily, now: number, failures: readonly Packed[], named?: string): BanDecision | undefined {
     const cidr = parseBanTarget(net)?.cidr;
     if (cidr == null || this.ignore.overlaps(cidr) || this.holdsSelf(cidr)) return undefined;
     this.sideDecisions.push(...this.liftInside(net, cidr, now));
     const seconds = nextBanSeconds(this.policy, this.history.count(net, now), this.random);
-    return this.recordBan(net, family, now, seconds, 'subnet', failures.length, this.eventCounts(failures), false, this.detailsOf(failures, []));
+    // `named`: failures that are not counted events (unanswered challenges) carry that name.
+    const events = named === undefined ? this.eventCounts(failures) : { [named]: failures.length };
+    const details = this.detailsOf(failures, []).map((d) => (named === undefined ? d : { ...d, event: named }));
+    return this.recordBan(net, family, now, seconds, 'subnet', failures.length, events, false, details);
   }
 
   /** Bans lifted because a network ban replaced them (reason `subnet`), since the last call. */
@@ -494,15 +497,24 @@ export class Engine {
     return lifted;
   }
 
+  /** The banned network holding an address (its text), if any. */
+  bannedNetworkOf(ip: string, now: number): string | undefined {
+    const addr = this.networks.size === 0 ? null : parseIp(ip);
+    return addr === null ? undefined : this.networkKeyHolding(addr, now);
+  }
+
   /** The banned network holding an address, if any: one lookup per prefix length banned in its family. */
-  private networkHolding(addr: IpAddress, now: number): ActiveBan | undefined {
-    const lengths = this.netLengths[addr.family];
-    if (lengths.size === 0) return undefined;
-    for (const len of lengths.keys()) {
-      const b = this.bans.get(`${networkOf({ address: addr, prefix: len }).address.ip}/${String(len)}`);
-      if (b !== undefined && b.until > now) return b;
+  private networkKeyHolding(addr: IpAddress, now: number): string | undefined {
+    for (const len of this.netLengths[addr.family].keys()) {
+      const key = `${networkOf({ address: addr, prefix: len }).address.ip}/${String(len)}`;
+      if ((this.bans.get(key)?.until ?? 0) > now) return key;
     }
     return undefined;
+  }
+
+  private networkHolding(addr: IpAddress, now: number): ActiveBan | undefined {
+    const key = this.netLengths[addr.family].size === 0 ? undefined : this.networkKeyHolding(addr, now);
+    return key === undefined ? undefined : this.bans.get(key);
   }
 
   /**
@@ -698,8 +710,13 @@ export class Engine {
     const n = this.unanswered.add(ip, pack(at, 0), now - this.findTimeMs);
     if (n < this.policy.unansweredMaxRetry) return;
     const challenges = this.unanswered.take(ip);
-    const details = challenges.slice(-MAX_DETAILS_PER_BAN).map((p): FailureDetail => ({ at: timeOf(p), event: UNANSWERED_EVENT, account: '', transport: '' }));
     this.trackers.delete(ip);
+    const escalated = this.escalate(ip, addr.family, now, challenges, UNANSWERED_EVENT);
+    if (escalated !== undefined) {
+      out.push(escalated);
+      return;
+    }
+    const details = challenges.slice(-MAX_DETAILS_PER_BAN).map((p): FailureDetail => ({ at: timeOf(p), event: UNANSWERED_EVENT, account: '', transport: '' }));
     const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
     out.push(this.recordBan(ip, addr.family, now, seconds, 'unanswered', n, { [UNANSWERED_EVENT]: n }, false, details));
   }

@@ -463,7 +463,11 @@ export class Daemon implements ControlTarget {
       case 'ignored':
         this.counters.ignored[outcome.reason] = (this.counters.ignored[outcome.reason] ?? 0) + 1;
         metrics.ignored.inc({ reason: outcome.reason });
-        if (outcome.reason === 'already-banned' && event.remoteAddress !== null) this.checkBan(event.remoteAddress.ip, receivedAt);
+        if (outcome.reason === 'already-banned' && event.remoteAddress !== null) {
+          // Banned as itself, or inside a banned network: the check is of that ban.
+          const ip = event.remoteAddress.ip;
+          this.checkBan(this.records.has(ip) ? ip : (this.o.engine.bannedNetworkOf(ip, receivedAt) ?? ip), receivedAt);
+        }
         return;
       case 'counted':
         this.counters.failures++;
