@@ -567,3 +567,16 @@ describe('consistency check of a banned network', () => {
     expect([...r.firewall.elements.keys()]).toEqual(['198.51.100.0/24']);
   });
 });
+
+describe('a network ban the kernel refuses', () => {
+  it('keeps the address bans inside it in the kernel: none goes free while the network is not enforced', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    expect((await r.client.call('POST', '/v1/bans', { ip: '198.51.100.7', duration: '1h' })).status).toBe(201);
+    r.firewall.refuse = (ip) => (ip.includes('/') ? new Error('interval overlaps with an existing one') : undefined);
+    const net = await r.client.call('POST', '/v1/bans', { ip: '198.51.100.0/24', duration: '1h' });
+    expect(net.status).toBe(502);
+    await r.daemon.idle();
+    expect(r.firewall.elements.has('198.51.100.7')).toBe(true);
+    expect(r.firewall.operations).not.toContain('unban 198.51.100.7');
+  });
+});

@@ -698,12 +698,14 @@ describe('automatic bans of networks (escalation)', () => {
     for (const a of ['2001:db8:5:6::1', '2001:db8:5:6::2']) expect(feed(e, a, [0, S, 2 * S])[2]?.kind).toBe('banned');
     const third = feed(e, '2001:db8:5:6::3', [3 * S, 4 * S, 5 * S])[2];
     expect(third).toMatchObject({ kind: 'banned', decision: { ip: '2001:db8:5:6::/64', reason: 'subnet' } });
-    expect(e.takeSideDecisions().map((d) => [d.ip, d.reason]).sort()).toEqual([
+    const replaces = third?.kind === 'banned' ? (third.decision.replaces ?? []) : [];
+    expect(replaces.map((d) => [d.ip, d.reason]).sort()).toEqual([
       ['2001:db8:5:6::1', 'subnet'],
       ['2001:db8:5:6::2', 'subnet'],
     ]);
     expect([...e.activeBans().keys()]).toEqual(['2001:db8:5:6::/64']);
-    expect(e.takeSideDecisions()).toEqual([]);
+    // the address bans before it replaced nothing
+    expect(e.ban('2001:db8:5:7::1', 6 * S)).toMatchObject({ kind: 'banned', replaced: [] });
   });
 
   it('IPv4: counting per /24 is off by default; the 5th banned address of a /24 bans the /24', () => {
@@ -711,7 +713,7 @@ describe('automatic bans of networks (escalation)', () => {
     const bans = [1, 2, 3, 4, 5].map((n) => feed(e, `198.51.100.${String(n)}`, [n * 10 * S, n * 10 * S + S, n * 10 * S + 2 * S])[2]);
     expect(bans.slice(0, 4).map((b) => (b?.kind === 'banned' ? b.decision.ip : b?.kind))).toEqual(['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.51.100.4']);
     expect(bans[4]).toMatchObject({ kind: 'banned', decision: { ip: '198.51.100.0/24', reason: 'subnet' } });
-    expect(e.takeSideDecisions()).toHaveLength(4);
+    expect(bans[4]?.kind === 'banned' ? bans[4].decision.replaces : undefined).toHaveLength(4);
     // many failures spread over a /24 ban nothing by themselves
     const spread = engine(on);
     for (let i = 1; i <= 50; i++) expect(spread.observe(ev(`203.0.113.${String(i)}`), i * S).kind).toBe('counted');

@@ -57,8 +57,4 @@ export class FailureAccounts {
     this.byIp.delete(ip);
     return list;
   }
-
-  delete(ip: string): void {
-    this.byIp.delete(ip);
-  }
 }

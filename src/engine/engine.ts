@@ -76,6 +76,8 @@ export interface BanDecision {
   readonly failures: number;
   /** What the most recent of those failures were (at most 32; fewer when a scan pushed them out). */
   readonly details: readonly FailureDetail[];
+  /** A network's ban: the bans inside it, lifted by it (reason `subnet`), for the service to take out of the kernel. */
+  readonly replaces?: readonly UnbanDecision[];
   /** Counted failures by event name. */
   readonly events: Readonly<Record<string, number>>;
   readonly previousBans: number;
@@ -191,8 +193,6 @@ export class Engine {
   /** Failures per network (BAN_SUBNET_MAXRETRY); addresses banned per network (BAN_SUBNET_ESCALATE). */
   private readonly netFailures: FailureTable;
   private readonly bannedPerNet = new Map<string, number>();
-  /** Bans lifted because a network ban replaced them, for the service to apply. */
-  private sideDecisions: UnbanDecision[] = [];
   /** Kept as bans come and go, so that observers never count the map. */
   private readonly bansByFamily: Record<IpFamily, number> = { ipv4: 0, ipv6: 0 };
   private readonly expiry = new ExpiryQueue();
@@ -388,25 +388,17 @@ export class Engine {
 
   /**
    * An automatic ban of a network: not when it holds an ignored or own address (the addresses
-   * around them are banned one by one instead); the bans inside it are lifted (sideDecisions).
+   * around them are banned one by one instead); the bans inside it are lifted (`replaces`).
    */
   private banNetworkAuto(net: string, family: IpFamily, now: number, failures: readonly Packed[], named?: string): BanDecision | undefined {
     const cidr = parseBanTarget(net)?.cidr;
     if (cidr == null || this.ignore.overlaps(cidr) || this.holdsSelf(cidr)) return undefined;
-    this.sideDecisions.push(...this.liftInside(net, cidr, now));
+    const replaces = this.liftInside(net, cidr, now);
     const seconds = nextBanSeconds(this.policy, this.history.count(net, now), this.random);
     // `named`: failures that are not counted events (unanswered challenges) carry that name.
     const events = named === undefined ? this.eventCounts(failures) : { [named]: failures.length };
     const details = this.detailsOf(failures, []).map((d) => (named === undefined ? d : { ...d, event: named }));
-    return this.recordBan(net, family, now, seconds, 'subnet', failures.length, events, false, details);
-  }
-
-  /** Bans lifted because a network ban replaced them (reason `subnet`), since the last call. */
-  takeSideDecisions(): readonly UnbanDecision[] {
-    if (this.sideDecisions.length === 0) return NO_DECISIONS;
-    const out = this.sideDecisions;
-    this.sideDecisions = [];
-    return out;
+    return { ...this.recordBan(net, family, now, seconds, 'subnet', failures.length, events, false, details), replaces };
   }
 
   private confirmTrust(event: EngineEvent, now: number): void {
@@ -480,7 +472,7 @@ export class Engine {
     if (outer !== undefined) return { kind: 'unchanged', until: this.bans.get(outer[0])?.until ?? until };
     // Everything the network holds (addresses, narrower networks) is covered by it now: lifted.
     const replaced = this.liftInside(text, cidr, now);
-    return { kind: 'banned', decision: this.recordBan(text, family, now, seconds, 'manual', 0, {}, inForce), replaced };
+    return { kind: 'banned', decision: { ...this.recordBan(text, family, now, seconds, 'manual', 0, {}, inForce), replaces: replaced }, replaced };
   }
 
   /** Lifts the bans in force inside a network about to be banned (addresses, narrower networks): it covers them. */
@@ -772,8 +764,6 @@ export class Engine {
     return decision;
   }
 }
-
-const NO_DECISIONS: readonly UnbanDecision[] = [];
 
 /** Transports by their code in a packed failure (0: not given). */
 const TRANSPORT_NAMES: readonly string[] = ['', 'UDP', 'TCP', 'TLS', 'WS', 'WSS'];

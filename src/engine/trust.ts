@@ -47,10 +47,6 @@ export class TrustTable {
     for (const p of previous) this.put(keyOf(p.ip, p.account), { ip: p.ip, account: p.account, until: p.until, written: p.until, failures: [] });
   }
 
-  get size(): number {
-    return this.entries.size;
-  }
-
   /** Whether any account is trusted from this address (cheap: no key is built). */
   hasAddress(ip: string): boolean {
     return this.perIp.has(ip);

@@ -9,6 +9,8 @@ export class MemoryFirewall implements Firewall {
   started = false;
   /** When set, every operation fails with it (a firewall that refuses). */
   failWith: Error | undefined;
+  /** When set, a ban of an element it names an error for fails with it (one element refused). */
+  refuse: ((ip: string) => Error | undefined) | undefined;
   /** Returned by start(), as if found in the kernel. */
   existing: ExistingBan[] = [];
 
@@ -18,7 +20,8 @@ export class MemoryFirewall implements Firewall {
   }
 
   ban(ip: string, family: IpFamily, seconds: number, replace = false): Promise<void> {
-    if (this.failWith !== undefined) return Promise.reject(this.failWith);
+    const refused = this.failWith ?? this.refuse?.(ip);
+    if (refused !== undefined) return Promise.reject(refused);
     this.elements.set(ip, { family, seconds });
     this.operations.push(`ban ${ip} ${seconds}${replace ? ' replace' : ''}`);
     return Promise.resolve();

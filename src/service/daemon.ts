@@ -360,15 +360,10 @@ export class Daemon implements ControlTarget {
           return { kind: 'refused', message: `${ipText} holds ${r.what}: a network holding an ignored or own address is never banned (ban the addresses around it instead)` };
       }
     }
-    // The network covers them now: their own elements go.
-    for (const d of r.replaced) {
-      this.o.logger.info('ban replaced by a ban of its network', { ip: d.ip, network: r.decision.ip });
-      void this.applyUnban(d);
-    }
     if (this.o.engine.isSelf(r.decision.ip)) {
       this.o.logger.warn('forced ban of an address of this host', { ip: r.decision.ip, consequence: 'traffic from it is dropped: AMI, the control API or the host itself may become unreachable' });
     }
-    const result = await this.applyBan(r.decision);
+    const result = await this.applyBanReplacing(r.decision);
     if (!result.ok) return { kind: 'failed', status: result.status, message: result.message };
     return { kind: 'banned', ban: this.view(this.fromDecision(r.decision), now) };
   }
@@ -477,7 +472,6 @@ export class Daemon implements ControlTarget {
         this.counters.failures++;
         metrics.failures.inc();
         this.applyInBackground(outcome.decision);
-        this.applyReplaced(outcome.decision.ip);
         return;
       }
     }
@@ -485,9 +479,27 @@ export class Daemon implements ControlTarget {
 
   /** Applies a ban decided by the engine; idle() waits for it. */
   private applyInBackground(d: BanDecision): void {
-    const applied = this.applyBan(d).then(() => undefined);
+    const applied = this.applyBanReplacing(d).then(() => undefined);
     this.inFlight.add(applied);
     void applied.finally(() => this.inFlight.delete(applied));
+  }
+
+  /**
+   * A ban, and the bans inside it that a network's ban replaces (they end as `subnet`): narrower
+   * networks go first (the kernel refuses overlapping intervals), addresses only once the network
+   * is in the kernel, so that none of them goes free meanwhile; if it never gets there, their
+   * elements stay and expire on their own.
+   */
+  private async applyBanReplacing(d: BanDecision): Promise<BanResult> {
+    const replaced = d.replaces ?? [];
+    const lift = (u: UnbanDecision): void => {
+      this.o.logger.info('ban replaced by a ban of its network', { ip: u.ip, network: d.ip });
+      void this.applyUnban(u);
+    };
+    for (const u of replaced) if (u.ip.includes('/')) lift(u);
+    const result = await this.applyBan(d);
+    for (const u of replaced) if (result.ok && !u.ip.includes('/')) lift(u);
+    return result;
   }
 
   /**
@@ -495,14 +507,6 @@ export class Daemon implements ControlTarget {
    * element is put back (it may have been removed, e.g. `nft flush set`; adding a present one
    * changes nothing); if they go on after that, the ban does not work (hook, other tables).
    */
-  /** Lifts the bans a network ban of the engine's replaced (they end as `subnet`). */
-  private applyReplaced(network: string | null): void {
-    for (const d of this.o.engine.takeSideDecisions()) {
-      this.o.logger.info('ban replaced by a ban of its network', { ip: d.ip, ...(network === null ? {} : { network }) });
-      void this.applyUnban(d);
-    }
-  }
-
   private checkBan(ip: string, at: number): void {
     const r = this.records.get(ip);
     const grace = this.o.ineffectiveAfterMs ?? 5000;
@@ -796,7 +800,6 @@ export class Daemon implements ControlTarget {
     if (this.o.trunks !== undefined && this.dnsInFlight === undefined && now - this.lastDnsAt >= (this.o.dnsRefreshMs ?? 300_000)) void this.refreshTrunks();
     for (const d of this.o.engine.expire(now)) void this.applyUnban(d);
     for (const d of this.o.engine.challengesDue(now)) this.applyInBackground(d);
-    this.applyReplaced(null);
     for (const [ip, at] of this.recentlyEnded) {
       if (now - at < ENDED_KEEP_MS) break;
       this.recentlyEnded.delete(ip);

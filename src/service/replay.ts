@@ -164,8 +164,6 @@ export class Replayer {
       this.failures++;
       this.banned(outcome.decision);
     }
-    // What a network ban replaced is not a ban: nothing to print.
-    this.engine.takeSideDecisions();
     // Like the daemon's housekeeping: forget what left the window, so a long log stays bounded.
     if (this.securityEvents % 10_000 === 0) this.engine.prune(now);
   }
