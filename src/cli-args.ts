@@ -31,12 +31,14 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
       '  never /0, never one holding an ignored or own address); it replaces the bans inside it;\n' +
       '  DURATION: 600, 90s, 10m, 1h, 1d, 1w, or -1 for permanent (default: the policy\'s ban time;\n' +
       '  0 is refused: `ami2ban unban IP` lifts a ban);\n' +
-      '  --force bans an ignored address or one of this host\'s; --replace may shorten a ban in force',
-    options: { for: { type: 'string' }, force: { type: 'boolean' }, replace: { type: 'boolean' }, ...JSON_FLAG },
+      '  --force bans an ignored address or one of this host\'s; --replace may shorten a ban in force;\n' +
+      '  --local keeps the ban on this host (not shared with the fleet)',
+    options: { for: { type: 'string' }, force: { type: 'boolean' }, replace: { type: 'boolean' }, local: { type: 'boolean' }, ...JSON_FLAG },
     positionals: [1, 1],
   },
   unban: { usage: 'usage: ami2ban unban IP|NETWORK | --all [--json]', options: { all: { type: 'boolean' }, ...JSON_FLAG }, positionals: [0, 1] },
   explain: { usage: 'usage: ami2ban explain IP|NETWORK [--json]\n  why an address is or was banned: the ban in force and its history', options: JSON_FLAG, positionals: [1, 1] },
+  fleet: { usage: 'usage: ami2ban fleet [--json]\n  the fleet as this host sees it: hosts seen and their last contact, stream lag, outbox, what was applied and refused', options: JSON_FLAG, positionals: [0, 0] },
   trust: {
     usage:
       'usage: ami2ban trust [--json] | ami2ban trust revoke IP [--account ACCOUNT] [--json]\n' +

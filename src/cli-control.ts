@@ -1,7 +1,7 @@
 // `ami2ban status | list | ban | unban`: clients of the running daemon's control API.
 import { existsSync } from 'node:fs';
 import type { Config, ControlListen } from './config/config.js';
-import type { BanView, ExplainedBan, StatusReport, TrustView } from './control/api.js';
+import type { BanView, ExplainedBan, FleetView, StatusReport, TrustView } from './control/api.js';
 import { ControlClient, type ControlResponse } from './control/client.js';
 import { errorMessage } from './errors.js';
 import { COMMANDS, type CommandArgs } from './cli-args.js';
@@ -51,6 +51,7 @@ function statusText(s: StatusReport): string {
     `firewall:   ${s.firewall.backend}, ${s.firewall.state}`,
     `bans:       ${s.activeBans} active; ${s.trackedAddresses} addresses with pending failures`,
     `since start: ${s.counts.events} events, ${s.counts.failures} failures, ${s.counts.bans} bans, ${s.counts.unbans} unbans`,
+    ...(s.fleet === null ? [] : [`fleet:      ${s.fleet.state} as ${s.fleet.hostId}${s.fleet.outbox > 0 ? `, ${s.fleet.outbox} decisions waiting to be published` : ''}${s.fleet.lastError === null ? '' : ` (${s.fleet.lastError})`}`]),
   ].join('\n');
 }
 
@@ -87,8 +88,26 @@ function trustText(trusted: readonly TrustView[]): string {
 
 function bansText(bans: readonly BanView[]): string {
   if (bans.length === 0) return 'no active bans';
-  const rows = bans.map((b) => [b.ip, formatRemaining(b.remainingSeconds), b.since.replace(/\.\d+Z$/, 'Z'), String(b.timesBanned), b.reason, String(b.failures)]);
-  return table(['ADDRESS', 'REMAINING', 'SINCE', 'TIMES', 'REASON', 'FAILURES'], rows);
+  // ORIGIN: the fleet host that decided a ban; `-` this host; `local` this host's, kept from the fleet.
+  const origin = (b: BanView): string => b.origin ?? (b.local ? 'local' : '-');
+  const rows = bans.map((b) => [b.ip, formatRemaining(b.remainingSeconds), b.since.replace(/\.\d+Z$/, 'Z'), String(b.timesBanned), b.reason, String(b.failures), origin(b)]);
+  return table(['ADDRESS', 'REMAINING', 'SINCE', 'TIMES', 'REASON', 'FAILURES', 'ORIGIN'], rows);
+}
+
+function fleetText(f: FleetView): string {
+  if (!f.enabled) return 'fleet: off (FLEET_REDIS_URL is not set)';
+  const lines = [
+    `fleet: ${f.state} as ${f.hostId ?? '?'} on ${f.server ?? '?'}${f.connectedSince === null ? '' : ` since ${f.connectedSince.replace(/\.\d+Z$/, 'Z')}`}`,
+    ...(f.state !== 'connected' && f.lastError !== null ? [`last error: ${f.lastError}`] : []),
+    `apply others' bans: ${f.apply ? 'yes' : 'no'}; publish ours: ${f.publish ? 'yes' : 'no'}`,
+    `published: ${f.published.ban} bans, ${f.published.unban} unbans; outbox: ${f.outbox}${f.outboxDropped > 0 ? ` (${f.outboxDropped} dropped while unreachable)` : ''}`,
+    `applied here: ${f.applied.ban} bans, ${f.applied.unban} unbans; remote bans in force: ${f.remoteBans}`,
+    `refused: ${Object.entries(f.rejected).map(([k, v]) => `${k} ${String(v)}`).join(', ') || 'none'}`,
+    `stream lag: ${f.streamLagSeconds} s; snapshots: ${f.snapshots}; reconnects: ${f.reconnects}`,
+    '',
+    f.hosts.length === 0 ? 'no hosts seen yet' : table(['HOST', 'LAST CONTACT', 'AGO'], f.hosts.map((h) => [h.id + (h.id === f.hostId ? ' (this host)' : ''), h.lastSeen.replace(/\.\d+Z$/, 'Z'), `${String(h.ageSeconds)}s`])),
+  ];
+  return lines.join('\n');
 }
 
 /** The socket of the systemd unit (RuntimeDirectory=ami2ban), found when CONTROL_LISTEN is not set. */
@@ -136,8 +155,9 @@ export async function controlCommand(command: string, args: CommandArgs, config:
       case 'ban': {
         const force = args.values.force === true;
         const replace = args.values.replace === true;
+        const local = args.values.local === true;
         const duration = args.values.for;
-        const r = await client.call('POST', '/v1/bans', { ip: args.positionals[0], ...(typeof duration === 'string' ? { duration } : {}), force, replace });
+        const r = await client.call('POST', '/v1/bans', { ip: args.positionals[0], ...(typeof duration === 'string' ? { duration } : {}), force, replace, ...(local ? { local } : {}) });
         if (r.status !== 201) {
           write(io.stderr, `ami2ban: ${errorOf(r)}`);
           return r.status === 400 || r.status === 409 ? 2 : 1;
@@ -168,6 +188,12 @@ export async function controlCommand(command: string, args: CommandArgs, config:
           return r.status === 400 ? 2 : 1;
         }
         write(io.stdout, json ? JSON.stringify(r.body) : explainText(r.body as Explained));
+        return 0;
+      }
+      case 'fleet': {
+        const r = await client.call('GET', '/v1/fleet');
+        if (r.status !== 200) throw new Error(errorOf(r));
+        write(io.stdout, json ? JSON.stringify(r.body) : fleetText(r.body as FleetView));
         return 0;
       }
       case 'trust': {

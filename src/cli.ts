@@ -1,5 +1,6 @@
 // The `ami2ban` command line: run, check-config, replay.
 import { createReadStream } from 'node:fs';
+import { hostname } from 'node:os';
 import { type Config, type ControlListen, type Env, loadConfig, loadIgnoreList } from './config/config.js';
 import { formatDuration } from './config/duration.js';
 import { VARIABLES } from './config/variables.js';
@@ -42,12 +43,14 @@ commands:
                         and print every ban decision
   status [--json]       the running daemon's state (through CONTROL_LISTEN)
   list [--json]         the bans in force
-  ban IP [--for 1h] [--force] [--replace] [--json]
+  ban IP [--for 1h] [--force] [--replace] [--local] [--json]
                         ban an address by hand (default duration: the policy's); a
-                        longer ban in force is kept unless --replace
+                        longer ban in force is kept unless --replace; --local: not
+                        shared with the fleet
   unban IP | --all [--json]
                         lift one ban, or all of them
   explain IP [--json]   why an address is or was banned: the ban in force and its history
+  fleet [--json]        the fleet (Redis) as this host sees it: hosts, lag, outbox, refusals
   trust [--json]        the (address, account) pairs trusted after a successful SIP login
   trust revoke IP [--account A]
                         revoke an address's trust (every account, or one)
@@ -64,7 +67,7 @@ function write(stream: NodeJS.WritableStream, text: string): void {
 
 function configOrExit(io: CliIo, purpose: 'daemon' | 'replay' | 'client'): Config | number {
   try {
-    return loadConfig(io.env, { purpose });
+    return loadConfig(io.env, { purpose, hostname: hostname() });
   } catch (err) {
     if (err instanceof ConfigError) {
       write(io.stderr, `ami2ban: ${err.message}`);
@@ -185,6 +188,20 @@ function reloadIgnoreList(env: Env, daemon: Daemon, logger: Logger): void {
   daemon.setIgnoreList(cidrs, hosts);
 }
 
+/** The Redis password, wherever it was given: never in a log line. */
+function fleetSecrets(config: Config): string[] {
+  const f = config.fleet;
+  if (f === undefined) return [];
+  const out = f.password === undefined ? [] : [f.password.reveal()];
+  try {
+    const p = new URL(f.url ?? '').password;
+    if (p !== '') out.push(p, decodeURIComponent(p));
+  } catch {
+    // no URL (sentinels only)
+  }
+  return out;
+}
+
 async function run(io: CliIo): Promise<number> {
   const config = configOrExit(io, 'daemon');
   if (typeof config === 'number') return config;
@@ -192,7 +209,7 @@ async function run(io: CliIo): Promise<number> {
     level: config.log.level,
     format: config.log.format,
     isTTY: io.stdout.isTTY === true,
-    secrets: [config.ami.secret.reveal(), ...(config.control.token === undefined ? [] : [config.control.token.reveal()])],
+    secrets: [config.ami.secret.reveal(), ...(config.control.token === undefined ? [] : [config.control.token.reveal()]), ...fleetSecrets(config)],
   });
   logger.info('starting', {
     version: io.version,
@@ -280,6 +297,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     case 'ban':
     case 'explain':
     case 'trust':
+    case 'fleet':
     case 'unban': {
       const config = configOrExit(io, 'client');
       if (typeof config === 'number') return config;

@@ -82,6 +82,27 @@ export interface BanPolicyConfig {
   readonly maxTracked: number;
 }
 
+export interface FleetConfig {
+  readonly url: string | undefined;
+  readonly password: Secret | undefined;
+  readonly sentinels: readonly { readonly host: string; readonly port: number }[];
+  readonly master: string;
+  readonly name: string;
+  readonly hostId: string;
+  readonly apply: boolean;
+  readonly publish: boolean;
+  /** 0 = off. */
+  readonly maxRetry: number;
+  /** Seconds. */
+  readonly findTime: number;
+  readonly remoteRate: number;
+  readonly remoteBurst: number;
+  readonly streamMaxLen: number;
+  readonly outbox: number;
+  /** Seconds. */
+  readonly resync: number;
+}
+
 export interface Config {
   readonly ami: AmiConfig;
   readonly ban: BanPolicyConfig;
@@ -92,6 +113,8 @@ export interface Config {
   /** Observability only (/metrics, /healthz, /readyz), no token. */
   readonly metricsListen: (ControlListen & { readonly kind: 'tcp' }) | undefined;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
+  /** Sharing bans through Redis; undefined = off. */
+  readonly fleet: FleetConfig | undefined;
 }
 
 export type ControlListen = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
@@ -102,6 +125,8 @@ export interface LoadOptions {
   readonly readFile?: (path: string) => string;
   /** `replay` and the control-API commands need no AMI credentials. */
   readonly purpose?: 'daemon' | 'replay' | 'client';
+  /** FLEET_HOST_ID's default. */
+  readonly hostname?: string;
 }
 
 const DEFAULTS: ReadonlyMap<string, string | undefined> = new Map(VARIABLES.map((v) => [v.name, v.default]));
@@ -328,6 +353,61 @@ function readPorts(r: Reader): PortRuleConfig[] {
   return [...byProtocol].map(([protocol, ports]) => ({ protocol, ports }));
 }
 
+const FLEET_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+function readFleet(r: Reader, readFile: (path: string) => string, hostname: string): FleetConfig | undefined {
+  const url = r.raw('FLEET_REDIS_URL');
+  const sentinelText = splitList(r.raw('FLEET_REDIS_SENTINELS') ?? '');
+  if (url === undefined && sentinelText.length === 0) return undefined;
+  if (url !== undefined) {
+    let u: URL | undefined;
+    try {
+      u = new URL(url);
+    } catch {
+      u = undefined;
+    }
+    if (u === undefined || (u.protocol !== 'redis:' && u.protocol !== 'rediss:') || u.hostname === '') {
+      r.fail('FLEET_REDIS_URL', 'not valid; expected redis://[user:password@]host:port[/db] or rediss://… (TLS)');
+    }
+  }
+  const sentinels = sentinelText.map((s) => parseHostPort(s));
+  if (sentinels.some((s) => s === null)) r.fail('FLEET_REDIS_SENTINELS', `"${sentinelText.join(',')}" is not valid; expected host:port entries, comma separated`);
+  let password: Secret | undefined;
+  const file = r.raw('FLEET_REDIS_PASSWORD_FILE');
+  if (file !== undefined) {
+    try {
+      const value = readFile(file).replace(/\r?\n$/, '');
+      if (value === '' || /[\r\n]/.test(value)) r.fail('FLEET_REDIS_PASSWORD_FILE', `file "${file}" must hold the password alone on one line`);
+      password = new Secret(value);
+    } catch (err) {
+      r.fail('FLEET_REDIS_PASSWORD_FILE', `cannot read "${file}" (${errorMessage(err)}); expected a readable file holding the Redis password`);
+    }
+  }
+  const name = r.raw('FLEET_NAME') ?? '';
+  if (!FLEET_NAME.test(name)) r.fail('FLEET_NAME', `"${name}" is not valid; expected up to 64 letters, digits, _ . or -`);
+  const hostId = r.raw('FLEET_HOST_ID') ?? hostname;
+  if (!FLEET_NAME.test(hostId)) r.fail('FLEET_HOST_ID', `"${hostId}" is not valid; expected up to 64 letters, digits, _ . or - (set FLEET_HOST_ID when the host name is not)`);
+  const master = r.raw('FLEET_REDIS_MASTER') ?? '';
+  if (!FLEET_NAME.test(master)) r.fail('FLEET_REDIS_MASTER', `"${master}" is not valid; expected the primary's name in sentinel.conf`);
+  return {
+    url,
+    password,
+    sentinels: sentinels.filter((s) => s !== null),
+    master,
+    name,
+    hostId,
+    apply: r.bool('FLEET_APPLY'),
+    publish: r.bool('FLEET_PUBLISH'),
+    maxRetry: r.int('FLEET_MAXRETRY', 0, 100_000),
+    findTime: r.duration('FLEET_FINDTIME', { min: 1 }),
+    remoteRate: r.int('FLEET_REMOTE_RATE', 1, 10_000_000),
+    remoteBurst: r.int('FLEET_REMOTE_BURST', 1, 10_000_000),
+    streamMaxLen: r.int('FLEET_STREAM_MAXLEN', 100, 100_000_000),
+    outbox: r.int('FLEET_OUTBOX', 1, 10_000_000),
+    resync: r.duration('FLEET_RESYNC', { min: 1 }),
+  };
+}
+
 function checkUnknown(r: Reader, env: Env): void {
   for (const name of Object.keys(env)) {
     if (KNOWN.has(name) || !OWN_PREFIXES.some((p) => name.startsWith(p))) continue;
@@ -430,6 +510,8 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     format: r.oneOf<LogFormat>('LOG_FORMAT', ['auto', 'json', 'text']),
   };
 
+  const fleet = options.purpose === 'daemon' || options.purpose === undefined ? readFleet(r, readFile, options.hostname ?? 'localhost') : undefined;
+
   if (r.problems.length > 0) throw new ConfigError(r.problems);
-  return deepFreeze({ ami, ban, firewall, nftables, stateDir, control, metricsListen, log });
+  return deepFreeze({ ami, ban, firewall, nftables, stateDir, control, metricsListen, log, fleet });
 }

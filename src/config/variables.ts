@@ -63,9 +63,24 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'CONTROL_TOKEN', default: undefined, meaning: 'every control request needs `Authorization: Bearer <token>`; required when CONTROL_LISTEN is TCP', secret: true },
   { name: 'CONTROL_GROUP', default: undefined, meaning: 'a group (name or id) allowed to use the control socket: mode 0660 instead of 0600' },
   { name: 'METRICS_LISTEN', default: undefined, meaning: '`host:port` serving only /metrics, /healthz and /readyz, without a token (for Prometheus and health checks); none by default' },
+  { name: 'FLEET_REDIS_URL', default: undefined, meaning: 'share bans with the other hosts through this Redis: `redis://[user:password@]host:port[/db]` or `rediss://` (TLS); unset = no fleet', secret: true },
+  { name: 'FLEET_REDIS_PASSWORD_FILE', default: undefined, meaning: "a file holding the Redis password (instead of the URL's); trailing newline ignored" },
+  { name: 'FLEET_REDIS_SENTINELS', default: '', meaning: 'Redis Sentinel `host:port` list: the primary is asked of them at every connection (then FLEET_REDIS_URL, if set, gives only credentials, TLS and db)', emptyIsValue: true },
+  { name: 'FLEET_REDIS_MASTER', default: 'mymaster', meaning: "the Sentinel primary's name" },
+  { name: 'FLEET_NAME', default: 'ami2ban', meaning: 'the key prefix shared by one fleet (letters, digits, `_.-`)' },
+  { name: 'FLEET_HOST_ID', default: undefined, meaning: "this host's name in the fleet; default: the host name" },
+  { name: 'FLEET_APPLY', default: 'true', meaning: "apply the other hosts' bans here (through this host's ignore list and ignore-self)" },
+  { name: 'FLEET_PUBLISH', default: 'true', meaning: "share this host's bans and manual unbans with the others" },
+  { name: 'FLEET_MAXRETRY', default: '0', meaning: 'failures of one address across all hosts within FLEET_FINDTIME that ban it everywhere, even when no host reached BAN_MAXRETRY; 0 = off' },
+  { name: 'FLEET_FINDTIME', default: '10m', meaning: 'window of the fleet-wide count' },
+  { name: 'FLEET_REMOTE_RATE', default: '1000', meaning: "other hosts' bans applied per second past the burst; more are refused and counted (a runaway or hostile host)" },
+  { name: 'FLEET_REMOTE_BURST', default: '20000', meaning: "other hosts' bans applied at once before FLEET_REMOTE_RATE limits them" },
+  { name: 'FLEET_STREAM_MAXLEN', default: '100000', meaning: 'decisions kept on the stream (approximately); a host further behind catches up from the snapshot' },
+  { name: 'FLEET_OUTBOX', default: '100000', meaning: 'decisions kept for publishing while Redis is unreachable; past it the oldest are dropped (counted; the bans among them are re-published by anti-entropy)' },
+  { name: 'FLEET_RESYNC', default: '5m', meaning: "how often this host re-asserts its bans the bus no longer holds (heals what a Redis failover lost)" },
   { name: 'LOG_LEVEL', default: 'info', meaning: '`error`, `warn`, `info` or `debug`' },
   { name: 'LOG_FORMAT', default: 'auto', meaning: '`json`, `text`, or `auto` (JSON when stdout is not a TTY)' },
 ];
 
 /** Prefixes that belong to ami2ban: an unknown variable with one of them is a configuration error. */
-export const OWN_PREFIXES = ['AMI_', 'BAN_', 'NFT_', 'CONTROL_', 'METRICS_'] as const;
+export const OWN_PREFIXES = ['AMI_', 'BAN_', 'NFT_', 'CONTROL_', 'METRICS_', 'FLEET_'] as const;

@@ -31,6 +31,8 @@ export interface StatusReport {
   readonly trackedAddresses: number;
   readonly activeBans: number;
   readonly counts: { readonly events: number; readonly failures: number; readonly bans: number; readonly unbans: number };
+  /** The fleet's bus (Redis); null when the fleet is off. degraded: bans stay local until it is back. */
+  readonly fleet: { readonly state: string; readonly hostId: string; readonly outbox: number; readonly lastError: string | null } | null;
 }
 
 export interface BanView {
@@ -47,6 +49,35 @@ export interface BanView {
   readonly reason: string;
   readonly failures: number;
   readonly events: Readonly<Record<string, number>>;
+  /** The fleet host that decided it; null when this host did. */
+  readonly origin: string | null;
+  /** A ban of this host kept from the fleet (`--local`). */
+  readonly local: boolean;
+}
+
+/** The fleet as this host sees it (`ami2ban fleet`, GET /v1/fleet). */
+export interface FleetView {
+  readonly enabled: boolean;
+  readonly hostId: string | null;
+  readonly server: string | null;
+  readonly state: string;
+  /** ISO time; null while not connected. */
+  readonly connectedSince: string | null;
+  readonly lastError: string | null;
+  readonly apply: boolean;
+  readonly publish: boolean;
+  readonly outbox: number;
+  readonly outboxDropped: number;
+  readonly streamLagSeconds: number;
+  readonly cursor: string | null;
+  readonly hosts: readonly { readonly id: string; readonly lastSeen: string; readonly ageSeconds: number }[];
+  readonly published: { readonly ban: number; readonly unban: number };
+  readonly applied: { readonly ban: number; readonly unban: number };
+  readonly rejected: Readonly<Record<string, number>>;
+  readonly snapshots: number;
+  readonly reconnects: number;
+  /** Bans in force here that another host decided. */
+  readonly remoteBans: number;
 }
 
 export type ManualBanOutcome =
@@ -104,7 +135,8 @@ export interface ControlTarget {
   banPages(size: number): Iterable<BanView[]>;
   /** duration as the operator wrote it (`1h`, `600`, `-1`); undefined = the policy's. */
   /** `replace`: a shorter ban may replace a longer one in force. */
-  ban(ip: string, duration: string | undefined, force: boolean, replace?: boolean): Promise<ManualBanOutcome>;
+  /** `local`: kept from the fleet (not published). */
+  ban(ip: string, duration: string | undefined, force: boolean, replace?: boolean, local?: boolean): Promise<ManualBanOutcome>;
   unban(ip: string): Promise<UnbanOutcome>;
   unbanAll(): Promise<number>;
   /** Why an address is or was banned; invalid = not an address. */
@@ -114,4 +146,5 @@ export interface ControlTarget {
   trusted(): TrustView[];
   /** Revokes the trust of an address (every account, or one). */
   revokeTrust(ip: string, account: string | undefined): RevokeOutcome;
+  fleet(): FleetView;
 }

@@ -14,6 +14,25 @@ export interface MetricSources {
   storeHealth(): { readonly healthy: boolean; readonly pending: number };
   /** Absolute nftables counter values, or undefined when there are none (dry-run). */
   dropped(): Promise<Readonly<Record<'ipv4' | 'ipv6', { packets: number; bytes: number }>> | undefined>;
+  /** The fleet's bus; null when the fleet is off. */
+  fleet?(): FleetMetricSource | null;
+}
+
+export interface FleetMetricSource {
+  readonly connected: boolean;
+  readonly outbox: number;
+  readonly outboxDropped: number;
+  readonly lagMs: number;
+  readonly snapshots: number;
+  readonly published: { readonly ban: number; readonly unban: number };
+}
+
+/** A counter that follows a total kept elsewhere (read at each scrape). */
+function following(counter: client.Counter, labels: Record<string, string>, seen: Map<string, number>, total: number): void {
+  const key = JSON.stringify(labels);
+  const before = seen.get(key) ?? 0;
+  if (total > before) counter.inc(labels, total - before);
+  seen.set(key, Math.max(before, total));
 }
 
 const FAMILIES = ['ipv4', 'ipv6'] as const;
@@ -45,6 +64,9 @@ export class Metrics {
   readonly ineffectiveBans: client.Counter;
   readonly firewallErrors: client.Counter<'op'>;
   readonly rebans: client.Counter;
+  readonly fleetApplied: client.Counter<'op'>;
+  readonly fleetRejected: client.Counter<'reason'>;
+  readonly fleetPropagationSeconds: client.Histogram;
   private sources: MetricSources | undefined;
 
   constructor(options: MetricsOptions = {}) {
@@ -137,6 +159,73 @@ export class Metrics {
         const n = self()?.evictions() ?? 0;
         this.inc(Math.max(0, n - evictionsSeen));
         evictionsSeen = Math.max(evictionsSeen, n);
+      },
+    });
+    this.fleetApplied = new client.Counter({ name: 'ami2ban_fleet_applied_total', help: "other hosts' decisions applied here, by operation", labelNames: ['op'], registers });
+    this.fleetRejected = new client.Counter({
+      name: 'ami2ban_fleet_rejected_total',
+      help: "other hosts' decisions not applied here, by reason (ignore list, self, rate cap, malformed entry, …)",
+      labelNames: ['reason'],
+      registers,
+    });
+    this.fleetPropagationSeconds = new client.Histogram({
+      name: 'ami2ban_fleet_propagation_seconds',
+      help: "from another host's ban decision to the ban in this host's kernel and database",
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    for (const op of ['ban', 'unban']) this.fleetApplied.inc({ op }, 0);
+    const fleetSeen = new Map<string, number>();
+    const snapshotsSeen = new Map<string, number>();
+    const droppedSeen = new Map<string, number>();
+    new client.Gauge({
+      name: 'ami2ban_fleet_connected',
+      help: '1 when the fleet bus (Redis) is connected; 0 when degraded (bans stay local) or the fleet is off',
+      registers,
+      collect() {
+        this.set(self()?.fleet?.()?.connected === true ? 1 : 0);
+      },
+    });
+    new client.Gauge({
+      name: 'ami2ban_fleet_outbox',
+      help: 'decisions of this host waiting to be published (Redis unreachable)',
+      registers,
+      collect() {
+        this.set(self()?.fleet?.()?.outbox ?? 0);
+      },
+    });
+    new client.Gauge({
+      name: 'ami2ban_fleet_stream_lag_seconds',
+      help: "how far this host's reading of the fleet's stream is behind its newest entry",
+      registers,
+      collect() {
+        this.set((self()?.fleet?.()?.lagMs ?? 0) / 1000);
+      },
+    });
+    new client.Counter({
+      name: 'ami2ban_fleet_published_total',
+      help: 'decisions of this host published to the fleet, by operation',
+      labelNames: ['op'],
+      registers,
+      collect() {
+        const f = self()?.fleet?.();
+        for (const op of ['ban', 'unban'] as const) following(this, { op }, fleetSeen, f?.published[op] ?? 0);
+      },
+    });
+    new client.Counter({
+      name: 'ami2ban_fleet_snapshots_total',
+      help: 'catch-ups from the snapshot of the bans in force (at start, or after missing trimmed stream entries)',
+      registers,
+      collect() {
+        following(this, {}, snapshotsSeen, self()?.fleet?.()?.snapshots ?? 0);
+      },
+    });
+    new client.Counter({
+      name: 'ami2ban_fleet_outbox_dropped_total',
+      help: 'decisions dropped from a full outbox while Redis was unreachable (bans among them are re-published by anti-entropy)',
+      registers,
+      collect() {
+        following(this, {}, droppedSeen, self()?.fleet?.()?.outboxDropped ?? 0);
       },
     });
     this.firewallOperations = new client.Counter({
@@ -235,7 +324,15 @@ export class Metrics {
   private readonly refreshDropped: () => Promise<void>;
 
   bind(sources: MetricSources): void {
-    this.sources = sources;
+    this.sources = { ...sources, ...(this.fleetSource === undefined ? {} : { fleet: this.fleetSource }) };
+  }
+
+  private fleetSource: (() => FleetMetricSource | null) | undefined;
+
+  /** The fleet's figures (bound before or after the daemon's). */
+  bindFleet(source: () => FleetMetricSource | null): void {
+    this.fleetSource = source;
+    if (this.sources !== undefined) this.sources = { ...this.sources, fleet: source };
   }
 
   /** The text exposition, with the kernel counters read fresh. */

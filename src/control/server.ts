@@ -211,14 +211,15 @@ export class ControlServer {
       await sendBans(res, t.banPages(BAN_PAGE));
     } else if (path === '/v1/bans' && method === 'POST') {
       const body = await readJson(req);
-      const { ip, duration, force, replace } = body;
+      const { ip, duration, force, replace, local } = body;
       if (typeof ip !== 'string') throw new HttpError(400, '"ip" must be a string holding an IPv4 or IPv6 address');
       if (duration !== undefined && typeof duration !== 'string' && typeof duration !== 'number') {
         throw new HttpError(400, '"duration" must be a duration such as "1h", 600 or "-1"');
       }
       if (force !== undefined && typeof force !== 'boolean') throw new HttpError(400, '"force" must be true or false');
       if (replace !== undefined && typeof replace !== 'boolean') throw new HttpError(400, '"replace" must be true or false');
-      const outcome = await t.ban(ip, duration === undefined ? undefined : String(duration), force === true, replace === true);
+      if (local !== undefined && typeof local !== 'boolean') throw new HttpError(400, '"local" must be true or false');
+      const outcome = await t.ban(ip, duration === undefined ? undefined : String(duration), force === true, replace === true, local === true);
       if (outcome.kind === 'invalid') throw new HttpError(400, outcome.message);
       if (outcome.kind === 'refused') throw new HttpError(409, outcome.message);
       if (outcome.kind === 'failed') throw new HttpError(outcome.status, outcome.message);
@@ -240,6 +241,9 @@ export class ControlServer {
       if (done.kind === 'not-banned') throw new HttpError(404, `${ip} is not banned`);
       if (done.kind === 'failed') throw new HttpError(502, done.message);
       send(res, 200, { unbanned: ip });
+    } else if (path === '/v1/fleet') {
+      only('GET');
+      send(res, 200, t.fleet());
     } else if (path === '/v1/trust') {
       only('GET');
       send(res, 200, { trusted: t.trusted() });

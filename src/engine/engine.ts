@@ -54,11 +54,11 @@ export interface EngineEvent {
 }
 
 /** threshold: maxretry counted failures; unanswered: unanswered challenges; manual: an operator. */
-/** subnet: a network, for its failures or for the addresses of it banned. */
-export const BAN_REASONS = ['threshold', 'unanswered', 'subnet', 'manual'] as const;
+/** subnet: a network, for its failures or for the addresses of it banned. fleet: failures across the fleet's hosts (FLEET_MAXRETRY). */
+export const BAN_REASONS = ['threshold', 'unanswered', 'subnet', 'manual', 'fleet'] as const;
 export type BanReason = (typeof BAN_REASONS)[number];
-/** subnet: lifted because a ban of a network holding it replaced it. */
-export const UNBAN_REASONS = ['expired', 'manual', 'subnet'] as const;
+/** subnet: lifted because a ban of a network holding it replaced it. fleet: lifted by another host of the fleet. */
+export const UNBAN_REASONS = ['expired', 'manual', 'subnet', 'fleet'] as const;
 export type UnbanReason = (typeof UNBAN_REASONS)[number];
 
 export interface BanDecision {
@@ -83,6 +83,8 @@ export interface BanDecision {
   readonly previousBans: number;
   /** It lengthens (or replaces) a ban in force: the same ban, not another one for escalation. */
   readonly extendsBan: boolean;
+  /** The fleet host that decided it; absent when this host did. */
+  readonly origin?: string;
 }
 
 export interface UnbanDecision {
@@ -116,6 +118,17 @@ export type Outcome =
 
 /** The widest networks a manual ban may name without force (never /0). */
 export const MIN_PREFIX: Readonly<Record<IpFamily, number>> = { ipv4: 16, ipv6: 32 };
+
+/** A ban by an operator or another host: its length (or absolute end), why, and who decided it. */
+export interface BanOptions {
+  readonly seconds?: number;
+  /** Epoch ms (Infinity = permanent); wins over seconds. */
+  readonly until?: number;
+  readonly force?: boolean;
+  readonly replace?: boolean;
+  readonly reason?: BanReason;
+  readonly origin?: string;
+}
 
 export type ManualBanResult =
   /** `replaced`: bans inside the banned network, lifted (it covers them). */
@@ -429,7 +442,7 @@ export class Engine {
    * A ban by an operator; the duration defaults to the policy's (with increment). It never
    * shortens a ban in force unless `replace`.
    */
-  ban(ipText: string, now: number, options: { seconds?: number; force?: boolean; replace?: boolean } = {}): ManualBanResult {
+  ban(ipText: string, now: number, options: BanOptions = {}): ManualBanResult {
     const target = parseBanTarget(ipText);
     if (target === null) return { kind: 'refused', reason: 'invalid-address' };
     if (target.cidr !== null) return this.banNetwork(target.ip, target.cidr, now, options);
@@ -447,15 +460,15 @@ export class Engine {
     const inForce = current !== undefined && current.until > now;
     // A ban in force is counted in the history already: this one continues it.
     const previous = this.history.count(addr.ip, now) - (inForce ? 1 : 0);
-    const seconds = options.seconds ?? nextBanSeconds(this.policy, Math.max(0, previous), this.random);
+    const seconds = banSeconds(options, now) ?? nextBanSeconds(this.policy, Math.max(0, previous), this.random);
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     if (inForce && options.replace !== true && until <= current.until) return { kind: 'unchanged', until: current.until };
     this.trackers.delete(addr.ip);
-    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, 'manual', 0, {}, inForce), replaced: [] };
+    return { kind: 'banned', decision: withOrigin(this.recordBan(addr.ip, addr.family, now, seconds, options.reason ?? 'manual', 0, {}, inForce), options), replaced: [] };
   }
 
   /** A manual ban of a network: it replaces the bans inside it; ignore lists and own addresses always win. */
-  private banNetwork(text: string, cidr: Cidr, now: number, options: { seconds?: number; force?: boolean; replace?: boolean }): ManualBanResult {
+  private banNetwork(text: string, cidr: Cidr, now: number, options: BanOptions): ManualBanResult {
     const family = cidr.address.family;
     if (cidr.prefix === 0 || (options.force !== true && cidr.prefix < MIN_PREFIX[family])) return { kind: 'refused', reason: 'too-wide', min: MIN_PREFIX[family] };
     const why = unbannable(cidr.address);
@@ -465,14 +478,14 @@ export class Engine {
     const current = this.bans.get(text);
     const inForce = current !== undefined && current.until > now;
     const previous = this.history.count(text, now) - (inForce ? 1 : 0);
-    const seconds = options.seconds ?? nextBanSeconds(this.policy, Math.max(0, previous), this.random);
+    const seconds = banSeconds(options, now) ?? nextBanSeconds(this.policy, Math.max(0, previous), this.random);
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     if (inForce && options.replace !== true && until <= current.until) return { kind: 'unchanged', until: current.until };
     const outer = [...this.networks].find(([k, c]) => k !== text && cidrsOverlap(c, cidr) && c.prefix < cidr.prefix && (this.bans.get(k)?.until ?? 0) > now);
     if (outer !== undefined) return { kind: 'unchanged', until: this.bans.get(outer[0])?.until ?? until };
     // Everything the network holds (addresses, narrower networks) is covered by it now: lifted.
     const replaced = this.liftInside(text, cidr, now);
-    return { kind: 'banned', decision: { ...this.recordBan(text, family, now, seconds, 'manual', 0, {}, inForce), replaces: replaced }, replaced };
+    return { kind: 'banned', decision: withOrigin({ ...this.recordBan(text, family, now, seconds, options.reason ?? 'manual', 0, {}, inForce), replaces: replaced }, options), replaced };
   }
 
   /** Lifts the bans in force inside a network about to be banned (addresses, narrower networks): it covers them. */
@@ -771,6 +784,16 @@ const TRANSPORT_NAMES: readonly string[] = ['', 'UDP', 'TCP', 'TLS', 'WS', 'WSS'
 function transportCode(t: string): number {
   const i = TRANSPORT_NAMES.indexOf(t);
   return i >= 0 ? i : Math.max(0, TRANSPORT_NAMES.indexOf(t.toUpperCase()));
+}
+
+/** Seconds asked by a ban's options (an absolute end counts from now), or undefined for the policy's. */
+function banSeconds(options: BanOptions, now: number): number | undefined {
+  if (options.until === undefined) return options.seconds;
+  return options.until === Number.POSITIVE_INFINITY ? options.until : Math.max(1, (options.until - now) / 1000);
+}
+
+function withOrigin(d: BanDecision, options: BanOptions): BanDecision {
+  return options.origin === undefined ? d : { ...d, origin: options.origin };
 }
 
 function ignored(reason: IgnoreReason): Outcome {

@@ -11,7 +11,9 @@ import { NftablesFirewall } from '../firewall/nftables.js';
 import { type NftRunner, chooseRunner } from '../firewall/runner.js';
 import type { Logger } from '../log/logger.js';
 import { BanStore } from '../store/store.js';
+import { RedisDecisionBus } from '../fleet/redis-bus.js';
 import { Daemon } from './daemon.js';
+import { FleetLink } from './fleet-link.js';
 import { type ResolveHost, TrunkNames, dnsResolver } from './trunks.js';
 import { selfAddresses } from './self.js';
 
@@ -84,10 +86,11 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     giveUpMs: config.ami.giveUp * 1000,
   });
   let firewall: Firewall;
-  let owner: Daemon | undefined;
+  // Filled once the daemon exists: the firewall and the fleet ask it for the bans in force.
+  const owner: { daemon?: Daemon } = {};
   try {
     // The daemon owns the bans in force; the firewall asks it when its table must be rebuilt.
-    firewall = overrides.firewall ?? buildFirewall(config, logger, metrics, overrides.runner, () => owner?.bansInForce() ?? []);
+    firewall = overrides.firewall ?? buildFirewall(config, logger, metrics, overrides.runner, () => owner.daemon?.bansInForce() ?? []);
   } catch (err) {
     void store.close();
     throw err;
@@ -99,6 +102,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
   const self = config.ban.ignoreSelf
     ? () => selfAddresses({ amiHost: config.ami.host, ...(listen.kind === 'tcp' ? { controlHost: listen.host } : {}) })
     : undefined;
+  const fleet = buildFleet(config, logger, metrics, store, () => owner.daemon);
   const b = config.ban;
   // The longest ban this policy gives: stored automatic bans are capped at it on restart.
   const maxSeconds = b.banTime === Number.POSITIVE_INFINITY ? b.banTime : b.increment ? Math.max(b.banTime, b.maxTime + b.rndTime) : b.banTime;
@@ -117,8 +121,41 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     // Always there, so that a host name added on SIGHUP is resolved too.
     trunks: new TrunkNames(config.ban.ignoreHosts, overrides.resolveHost ?? dnsResolver(config.ban.dnsServers)),
     dnsRefreshMs: config.ban.dnsRefresh * 1000,
+    ...(fleet === undefined ? {} : { fleet }),
   });
-  owner = daemon;
-  owner = daemon;
+  owner.daemon = daemon;
   return { daemon, metrics };
+}
+
+const CURSOR_KEY = 'fleet.cursor';
+
+/** The fleet's bus on Redis and its link to the daemon; undefined when FLEET_REDIS_URL is not set. */
+function buildFleet(config: Config, logger: Logger, metrics: Metrics, store: BanStore, daemon: () => Daemon | undefined): FleetLink | undefined {
+  const f = config.fleet;
+  if (f === undefined) return undefined;
+  const log = logger.child({ component: 'fleet' });
+  const bus = new RedisDecisionBus({
+    url: f.url,
+    ...(f.password === undefined ? {} : { password: f.password.reveal() }),
+    sentinels: f.sentinels,
+    master: f.master,
+    name: f.name,
+    hostId: f.hostId,
+    publish: f.publish,
+    streamMaxLen: f.streamMaxLen,
+    outboxMax: f.outbox,
+    resyncMs: f.resync * 1000,
+    ...(f.maxRetry > 0 ? { threshold: { maxRetry: f.maxRetry, findTimeMs: f.findTime * 1000 } } : {}),
+    // Keyed by the fleet's name: another fleet (or Redis) starts from its snapshot.
+    cursor: { load: () => store.meta(`${CURSOR_KEY}:${f.name}`) ?? null, save: (id) => { store.setMeta(`${CURSOR_KEY}:${f.name}`, id); } },
+    ownBans: function* () {
+      for (const b of daemon()?.sharedBans() ?? []) yield { op: 'ban', ip: b.ip, until: b.until, at: b.at, origin: f.hostId, reason: b.reason };
+    },
+    logger: log,
+  });
+  metrics.bindFleet(() => {
+    const s = bus.status();
+    return { connected: s.state === 'connected', outbox: s.outbox, outboxDropped: s.outboxDropped, lagMs: s.lagMs, snapshots: s.snapshots, published: s.published };
+  });
+  return new FleetLink({ bus, hostId: f.hostId, apply: f.apply, publish: f.publish, rate: f.remoteRate, burst: f.remoteBurst, metrics, logger: log });
 }

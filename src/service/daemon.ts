@@ -3,9 +3,9 @@ import type { AmiClient } from '../ami/client.js';
 import type { SecurityEvent } from '../ami/security-event.js';
 import { type Cidr, describeUnbannable, parseBanTarget, parseIp } from '../common/ip.js';
 import { DURATION_LIMIT_TEXT, PERMANENT, parseDuration } from '../config/duration.js';
-import type { BanView, ControlTarget, ExplainOutcome, ManualBanOutcome, RevokeOutcome, StatusReport, TrustView, UnbanOutcome } from '../control/api.js';
+import type { BanView, ControlTarget, ExplainOutcome, FleetView, ManualBanOutcome, RevokeOutcome, StatusReport, TrustView, UnbanOutcome } from '../control/api.js';
 import type { Metrics } from '../control/metrics.js';
-import type { BanDecision, Engine, IgnoreReason, UnbanDecision } from '../engine/engine.js';
+import { BAN_REASONS, type BanDecision, type BanReason, type Engine, type IgnoreReason, type UnbanDecision } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
 import type { ExistingBan, Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log/logger.js';
@@ -16,6 +16,62 @@ import type { SelfResult } from './self.js';
 import type { TrunkNames } from './trunks.js';
 
 const NO_DETAILS: readonly never[] = [];
+
+/** What the daemon tells the fleet and asks of it (service/fleet-link.ts). */
+export interface FleetPort {
+  /** Starts sharing (after the daemon's own bans are reconciled). */
+  start(daemon: Daemon): void;
+  /** Publishes what is queued (bounded), then stops. */
+  stop(): Promise<void>;
+  /** A ban of this host to share. */
+  banned(d: BanDecision): void;
+  /** An operator lifted a shared ban here. */
+  unbanned(ip: string, at: number): void;
+  /** A failure counted here (the fleet-wide threshold). */
+  failed(ip: string): void;
+  status(): StatusReport['fleet'];
+  view(): FleetView;
+}
+
+/** Another host's ban, checked by the bus. */
+export interface RemoteBan {
+  readonly ip: string;
+  /** Epoch ms; Infinity = permanent. */
+  readonly until: number;
+  readonly at: number;
+  readonly origin: string;
+  readonly reason: string;
+}
+
+/** Why another host's decision was not applied here. */
+export type RemoteRefusal = 'invalid-address' | 'unbannable' | 'self' | 'ignore-list' | 'too-wide' | 'holds-excluded' | 'expired';
+
+export type RemoteOutcome =
+  | { readonly kind: 'applied'; readonly acknowledged: Promise<boolean> }
+  | { readonly kind: 'unchanged' }
+  | { readonly kind: 'refused'; readonly reason: RemoteRefusal };
+
+const OFF_FLEET: FleetView = {
+  enabled: false,
+  hostId: null,
+  server: null,
+  state: 'off',
+  connectedSince: null,
+  lastError: null,
+  apply: false,
+  publish: false,
+  outbox: 0,
+  outboxDropped: 0,
+  streamLagSeconds: 0,
+  cursor: null,
+  hosts: [],
+  published: { ban: 0, unban: 0 },
+  applied: { ban: 0, unban: 0 },
+  rejected: {},
+  snapshots: 0,
+  reconnects: 0,
+  remoteBans: 0,
+};
 
 export interface DaemonOptions {
   readonly ami: AmiClient;
@@ -44,6 +100,8 @@ export interface DaemonOptions {
   /** The ignore list's host names (trunks by name), and how often they are resolved again. */
   readonly trunks?: TrunkNames;
   readonly dnsRefreshMs?: number;
+  /** Sharing with the other hosts; absent = no fleet. */
+  readonly fleet?: FleetPort;
 }
 
 /** How long the start waits for the trunks' names before reading events without them. */
@@ -165,7 +223,20 @@ export class Daemon implements ControlTarget {
       if (k.apply) {
         // Lost from the kernel (host reboot, flushed ruleset), or shorter there than recorded (a
         // longer ban whose commit was cut off), or capped: put it back for what is left of it.
-        const d: BanDecision = { type: 'ban', ...record, at: s.startedAt, banSeconds: (k.expiresAt - s.startedAt) / 1000, until: k.expiresAt, reason: 'manual', extendsBan: false };
+        const d: BanDecision = {
+          type: 'ban',
+          ip: s.ip,
+          family: s.family,
+          failures: s.failures,
+          events: s.events,
+          details: s.details,
+          previousBans: s.previousBans,
+          at: s.startedAt,
+          banSeconds: (k.expiresAt - s.startedAt) / 1000,
+          until: k.expiresAt,
+          reason: 'manual',
+          extendsBan: false,
+        };
         if (engine.adopt(s.ip, k.expiresAt, now)) this.records.set(s.ip, newRecord(record, null));
         void this.enforce(d, true).then((error) => {
           if (error !== null) this.retryLater(d, error);
@@ -194,7 +265,7 @@ export class Daemon implements ControlTarget {
       // In the kernel but unknown to the store (e.g. the database was replaced): adopt and record it.
       if (!engine.adopt(k.ip, k.expiresAt, now)) continue;
       const previousBans = store.previousBans(k.ip);
-      this.records.set(k.ip, newRecord({ ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: {}, details: NO_DETAILS, previousBans }, now));
+      this.records.set(k.ip, newRecord({ ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: {}, details: NO_DETAILS, previousBans, origin: null, local: false }, now));
       store.recordBan({
         ip: k.ip,
         family: k.family,
@@ -218,6 +289,7 @@ export class Daemon implements ControlTarget {
       liftedAsExcluded: plan.lift.length,
       expiredWhileDown,
     });
+    this.o.fleet?.start(this);
     this.o.ami.on('event', this.onEvent);
     this.o.ami.start();
     this.lastStatsAt = now;
@@ -232,6 +304,7 @@ export class Daemon implements ControlTarget {
     if (this.housekeeping !== undefined) clearInterval(this.housekeeping);
     this.o.ami.off('event', this.onEvent);
     this.o.ami.stop();
+    await this.o.fleet?.stop();
     await this.idle();
     await this.o.firewall.stop();
     this.firewallState = 'stopped';
@@ -305,6 +378,7 @@ export class Daemon implements ControlTarget {
       trackedAddresses: s.tracked,
       activeBans: s.activeBans,
       counts: { events: this.counters.events, failures: this.counters.failures, bans: this.counters.bans, unbans: this.counters.unbans },
+      fleet: this.o.fleet?.status() ?? null,
     };
   }
 
@@ -326,7 +400,8 @@ export class Daemon implements ControlTarget {
     return [...this.banPages(1000)].flat();
   }
 
-  async ban(ipText: string, duration: string | undefined, force: boolean, replace = false): Promise<ManualBanOutcome> {
+  /** `reason` fleet: the fleet-wide threshold chose this host to ban for everyone. */
+  async ban(ipText: string, duration: string | undefined, force: boolean, replace = false, local = false, reason: 'manual' | 'fleet' = 'manual'): Promise<ManualBanOutcome> {
     let seconds: number | undefined;
     if (duration !== undefined) {
       const parsed = parseDuration(duration, true);
@@ -339,7 +414,7 @@ export class Daemon implements ControlTarget {
       seconds = parsed;
     }
     const now = this.now();
-    const r = this.o.engine.ban(ipText, now, { ...(seconds === undefined ? {} : { seconds }), force, replace });
+    const r = this.o.engine.ban(ipText, now, { ...(seconds === undefined ? {} : { seconds }), force, replace, reason });
     if (r.kind === 'unchanged') {
       const until = r.until === PERMANENT ? 'permanently' : `until ${new Date(r.until).toISOString()}`;
       return { kind: 'refused', message: `${ipText} is already banned ${until}, longer than asked; pass replace (--replace) to shorten it` };
@@ -363,9 +438,9 @@ export class Daemon implements ControlTarget {
     if (this.o.engine.isSelf(r.decision.ip)) {
       this.o.logger.warn('forced ban of an address of this host', { ip: r.decision.ip, consequence: 'traffic from it is dropped: AMI, the control API or the host itself may become unreachable' });
     }
-    const result = await this.applyBanReplacing(r.decision);
+    const result = await this.applyBanReplacing(r.decision, local);
     if (!result.ok) return { kind: 'failed', status: result.status, message: result.message };
-    return { kind: 'banned', ban: this.view(this.fromDecision(r.decision), now) };
+    return { kind: 'banned', ban: this.view(this.fromDecision(r.decision, local), now) };
   }
 
   async unban(ipText: string): Promise<UnbanOutcome> {
@@ -373,10 +448,14 @@ export class Daemon implements ControlTarget {
     if (target === null) return { kind: 'invalid' };
     const now = this.now();
     const before = this.o.engine.activeBans().get(target.ip);
+    const shared = this.records.get(target.ip)?.ban.local !== true;
     const d = this.o.engine.unban(ipText, now);
     if (d === null || before === undefined) return { kind: 'not-banned' };
     const error = await this.applyUnban(d);
-    if (error === null) return { kind: 'unbanned' };
+    if (error === null) {
+      if (shared) this.o.fleet?.unbanned(d.ip, d.at);
+      return { kind: 'unbanned' };
+    }
     // Still blocked in the kernel: it stays banned in our view too, until it expires there.
     this.o.engine.adopt(d.ip, before.until, this.now());
     return { kind: 'failed', message: `nftables could not remove ${d.ip}; it stays banned: ${error}` };
@@ -467,6 +546,7 @@ export class Daemon implements ControlTarget {
       case 'counted':
         this.counters.failures++;
         metrics.failures.inc();
+        this.o.fleet?.failed(outcome.ip);
         return;
       case 'banned': {
         this.counters.failures++;
@@ -490,14 +570,14 @@ export class Daemon implements ControlTarget {
    * is in the kernel, so that none of them goes free meanwhile; if it never gets there, their
    * elements stay and expire on their own.
    */
-  private async applyBanReplacing(d: BanDecision): Promise<BanResult> {
+  private async applyBanReplacing(d: BanDecision, local = false): Promise<BanResult> {
     const replaced = d.replaces ?? [];
     const lift = (u: UnbanDecision): void => {
       this.o.logger.info('ban replaced by a ban of its network', { ip: u.ip, network: d.ip });
       void this.applyUnban(u);
     };
     for (const u of replaced) if (u.ip.includes('/')) lift(u);
-    const result = await this.applyBan(d);
+    const result = await this.applyBan(d, local);
     for (const u of replaced) if (result.ok && !u.ip.includes('/')) lift(u);
     return result;
   }
@@ -537,16 +617,18 @@ export class Daemon implements ControlTarget {
 
 
   /** Commits a decision to the kernel and the store; logs `ban` only once both hold it. */
-  private async applyBan(d: BanDecision): Promise<BanResult> {
+  private async applyBan(d: BanDecision, local = false): Promise<BanResult> {
     this.counters.bans++;
     this.o.metrics.bans.inc({ reason: d.reason });
     const previous = this.records.get(d.ip);
     this.cancelRetry(previous);
     // An element may be in the kernel already: then it is replaced (add, delete, add), else added.
     const replace = previous !== undefined || this.recentlyEnded.has(d.ip);
-    const record = newRecord(this.fromDecision(d), null);
+    const record = newRecord(this.fromDecision(d, local), null);
     this.records.set(d.ip, record);
-    this.o.store.recordBan(d);
+    this.o.store.recordBan(local ? { ...d, local } : d);
+    // The others learn of it now; never on the way to our own kernel, never another host's again.
+    if (d.origin === undefined && !local) this.o.fleet?.banned(d);
     const [kernelError, storeError] = await Promise.all([this.enforce(d, false, replace), this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
     if (kernelError !== null) {
       this.retryLater(d, kernelError);
@@ -735,12 +817,82 @@ export class Daemon implements ControlTarget {
       reason: b.reason,
       failures: b.failures,
       events: b.events,
+      origin: b.origin,
+      local: b.local,
     };
   }
 
-  private fromDecision(d: BanDecision): StoredBan {
+  private fromDecision(d: BanDecision, local = false): StoredBan {
     // The failures' details go to the database (explain reads them there), not into every ban in force.
-    return { ip: d.ip, family: d.family, enforcer: this.o.policy.enforcer, startedAt: d.at, expiresAt: d.until, reason: d.reason, failures: d.failures, events: d.events, details: NO_DETAILS, previousBans: d.previousBans };
+    return {
+      ip: d.ip,
+      family: d.family,
+      enforcer: this.o.policy.enforcer,
+      startedAt: d.at,
+      expiresAt: d.until,
+      reason: d.reason,
+      failures: d.failures,
+      events: d.events,
+      details: NO_DETAILS,
+      previousBans: d.previousBans,
+      origin: d.origin ?? null,
+      local,
+    };
+  }
+
+  // ---- the fleet ----
+
+  /**
+   * Another host's ban: through this host's ignore list and own addresses (never forced), then
+   * the same way as our own (kernel, store, acknowledgement). A longer ban here is kept.
+   */
+  applyRemoteBan(b: RemoteBan): RemoteOutcome {
+    const now = this.now();
+    if (b.until <= now) return { kind: 'refused', reason: 'expired' };
+    const reason: BanReason = (BAN_REASONS as readonly string[]).includes(b.reason) ? (b.reason as BanReason) : 'manual';
+    const r = this.o.engine.ban(b.ip, now, { until: b.until, reason, origin: b.origin });
+    if (r.kind === 'unchanged') return { kind: 'unchanged' };
+    if (r.kind === 'refused') return { kind: 'refused', reason: r.reason };
+    const acknowledged = this.applyBanReplacing(r.decision).then((result) => result.ok);
+    const settled = acknowledged.then(() => undefined);
+    this.inFlight.add(settled);
+    void settled.finally(() => this.inFlight.delete(settled));
+    return { kind: 'applied', acknowledged };
+  }
+
+  /** Another host lifted a ban: lifted here too, unless this host banned the address since (last writer wins). */
+  async applyRemoteUnban(ip: string, at: number): Promise<boolean> {
+    const r = this.records.get(ip);
+    if (r === undefined || r.ban.startedAt > at) return false;
+    const now = this.now();
+    const d = this.o.engine.unban(ip, now);
+    if (d === null) return false;
+    const error = await this.applyUnban({ ...d, reason: 'fleet' });
+    if (error === null) return true;
+    this.o.engine.adopt(d.ip, r.ban.expiresAt, this.now());
+    this.o.logger.error('lifting a ban the fleet lifted failed; it stays until it expires', { ip, error });
+    return false;
+  }
+
+  /** Bans in force here that another host decided (a snapshot lifts those the fleet no longer has). */
+  remoteBans(): string[] {
+    const now = this.now();
+    const out: string[] = [];
+    for (const r of this.records.values()) if (r.ban.origin !== null && r.ban.expiresAt > now) out.push(r.ban.ip);
+    return out;
+  }
+
+  /** This host's shared bans in force (anti-entropy re-asserts them). */
+  *sharedBans(): Generator<{ ip: string; until: number; at: number; reason: string }> {
+    const now = this.now();
+    for (const r of this.records.values()) {
+      const b = r.ban;
+      if (b.origin === null && !b.local && b.expiresAt > now && r.outcome !== 'failed' && this.o.engine.isBanned(b.ip, now)) yield { ip: b.ip, until: b.expiresAt, at: b.startedAt, reason: b.reason };
+    }
+  }
+
+  fleet(): FleetView {
+    return this.o.fleet?.view() ?? OFF_FLEET;
   }
 
   /** Why an address may not be banned now (ignore list, self), or null. */

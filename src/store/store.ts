@@ -34,6 +34,10 @@ export interface BanRecordInput {
   readonly previousBans: number;
   /** It continues the open ban of the address (closed as `extended`, not counted again). */
   readonly extendsBan?: boolean;
+  /** The fleet host that decided it; absent when this host did. */
+  readonly origin?: string;
+  /** Kept from the fleet (a manual `--local` ban). */
+  readonly local?: boolean;
 }
 
 export type Enforcer = 'nftables' | 'dry-run';
@@ -51,6 +55,10 @@ export interface StoredBan {
   readonly events: Readonly<Record<string, number>>;
   readonly details: readonly StoredFailure[];
   readonly previousBans: number;
+  /** The fleet host that decided it; null when this host did. */
+  readonly origin: string | null;
+  /** Kept from the fleet. */
+  readonly local: boolean;
 }
 
 /** One ban of an address as the history keeps it, and how it ended (explain). */
@@ -71,6 +79,8 @@ interface Row {
   events: string;
   details: string;
   previous_bans: number;
+  origin: string | null;
+  local: number;
 }
 
 const SCHEMA = `
@@ -88,7 +98,9 @@ CREATE TABLE IF NOT EXISTS bans (
   ended_at      INTEGER,
   end_reason    TEXT,
   enforcer      TEXT    NOT NULL DEFAULT 'nftables',
-  details       TEXT    NOT NULL DEFAULT '[]'
+  details       TEXT    NOT NULL DEFAULT '[]',
+  origin        TEXT,
+  local         INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS bans_ip_started ON bans (ip, started_at);
 CREATE INDEX IF NOT EXISTS bans_open ON bans (ip) WHERE ended_at IS NULL;
@@ -97,6 +109,10 @@ CREATE TABLE IF NOT EXISTS trust (
   account TEXT    NOT NULL,
   until   INTEGER NOT NULL,
   PRIMARY KEY (ip, account)
+);
+CREATE TABLE IF NOT EXISTS meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
 );
 `;
 
@@ -144,12 +160,13 @@ interface Waiter {
 const SQL = {
   close: 'UPDATE bans SET ended_at = ?, end_reason = ? WHERE ip = ? AND ended_at IS NULL',
   insert:
-    'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, details, previous_bans, enforcer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    'INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason, failures, events, details, previous_bans, enforcer, origin, local) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
   expire: "UPDATE bans SET ended_at = expires_at, end_reason = 'expired' WHERE ended_at IS NULL AND expires_at <= ?",
   purge: 'DELETE FROM bans WHERE ended_at IS NOT NULL AND started_at < ?',
   trust: 'INSERT INTO trust (ip, account, until) VALUES (?, ?, ?) ON CONFLICT (ip, account) DO UPDATE SET until = excluded.until',
   untrust: 'DELETE FROM trust WHERE ip = ? AND account = ?',
   purgeTrust: 'DELETE FROM trust WHERE until <= ?',
+  meta: 'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
 } as const;
 
 type Statement = keyof typeof SQL;
@@ -215,6 +232,8 @@ function toStored(r: Row): StoredBan {
     events: JSON.parse(r.events) as Record<string, number>,
     details: parseDetails(r.details),
     previousBans: r.previous_bans,
+    origin: r.origin,
+    local: r.local === 1,
   };
 }
 
@@ -264,6 +283,7 @@ export class BanStore {
     active: Database.Statement<[number], Row>;
     history: Database.Statement<[string], Row & { ended_at: number | null; end_reason: string | null }>;
     trusted: Database.Statement<[number], { ip: string; account: string; until: number }>;
+    meta: Database.Statement<[string], { value: string }>;
   };
 
   private readonly historyKeepMs: number;
@@ -291,6 +311,8 @@ export class BanStore {
       const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(bans)').all();
       if (!columns.some((c) => c.name === 'enforcer')) this.db.exec("ALTER TABLE bans ADD COLUMN enforcer TEXT NOT NULL DEFAULT 'nftables'");
       if (!columns.some((c) => c.name === 'details')) this.db.exec("ALTER TABLE bans ADD COLUMN details TEXT NOT NULL DEFAULT '[]'");
+      if (!columns.some((c) => c.name === 'origin')) this.db.exec('ALTER TABLE bans ADD COLUMN origin TEXT');
+      if (!columns.some((c) => c.name === 'local')) this.db.exec('ALTER TABLE bans ADD COLUMN local INTEGER NOT NULL DEFAULT 0');
       // A damaged page elsewhere in the file is found now, at start, not by a write later.
       const check = (this.db.pragma('quick_check(3)') as { quick_check: string }[]).flatMap((r) => r.quick_check.split('\n')).filter((l) => !l.startsWith('***'));
       if (check[0] !== 'ok') throw new Error(`database disk image is malformed (integrity check: ${check[0] ?? 'failed'})`);
@@ -299,12 +321,13 @@ export class BanStore {
         // A ban continued by a longer one is one ban: its `extended` row is not counted.
         count: this.db.prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
         active: this.db.prepare(
-          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
+          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
         ),
         history: this.db.prepare(
-          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
+          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
         ),
         trusted: this.db.prepare('SELECT ip, account, until FROM trust WHERE until > ? ORDER BY until'),
+        meta: this.db.prepare('SELECT value FROM meta WHERE key = ?'),
       };
     } catch (err) {
       throw new StoreError(`cannot open the ban database ${this.path}: ${errorMessage(err)}`, err);
@@ -364,14 +387,38 @@ export class BanStore {
       ['close', [b.at, b.extendsBan === true ? 'extended' : 'replaced', b.ip]],
       [
         'insert',
-        [b.ip, b.family, b.at, permanent ? null : b.banSeconds, permanent ? null : Math.round(b.until), b.reason, b.failures, JSON.stringify(b.events), JSON.stringify(b.details ?? []), b.previousBans, this.enforcer],
+        [
+          b.ip,
+          b.family,
+          b.at,
+          permanent ? null : b.banSeconds,
+          permanent ? null : Math.round(b.until),
+          b.reason,
+          b.failures,
+          JSON.stringify(b.events),
+          JSON.stringify(b.details ?? []),
+          b.previousBans,
+          this.enforcer,
+          b.origin ?? null,
+          b.local === true ? 1 : 0,
+        ],
       ],
     ]);
   }
 
   /** Closes the open ban of an address; queued like a ban (durable() tells when it is written). */
-  recordUnban(ip: string, at: number, reason: 'expired' | 'manual' | 'subnet' | 'ignored' | 'not-promoted'): void {
+  recordUnban(ip: string, at: number, reason: 'expired' | 'manual' | 'subnet' | 'fleet' | 'ignored' | 'not-promoted'): void {
     this.enqueue([['close', [at, reason, ip]]]);
+  }
+
+  /** A value kept between runs (the fleet's stream position), as written; undefined when none. */
+  meta(key: string): string | undefined {
+    return this.read('reading a setting', () => this.stmt.meta.get(key)?.value);
+  }
+
+  /** Writes such a value (queued like a ban). */
+  setMeta(key: string, value: string): void {
+    this.enqueue([['meta', [key, value]]]);
   }
 
   /** Closes open bans whose time is over (e.g. while the service was down); resolves with how many. */

@@ -1,0 +1,554 @@
+// The DecisionBus on Redis (node-redis). Key schema under FLEET_NAME (documented in the README):
+//   <name>:ban:<ip>        one key per ban in force, the decision's JSON, expiring at its end (PXAT)
+//   <name>:bans            sorted set of the bans in force by end (ms; +inf = permanent)
+//   <name>:stream          every ban and unban, in order (XADD MAXLEN ~)
+//   <name>:hosts           hash of host id → last heartbeat (ms)
+//   <name>:fail:<ip>:<n>   failures of an address in time bucket n, across the fleet (FLEET_MAXRETRY)
+//   <name>:lock:<ip>       the host that bans an address for the fleet
+import { EventEmitter } from 'node:events';
+import { createClient } from 'redis';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import type { BusEvents, BusState, BusStatus, DecisionBus, FleetHost } from './bus.js';
+import { type DecodeError, type FleetBan, type FleetDecision, decode, encode } from './decision.js';
+
+export interface RedisEndpoint {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface RedisBusOptions {
+  /** `redis://` or `rediss://` (TLS), with user and password if any; with sentinels: credentials, TLS and db only. */
+  readonly url: string | undefined;
+  readonly password?: string;
+  /** Redis Sentinel: the primary is asked of them at every connection. */
+  readonly sentinels?: readonly RedisEndpoint[];
+  readonly master?: string;
+  readonly name: string;
+  readonly hostId: string;
+  readonly publish: boolean;
+  readonly streamMaxLen: number;
+  readonly outboxMax: number;
+  /** How often this host's bans are re-asserted (anti-entropy). */
+  readonly resyncMs: number;
+  /** Fleet-wide threshold; absent = off. */
+  readonly threshold?: { readonly maxRetry: number; readonly findTimeMs: number };
+  /** The stream position, kept between runs. */
+  readonly cursor: { load(): string | null; save(id: string): void };
+  /** This host's shared bans in force (re-asserted: what a failover lost comes back). */
+  readonly ownBans: () => Iterable<FleetBan>;
+  readonly logger: Logger;
+  readonly now?: () => number;
+  /** Heartbeat period; a heartbeat unanswered for 2 periods drops the connection. */
+  readonly heartbeatMs?: number;
+}
+
+const READ_COUNT = 1000;
+const CHUNK = 1000;
+const BLOCK_MS = 1000;
+const RETRY_MIN_MS = 200;
+const RETRY_MAX_MS = 5000;
+const CONNECT_TIMEOUT_MS = 3000;
+const FAIL_FLUSH_MS = 250;
+const MAX_COUNTED = 100_000;
+const HOSTS_EVERY = 5;
+
+// A ban is stored unless a longer one of the address is (or, re-asserting, any); every stored one goes on the stream.
+const PUBLISH_BAN = `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if ARGV[5] == '1' then return 0 end
+  local ok, old = pcall(cjson.decode, cur)
+  if ok and type(old) == 'table' and (old['until'] == cjson.null or (ARGV[2] ~= 'inf' and type(old['until']) == 'number' and old['until'] >= tonumber(ARGV[2]))) then return 0 end
+end
+if ARGV[2] == 'inf' then redis.call('SET', KEYS[1], ARGV[3]) else redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[2]) end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[3])
+return 1
+`;
+
+// Last writer wins: a ban decided after the unban stays.
+const PUBLISH_UNBAN = `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, old = pcall(cjson.decode, cur)
+  if ok and type(old) == 'table' and type(old['at']) == 'number' and old['at'] > tonumber(ARGV[2]) then return 0 end
+  redis.call('DEL', KEYS[1])
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[3])
+return 1
+`;
+
+// Adds this host's failures to the current bucket and sums the window; the first host over the
+// threshold takes the lock and bans for everyone (returns the sum), the others get 0.
+const COUNT_FAILURES = `
+local total = redis.call('INCRBY', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+for i = 3, #KEYS do total = total + tonumber(redis.call('GET', KEYS[i]) or '0') end
+if total >= tonumber(ARGV[3]) and redis.call('SET', KEYS[1], ARGV[5], 'NX', 'PX', ARGV[4]) then return total end
+return 0
+`;
+
+/** What we use of a node-redis client (RESP2 replies: arrays and strings). */
+interface Client {
+  connect(): Promise<unknown>;
+  sendCommand<T>(args: readonly string[]): Promise<T>;
+  duplicate(): Client;
+  destroy(): void;
+  on(event: 'error', listener: (err: unknown) => void): unknown;
+}
+
+function newClient(options: { url?: string; password?: string; disableOfflineQueue?: boolean; socket: Record<string, unknown> }): Client {
+  const client: unknown = createClient({ ...options, RESP: 2 });
+  return client as Client;
+}
+
+interface Connection {
+  readonly cmd: Client;
+  readonly reader: Client;
+  readonly sha: { readonly ban: string; readonly unban: string; readonly count: string };
+}
+
+/** Stream ids compared as (ms, seq). */
+export function compareIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split('-').map(Number);
+  const [bm = 0, bs = 0] = b.split('-').map(Number);
+  return am !== bm ? am - bm : as - bs;
+}
+
+function idTime(id: string): number {
+  return Number(id.split('-')[0]);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+export class RedisDecisionBus extends EventEmitter<BusEvents> implements DecisionBus {
+  private readonly keys: { readonly bans: string; readonly stream: string; readonly hosts: string };
+  private readonly now: () => number;
+  private conn: Connection | undefined;
+  private state: BusState = 'connecting';
+  private stopped = false;
+  private running: Promise<void> | undefined;
+  private cursor: string | null;
+  private connectedSince: number | null = null;
+  private lastError: string | null = null;
+  private outbox: FleetDecision[] = [];
+  private outboxDropped = 0;
+  private flushing = false;
+  private flushScheduled = false;
+  private lagMs = 0;
+  private readonly published = { ban: 0, unban: 0 };
+  private readonly malformed: Record<DecodeError, number> = { malformed: 0, 'invalid-address': 0 };
+  private snapshots = 0;
+  private reconnects = 0;
+  private hosts: FleetHost[] = [];
+  private heartbeat: NodeJS.Timeout | undefined;
+  private beats = 0;
+  private resync: NodeJS.Timeout | undefined;
+  private failures = new Map<string, number>();
+  private failTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: RedisBusOptions) {
+    super();
+    this.keys = { bans: `${o.name}:bans`, stream: `${o.name}:stream`, hosts: `${o.name}:hosts` };
+    this.now = o.now ?? Date.now;
+    this.cursor = o.cursor.load();
+  }
+
+  start(): void {
+    this.running ??= this.run();
+    const every = this.o.heartbeatMs ?? 1000;
+    this.heartbeat = setInterval(() => {
+      void this.beat(every * 2);
+    }, every);
+    this.heartbeat.unref();
+    this.resync = setInterval(() => {
+      void this.reassert();
+    }, this.o.resyncMs);
+    this.resync.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.heartbeat);
+    clearInterval(this.resync);
+    clearTimeout(this.failTimer);
+    // What is queued goes out if the connection is up; the rest is re-asserted at the next start.
+    if (this.conn !== undefined && this.state === 'connected') await Promise.race([this.flushOutbox(), sleep(2000)]);
+    this.setState('stopped', null);
+    this.drop();
+    await this.running;
+  }
+
+  publish(d: FleetDecision): void {
+    if (!this.o.publish || this.stopped) return;
+    this.outbox.push(d);
+    if (this.outbox.length > this.o.outboxMax) {
+      this.outbox.shift();
+      this.outboxDropped++;
+    }
+    if (this.flushScheduled || this.state !== 'connected') return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      void this.flushOutbox();
+    });
+  }
+
+  countFailures(ip: string, n: number): void {
+    if (this.o.threshold === undefined || this.stopped) return;
+    if (this.failures.size >= MAX_COUNTED && !this.failures.has(ip)) return;
+    this.failures.set(ip, (this.failures.get(ip) ?? 0) + n);
+    this.failTimer ??= setTimeout(() => {
+      this.failTimer = undefined;
+      void this.flushFailures();
+    }, FAIL_FLUSH_MS);
+  }
+
+  status(): BusStatus {
+    return {
+      state: this.state,
+      hostId: this.o.hostId,
+      server: this.describe(),
+      connectedSince: this.connectedSince,
+      lastError: this.lastError,
+      outbox: this.outbox.length,
+      outboxDropped: this.outboxDropped,
+      lagMs: this.lagMs,
+      cursor: this.cursor,
+      published: { ...this.published },
+      malformed: { ...this.malformed },
+      snapshots: this.snapshots,
+      reconnects: this.reconnects,
+      hosts: this.hosts,
+    };
+  }
+
+  private describe(): string {
+    if (this.o.sentinels !== undefined && this.o.sentinels.length > 0) {
+      return `sentinel ${this.o.master ?? 'mymaster'}@${this.o.sentinels.map((s) => `${s.host}:${String(s.port)}`).join(',')}`;
+    }
+    try {
+      const u = new URL(this.o.url ?? '');
+      return `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`;
+    } catch {
+      return '(invalid url)';
+    }
+  }
+
+  private setState(state: BusState, error: string | null): void {
+    if (error !== null) this.lastError = error;
+    if (state === this.state) return;
+    this.state = state;
+    this.emit('state', state, error);
+  }
+
+  private async run(): Promise<void> {
+    let delay = RETRY_MIN_MS;
+    let first = true;
+    while (!this.stopped) {
+      try {
+        const conn = await this.connect();
+        this.conn = conn;
+        await this.catchUp(conn, first);
+        first = false;
+        this.connectedSince = this.now();
+        this.setState('connected', null);
+        delay = RETRY_MIN_MS;
+        void this.flushOutbox();
+        void this.reassert();
+        await this.readLoop(conn);
+      } catch (err) {
+        if (!this.isStopped()) this.setState('degraded', errorMessage(err));
+      }
+      this.drop();
+      // (stop() may have come meanwhile: the loop's condition is read again after each await.)
+      if (this.isStopped()) break;
+      await sleep(delay * (0.5 + Math.random() / 2));
+      delay = Math.min(RETRY_MAX_MS, delay * 2);
+      this.reconnects++;
+    }
+  }
+
+  /** Closes the connection (a blocked read ends with an error). */
+  private drop(): void {
+    const c = this.conn;
+    this.conn = undefined;
+    this.connectedSince = null;
+    if (c === undefined) return;
+    c.cmd.destroy();
+    c.reader.destroy();
+  }
+
+  private isStopped(): boolean {
+    return this.stopped;
+  }
+
+  private lost(err: unknown): void {
+    if (this.stopped) return;
+    this.setState('degraded', errorMessage(err));
+    this.drop();
+  }
+
+  private async primary(): Promise<string> {
+    const sentinels = this.o.sentinels ?? [];
+    const base = this.o.url ?? 'redis://localhost';
+    if (sentinels.length === 0) return base;
+    const master = this.o.master ?? 'mymaster';
+    const errors: string[] = [];
+    for (const s of sentinels) {
+      const c = newClient({ socket: { host: s.host, port: s.port, connectTimeout: 1000, reconnectStrategy: false } });
+      c.on('error', () => undefined);
+      try {
+        await c.connect();
+        const addr = await c.sendCommand<[string, string] | null>(['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', master]);
+        if (addr !== null) {
+          const u = new URL(base);
+          u.hostname = addr[0].includes(':') ? `[${addr[0]}]` : addr[0];
+          u.port = addr[1];
+          return u.toString();
+        }
+        errors.push(`${s.host}:${String(s.port)} knows no primary named ${master}`);
+      } catch (err) {
+        errors.push(`${s.host}:${String(s.port)}: ${errorMessage(err)}`);
+      } finally {
+        c.destroy();
+      }
+    }
+    throw new Error(`no sentinel answered with the primary: ${errors.join('; ')}`);
+  }
+
+  private async connect(): Promise<Connection> {
+    const url = await this.primary();
+    const cmd = newClient({
+      url,
+      ...(this.o.password === undefined ? {} : { password: this.o.password }),
+      disableOfflineQueue: true,
+      socket: { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: false },
+    });
+    const reader = cmd.duplicate();
+    for (const c of [cmd, reader]) {
+      c.on('error', (err: unknown) => {
+        if (this.conn?.cmd === cmd) this.lost(err);
+      });
+    }
+    try {
+      await Promise.all([cmd.connect(), reader.connect()]);
+      // After a failover the old primary comes back as a replica: never write there.
+      const role = await cmd.sendCommand<unknown[]>(['ROLE']);
+      if (role[0] !== 'master') throw new Error(`${this.describe()} is a ${String(role[0])}, not the primary`);
+      const [ban, unban, count] = await Promise.all([PUBLISH_BAN, PUBLISH_UNBAN, COUNT_FAILURES].map((s) => cmd.sendCommand<string>(['SCRIPT', 'LOAD', s])));
+      return { cmd, reader, sha: { ban: ban ?? '', unban: unban ?? '', count: count ?? '' } };
+    } catch (err) {
+      cmd.destroy();
+      reader.destroy();
+      throw err;
+    }
+  }
+
+  /** The stream's first and newest ids ('0-0' and null when it does not exist). */
+  private async streamEnds(conn: Connection): Promise<{ first: string | null; last: string }> {
+    const [first, last] = await Promise.all([
+      conn.cmd.sendCommand<[string, unknown][]>(['XRANGE', this.keys.stream, '-', '+', 'COUNT', '1']),
+      conn.cmd.sendCommand<[string, unknown][]>(['XREVRANGE', this.keys.stream, '+', '-', 'COUNT', '1']),
+    ]);
+    return { first: first[0]?.[0] ?? null, last: last[0]?.[0] ?? '0-0' };
+  }
+
+  /** At start, and when entries this host had not read were trimmed (or the stream is another one): a snapshot. */
+  private async catchUp(conn: Connection, always: boolean): Promise<void> {
+    const ends = await this.streamEnds(conn);
+    const c = this.cursor;
+    const trimmed = c !== null && ends.first !== null && compareIds(c, ends.first) < 0;
+    const foreign = c !== null && compareIds(c, ends.last) > 0;
+    if (always || c === null || trimmed || foreign) await this.snapshot(conn, ends.last);
+  }
+
+  /** Every ban in force, then the stream from an id taken before it was read. */
+  private async snapshot(conn: Connection, from: string): Promise<void> {
+    const members = await conn.cmd.sendCommand<string[]>(['ZRANGE', this.keys.bans, String(this.now()), '+inf', 'BYSCORE']);
+    const bans: FleetBan[] = [];
+    for (let i = 0; i < members.length; i += CHUNK) {
+      const slice = members.slice(i, i + CHUNK);
+      const values = await conn.cmd.sendCommand<(string | null)[]>(['MGET', ...slice.map((ip) => this.banKey(ip))]);
+      for (const v of values) {
+        if (v === null) continue; // ended since the range was read
+        const d = decode(v);
+        if (typeof d === 'string') this.refuse(d);
+        else if (d.op === 'ban' && d.origin !== this.o.hostId) bans.push(d);
+      }
+    }
+    this.snapshots++;
+    this.setCursor(from);
+    this.lagMs = 0;
+    this.emit('snapshot', bans);
+  }
+
+  private refuse(reason: DecodeError): void {
+    this.malformed[reason]++;
+    this.emit('rejected', reason);
+  }
+
+  private setCursor(id: string): void {
+    this.cursor = id;
+    this.o.cursor.save(id);
+  }
+
+  private async readLoop(conn: Connection): Promise<void> {
+    let full = false;
+    while (!this.stopped && this.conn === conn) {
+      if (full) {
+        // Behind: entries not yet read may have been trimmed meanwhile.
+        const ends = await this.streamEnds(conn);
+        this.lagMs = Math.max(0, idTime(ends.last) - idTime(this.cursor ?? '0-0'));
+        if (ends.first !== null && this.cursor !== null && compareIds(this.cursor, ends.first) < 0) {
+          await this.snapshot(conn, ends.last);
+          full = false;
+          continue;
+        }
+      }
+      const reply = await conn.reader.sendCommand<[string, [string, string[]][]][] | null>([
+        'XREAD',
+        'COUNT',
+        String(READ_COUNT),
+        'BLOCK',
+        String(BLOCK_MS),
+        'STREAMS',
+        this.keys.stream,
+        this.cursor ?? '$',
+      ]);
+      const entries = reply?.[0]?.[1] ?? [];
+      full = entries.length >= READ_COUNT;
+      if (!full) this.lagMs = 0;
+      if (entries.length === 0) continue;
+      const decisions: FleetDecision[] = [];
+      for (const [, fields] of entries) {
+        const d = decode(fields[fields.indexOf('d') + 1]);
+        if (typeof d === 'string') this.refuse(d);
+        else if (d.origin !== this.o.hostId) decisions.push(d);
+      }
+      const last = entries[entries.length - 1];
+      if (last !== undefined) this.setCursor(last[0]);
+      if (decisions.length > 0) this.emit('decisions', decisions);
+    }
+  }
+
+  private banKey(ip: string): string {
+    return `${this.o.name}:ban:${ip}`;
+  }
+
+  private send(conn: Connection, d: FleetDecision, onlyIfMissing: boolean): Promise<number> {
+    const keys = [this.banKey(d.ip), this.keys.bans, this.keys.stream];
+    const entry = encode(d);
+    const maxLen = String(this.o.streamMaxLen);
+    if (d.op === 'unban') return conn.cmd.sendCommand<number>(['EVALSHA', conn.sha.unban, '3', ...keys, d.ip, String(d.at), entry, maxLen]);
+    const until = d.until === Number.POSITIVE_INFINITY ? 'inf' : String(Math.round(d.until));
+    return conn.cmd.sendCommand<number>(['EVALSHA', conn.sha.ban, '3', ...keys, d.ip, until, entry, maxLen, onlyIfMissing ? '1' : '0']);
+  }
+
+  private async flushOutbox(): Promise<void> {
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      while (this.outbox.length > 0) {
+        const conn = this.conn;
+        if (conn === undefined || this.state !== 'connected') return;
+        const batch = this.outbox.splice(0, CHUNK);
+        try {
+          await Promise.all(batch.map((d) => this.send(conn, d, false)));
+        } catch (err) {
+          // Kept, oldest first, for the next connection.
+          this.outbox = batch.concat(this.outbox);
+          this.lost(err);
+          return;
+        }
+        for (const d of batch) this.published[d.op]++;
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  /** Re-asserts this host's bans the fleet no longer holds (a failover lost them, or Redis restarted empty). */
+  private async reassert(): Promise<void> {
+    const conn = this.conn;
+    if (conn === undefined || this.state !== 'connected' || !this.o.publish) return;
+    try {
+      await conn.cmd.sendCommand(['ZREMRANGEBYSCORE', this.keys.bans, '-inf', String(this.now())]);
+      let chunk: FleetBan[] = [];
+      let restored = 0;
+      const send = async (): Promise<void> => {
+        const r = await Promise.all(chunk.map((d) => this.send(conn, d, true)));
+        restored += r.filter((n) => n === 1).length;
+        chunk = [];
+      };
+      const now = this.now();
+      for (const b of this.o.ownBans()) {
+        if (b.until <= now) continue;
+        chunk.push(b);
+        if (chunk.length >= CHUNK) await send();
+      }
+      if (chunk.length > 0) await send();
+      if (restored > 0) this.o.logger.info('fleet: re-published bans of this host the bus had lost', { bans: restored });
+    } catch (err) {
+      this.lost(err);
+    }
+  }
+
+  private async flushFailures(): Promise<void> {
+    const t = this.o.threshold;
+    const conn = this.conn;
+    const counts = this.failures;
+    this.failures = new Map();
+    // Counted only while connected: the local threshold still holds meanwhile.
+    if (t === undefined || conn === undefined || this.state !== 'connected') return;
+    const bucketMs = Math.max(1000, Math.ceil(t.findTimeMs / 10));
+    const now = this.now();
+    const current = Math.floor(now / bucketMs);
+    const oldest = Math.floor((now - t.findTimeMs) / bucketMs) + 1;
+    const ttl = String(t.findTimeMs + bucketMs);
+    const lockMs = String(Math.min(t.findTimeMs, 60_000));
+    try {
+      await Promise.all(
+        [...counts].map(async ([ip, n]) => {
+          const keys = [`${this.o.name}:lock:${ip}`, `${this.o.name}:fail:${ip}:${String(current)}`];
+          for (let b = oldest; b < current; b++) keys.push(`${this.o.name}:fail:${ip}:${String(b)}`);
+          const won = await conn.cmd.sendCommand<number>(['EVALSHA', conn.sha.count, String(keys.length), ...keys, String(n), ttl, String(t.maxRetry), lockMs, this.o.hostId]);
+          if (won > 0) this.emit('threshold', ip, won);
+        }),
+      );
+    } catch (err) {
+      this.lost(err);
+    }
+  }
+
+  private async beat(timeoutMs: number): Promise<void> {
+    const conn = this.conn;
+    if (conn === undefined || this.state !== 'connected') return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(new Error(`no answer from ${this.describe()} within ${String(timeoutMs)} ms`));
+      }, timeoutMs);
+    });
+    try {
+      const every = this.beats++ % HOSTS_EVERY === 0;
+      // A write: a primary turned replica (failover) answers with an error, and we look again.
+      const beat = conn.cmd.sendCommand(['HSET', this.keys.hosts, this.o.hostId, String(this.now())]);
+      const hosts = every ? conn.cmd.sendCommand<string[]>(['HGETALL', this.keys.hosts]) : Promise.resolve(null);
+      const [, list] = await Promise.race([Promise.all([beat, hosts]), timeout]);
+      if (list !== null) {
+        const seen: FleetHost[] = [];
+        for (let i = 0; i + 1 < list.length; i += 2) seen.push({ id: list[i] ?? '', lastSeen: Number(list[i + 1]) });
+        this.hosts = seen.sort((a, b) => a.id.localeCompare(b.id));
+      }
+    } catch (err) {
+      if (this.conn === conn) this.lost(err);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

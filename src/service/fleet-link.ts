@@ -1,0 +1,198 @@
+// Joins the daemon and the fleet's bus: this host's bans and manual unbans go out; the others'
+// come in through this host's ignore list, own addresses and a rate cap, and are applied like
+// our own. A remote decision is never published again.
+import type { FleetView, StatusReport } from '../control/api.js';
+import type { Metrics } from '../control/metrics.js';
+import type { BanDecision } from '../engine/engine.js';
+import type { DecisionBus } from '../fleet/bus.js';
+import type { FleetBan, FleetDecision } from '../fleet/decision.js';
+import type { Logger } from '../log/logger.js';
+import type { Daemon, FleetPort } from './daemon.js';
+
+export interface FleetLinkOptions {
+  readonly bus: DecisionBus;
+  readonly hostId: string;
+  readonly apply: boolean;
+  readonly publish: boolean;
+  /** Remote bans applied per second past the burst; more are refused (counted). */
+  readonly rate: number;
+  readonly burst: number;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  readonly now?: () => number;
+}
+
+export class FleetLink implements FleetPort {
+  private daemon: Daemon | undefined;
+  private readonly now: () => number;
+  private tokens: number;
+  private refilledAt: number;
+  private readonly applied = { ban: 0, unban: 0 };
+  private readonly rejected: Record<string, number> = {};
+  private lastRateWarning = 0;
+
+  constructor(private readonly o: FleetLinkOptions) {
+    this.now = o.now ?? Date.now;
+    this.tokens = o.burst;
+    this.refilledAt = this.now();
+  }
+
+  /** Starts sharing once the daemon has reconciled its own bans. */
+  start(daemon: Daemon): void {
+    this.daemon = daemon;
+    const { bus, logger } = this.o;
+    bus.on('state', (state, error) => {
+      if (state === 'connected') logger.info('fleet bus connected', { server: bus.status().server, hostId: this.o.hostId });
+      else if (state === 'degraded') logger.warn('fleet bus unreachable: bans stay local (and queued for the others) until it is back', { server: bus.status().server, error: error ?? '' });
+    });
+    bus.on('rejected', (reason) => {
+      this.refuse(reason, 1);
+    });
+    if (this.o.apply) {
+      bus.on('decisions', (ds) => {
+        this.receive(ds);
+      });
+      bus.on('snapshot', (bans) => {
+        this.converge(bans);
+      });
+    }
+    bus.on('threshold', (ip, failures) => {
+      void this.fleetBan(ip, failures);
+    });
+    bus.start();
+  }
+
+  stop(): Promise<void> {
+    return this.o.bus.stop();
+  }
+
+  // ---- FleetPort (called by the daemon) ----
+
+  banned(d: BanDecision): void {
+    if (!this.o.publish) return;
+    this.o.bus.publish({ op: 'ban', ip: d.ip, until: d.until, at: d.at, origin: this.o.hostId, reason: d.reason });
+  }
+
+  unbanned(ip: string, at: number): void {
+    if (this.o.publish) this.o.bus.publish({ op: 'unban', ip, at, origin: this.o.hostId });
+  }
+
+  failed(ip: string): void {
+    this.o.bus.countFailures(ip, 1);
+  }
+
+  status(): StatusReport['fleet'] {
+    const s = this.o.bus.status();
+    return { state: s.state, hostId: s.hostId, outbox: s.outbox, lastError: s.state === 'connected' ? null : s.lastError };
+  }
+
+  view(): FleetView {
+    const s = this.o.bus.status();
+    const now = this.now();
+    const iso = (t: number): string => new Date(t).toISOString();
+    return {
+      enabled: true,
+      hostId: s.hostId,
+      server: s.server,
+      state: s.state,
+      connectedSince: s.connectedSince === null ? null : iso(s.connectedSince),
+      lastError: s.lastError,
+      apply: this.o.apply,
+      publish: this.o.publish,
+      outbox: s.outbox,
+      outboxDropped: s.outboxDropped,
+      streamLagSeconds: s.lagMs / 1000,
+      cursor: s.cursor,
+      hosts: s.hosts.map((h) => ({ id: h.id, lastSeen: iso(h.lastSeen), ageSeconds: Math.max(0, Math.round((now - h.lastSeen) / 1000)) })),
+      published: s.published,
+      applied: { ...this.applied },
+      rejected: { ...this.rejected },
+      snapshots: s.snapshots,
+      reconnects: s.reconnects,
+      remoteBans: this.daemon?.remoteBans().length ?? 0,
+    };
+  }
+
+  // ---- from the bus ----
+
+  private receive(ds: readonly FleetDecision[]): void {
+    const daemon = this.daemon;
+    if (daemon === undefined) return;
+    for (const d of ds) {
+      if (d.op === 'unban') {
+        void daemon.applyRemoteUnban(d.ip, d.at).then((lifted) => {
+          if (!lifted) return;
+          this.applied.unban++;
+          this.o.metrics.fleetApplied.inc({ op: 'unban' });
+        });
+        continue;
+      }
+      if (!this.take()) {
+        this.refuse('rate-cap', 1);
+        continue;
+      }
+      this.applyBan(daemon, d);
+    }
+  }
+
+  /** A snapshot: every ban in force in the fleet is applied; remote bans no longer in it are lifted. */
+  private converge(bans: readonly FleetBan[]): void {
+    const daemon = this.daemon;
+    if (daemon === undefined) return;
+    const present = new Set<string>();
+    for (const b of bans) {
+      present.add(b.ip);
+      this.applyBan(daemon, b);
+    }
+    let lifted = 0;
+    for (const ip of daemon.remoteBans()) {
+      if (present.has(ip)) continue;
+      lifted++;
+      void daemon.applyRemoteUnban(ip, Number.POSITIVE_INFINITY);
+    }
+    this.o.logger.info('fleet snapshot applied', { bansInFleet: bans.length, remoteLiftedHere: lifted });
+  }
+
+  private applyBan(daemon: Daemon, b: FleetBan): void {
+    const r = daemon.applyRemoteBan(b);
+    if (r.kind === 'refused') {
+      this.refuse(r.reason, 1);
+      if (r.reason !== 'expired') this.o.logger.warn('ban from another host not applied here', { ip: b.ip, origin: b.origin, why: r.reason });
+      return;
+    }
+    if (r.kind === 'unchanged') return;
+    this.applied.ban++;
+    this.o.metrics.fleetApplied.inc({ op: 'ban' });
+    void r.acknowledged.then((ok) => {
+      if (ok) this.o.metrics.fleetPropagationSeconds.observe(Math.max(0, this.now() - b.at) / 1000);
+    });
+  }
+
+  /** The fleet-wide threshold chose this host to ban an address for everyone. */
+  private async fleetBan(ip: string, failures: number): Promise<void> {
+    const daemon = this.daemon;
+    if (daemon === undefined) return;
+    const r = await daemon.ban(ip, undefined, false, false, false, 'fleet');
+    if (r.kind === 'banned') this.o.logger.info('fleet-wide threshold reached: banned on every host', { ip, fleetFailures: failures });
+    else if (r.kind !== 'refused' || !r.message.includes('already banned')) this.o.logger.warn('fleet-wide threshold reached but not banned here', { ip, fleetFailures: failures, why: r.message });
+  }
+
+  /** Token bucket on remote bans. */
+  private take(): boolean {
+    const now = this.now();
+    this.tokens = Math.min(this.o.burst, this.tokens + ((now - this.refilledAt) / 1000) * this.o.rate);
+    this.refilledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+
+  private refuse(reason: string, n: number): void {
+    this.rejected[reason] = (this.rejected[reason] ?? 0) + n;
+    this.o.metrics.fleetRejected.inc({ reason }, n);
+    if (reason === 'rate-cap' && this.now() - this.lastRateWarning > 10_000) {
+      this.lastRateWarning = this.now();
+      this.o.logger.warn('bans from other hosts over FLEET_REMOTE_RATE: refused (counted)', { refusedSoFar: this.rejected[reason] });
+    }
+  }
+}
