@@ -51,7 +51,6 @@ const RETRY_MAX_MS = 5000;
 const CONNECT_TIMEOUT_MS = 3000;
 const FAIL_FLUSH_MS = 250;
 const MAX_COUNTED = 100_000;
-const HOSTS_EVERY = 5;
 
 // A ban is stored unless a longer one of the address is (or, re-asserting, any); every stored one goes on the stream.
 const PUBLISH_BAN = `
@@ -146,7 +145,6 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   private reconnects = 0;
   private hosts: FleetHost[] = [];
   private heartbeat: NodeJS.Timeout | undefined;
-  private beats = 0;
   private resync: NodeJS.Timeout | undefined;
   private failures = new Map<string, number>();
   private failTimer: NodeJS.Timeout | undefined;
@@ -260,6 +258,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
         delay = RETRY_MIN_MS;
         void this.flushOutbox();
         void this.reassert();
+        void this.beat((this.o.heartbeatMs ?? 1000) * 2);
         await this.readLoop(conn);
       } catch (err) {
         if (!this.isStopped()) this.setState('degraded', errorMessage(err));
@@ -535,16 +534,13 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
       }, timeoutMs);
     });
     try {
-      const every = this.beats++ % HOSTS_EVERY === 0;
       // A write: a primary turned replica (failover) answers with an error, and we look again.
       const beat = conn.cmd.sendCommand(['HSET', this.keys.hosts, this.o.hostId, String(this.now())]);
-      const hosts = every ? conn.cmd.sendCommand<string[]>(['HGETALL', this.keys.hosts]) : Promise.resolve(null);
+      const hosts = conn.cmd.sendCommand<string[]>(['HGETALL', this.keys.hosts]);
       const [, list] = await Promise.race([Promise.all([beat, hosts]), timeout]);
-      if (list !== null) {
-        const seen: FleetHost[] = [];
-        for (let i = 0; i + 1 < list.length; i += 2) seen.push({ id: list[i] ?? '', lastSeen: Number(list[i + 1]) });
-        this.hosts = seen.sort((a, b) => a.id.localeCompare(b.id));
-      }
+      const seen: FleetHost[] = [];
+      for (let i = 0; i + 1 < list.length; i += 2) seen.push({ id: list[i] ?? '', lastSeen: Number(list[i + 1]) });
+      this.hosts = seen.sort((a, b) => a.id.localeCompare(b.id));
     } catch (err) {
       if (this.conn === conn) this.lost(err);
     } finally {

@@ -1,0 +1,254 @@
+// A fleet on one machine: a real redis-server on the test namespace's addresses, and ami2ban
+// daemons each in its own network namespace (its own nftables), joined to the test's namespace
+// by a veth pair (10.77.N.2 there, 10.77.N.1 here), each with its own fake AMI.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ControlClient } from '../../src/control/client.js';
+import { FakeAmiServer } from '../../src/demo/fake-ami-server.js';
+import { BIN } from './cli.js';
+import { BASE_ENV } from './policy.js';
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '0.0.0.0', () => {
+      const a = s.address();
+      s.close(() => {
+        resolve(typeof a === 'object' && a !== null ? a.port : 0);
+      });
+    });
+  });
+}
+
+async function waitFor(what: string, ok: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (await ok()) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A redis-server (no persistence) on every address of the test namespace. */
+export class RedisServer {
+  private child: ChildProcess | undefined;
+  output = '';
+
+  private constructor(
+    readonly port: number,
+    private readonly args: readonly string[],
+  ) {}
+
+  static async start(args: readonly string[] = [], port?: number): Promise<RedisServer> {
+    const r = new RedisServer(port ?? (await freePort()), args);
+    await r.restart();
+    return r;
+  }
+
+  async restart(): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), 'ami2ban-redis-'));
+    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '0.0.0.0', '--protected-mode', 'no', '--save', '', '--appendonly', 'no', '--dir', dir, ...this.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    child.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
+    await waitFor(`redis-server on port ${this.port}`, () => this.output.includes('Ready to accept connections'));
+  }
+
+  /** redis-cli against it. */
+  cli(...args: string[]): string {
+    return execFileSync('redis-cli', ['-p', String(this.port), ...args], { encoding: 'utf8' }).trim();
+  }
+
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const c = this.child;
+    if (c === undefined || c.exitCode !== null) return;
+    this.output = '';
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill(signal);
+    await exited;
+  }
+}
+
+let nextIndex = 1;
+
+export interface LogLine {
+  readonly message: string;
+  readonly [k: string]: unknown;
+}
+
+/** One ami2ban host in its own network namespace. */
+export class FleetHost {
+  readonly index: number;
+  readonly hostAddress: string;
+  readonly nsAddress: string;
+  readonly ami = new FakeAmiServer({ username: BASE_ENV.AMI_USERNAME, secret: BASE_ENV.AMI_SECRET });
+  readonly control: ControlClient;
+  readonly socket: string;
+  lines: LogLine[] = [];
+  private holder: ChildProcess | undefined;
+  private daemon: ChildProcess | undefined;
+  private amiPort = 0;
+  private readonly link: string;
+  private readonly stateDir: string;
+
+  constructor(
+    readonly name: string,
+    private readonly env: Record<string, string>,
+  ) {
+    this.index = nextIndex++;
+    this.hostAddress = `10.77.${this.index}.1`;
+    this.nsAddress = `10.77.${this.index}.2`;
+    this.link = `fleet${this.index}`;
+    const dir = mkdtempSync(join(tmpdir(), `ami2ban-fleet-${name}-`));
+    this.stateDir = join(dir, 'state');
+    this.socket = join(dir, 'control.sock');
+    this.control = new ControlClient({ kind: 'unix', path: this.socket }, undefined);
+  }
+
+  /** The namespace, its link, its fake AMI, then the daemon. */
+  async start(): Promise<this> {
+    const holder = spawn('unshare', ['-n', 'sleep', 'infinity'], { stdio: 'ignore' });
+    this.holder = holder;
+    const pid = String(holder.pid);
+    await waitFor('the namespace', () => {
+      try {
+        return execFileSync('readlink', [`/proc/${pid}/ns/net`], { encoding: 'utf8' }) !== execFileSync('readlink', ['/proc/self/ns/net'], { encoding: 'utf8' });
+      } catch {
+        return false;
+      }
+    });
+    execFileSync('ip', ['link', 'add', this.link, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pid]);
+    execFileSync('ip', ['addr', 'add', `${this.hostAddress}/24`, 'dev', this.link]);
+    execFileSync('ip', ['link', 'set', this.link, 'up']);
+    this.inside('ip', 'link', 'set', 'lo', 'up');
+    this.inside('ip', 'addr', 'add', `${this.nsAddress}/24`, 'dev', 'eth0');
+    this.inside('ip', 'link', 'set', 'eth0', 'up');
+    this.amiPort = await this.ami.start(0, this.hostAddress);
+    await this.startDaemon();
+    return this;
+  }
+
+  /** (Re)starts the daemon in the namespace; resolves once it reads AMI events. */
+  async startDaemon(extra: Record<string, string> = {}): Promise<void> {
+    this.lines = [];
+    const env = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: process.env.HOME ?? '/root',
+      ...BASE_ENV,
+      AMI_HOST: this.hostAddress,
+      AMI_PORT: String(this.amiPort),
+      STATE_DIR: this.stateDir,
+      CONTROL_LISTEN: this.socket,
+      FLEET_HOST_ID: this.name,
+      BAN_IGNOREIP: '',
+      BAN_V4_SUBNET_ESCALATE: '0',
+      BAN_SUBNET_ESCALATE: '0',
+      BAN_SUBNET_MAXRETRY: '0',
+      LOG_FORMAT: 'json',
+      NFT_CHECK_INTERVAL: '1s',
+      ...this.env,
+      ...extra,
+    };
+    const subscribed = this.ami.nextSubscription();
+    const child = spawn('nsenter', ['-t', String(this.holder?.pid), '-n', '--', process.execPath, BIN, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.daemon = child;
+    let partial = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      const text = partial + d.toString();
+      const parts = text.split('\n');
+      partial = parts.pop() ?? '';
+      for (const l of parts) if (l.startsWith('{')) this.lines.push(JSON.parse(l) as LogLine);
+    });
+    let err = '';
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<never>((_, reject) => child.once('exit', (code) => { reject(new Error(`${this.name} exited with ${String(code)}: ${err}${JSON.stringify(this.lines.slice(-5))}`)); }));
+    await Promise.race([subscribed, exited]);
+    await waitFor(`${this.name} listening`, () => this.lines.some((l) => l.message === 'control API listening'));
+  }
+
+  inside(...args: string[]): string {
+    return execFileSync('nsenter', ['-t', String(this.holder?.pid), '-n', '--', ...args], { encoding: 'utf8' });
+  }
+
+  /** The elements of one of the host's sets (`ipv4_addr`, `ipv6_addr`, `ipv4_net`…), sorted. */
+  elements(set = 'ipv4_addr'): string[] {
+    let listed: { nftables: { set?: { elem?: unknown[] } }[] };
+    try {
+      const text = execFileSync('nsenter', ['-t', String(this.holder?.pid), '-n', '--', 'nft', '-j', 'list', 'set', 'inet', 'ami2ban', set], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      listed = JSON.parse(text) as typeof listed;
+    } catch {
+      return [];
+    }
+    const out: string[] = [];
+    for (const item of listed.nftables) {
+      for (const e of item.set?.elem ?? []) {
+        const v = (e as { elem?: { val: unknown } }).elem?.val ?? e;
+        out.push(typeof v === 'string' ? v : JSON.stringify(v));
+      }
+    }
+    return out.sort();
+  }
+
+  /** Failed SIP requests from an address, as Asterisk reports them. */
+  attack(ip: string, times: number, first = 0): void {
+    let text = '';
+    for (let n = first; n < first + times; n++) {
+      text +=
+        `Event: InvalidAccountID\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T22:36:02.621+0000\r\nSeverity: Error\r\n` +
+        `Service: PJSIP\r\nEventVersion: 1\r\nAccountID: fleet\r\nSessionID: ${this.name}-${ip}-${String(n)}@test\r\n` +
+        `LocalAddress: IPV4/UDP/${this.nsAddress}/5060\r\nRemoteAddress: IPV4/UDP/${ip}/5060\r\n\r\n`;
+    }
+    this.ami.broadcast(text);
+  }
+
+  async api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+    const r = await this.control.call(method, path, body);
+    return { status: r.status, body: r.body as T };
+  }
+
+  linkDown(): void {
+    execFileSync('ip', ['link', 'set', this.link, 'down']);
+  }
+
+  linkUp(): void {
+    execFileSync('ip', ['link', 'set', this.link, 'up']);
+  }
+
+  async waitElements(what: string, ok: (elements: string[]) => boolean, set = 'ipv4_addr', timeoutMs = 10_000): Promise<void> {
+    await waitFor(`${this.name}: ${what}`, () => ok(this.elements(set)), timeoutMs).catch((err: unknown) => {
+      throw this.withLog(err);
+    });
+  }
+
+  async waitLog(what: string, ok: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> {
+    await waitFor(`${this.name}: ${what}`, () => this.lines.some(ok), timeoutMs).catch((err: unknown) => {
+      throw this.withLog(err);
+    });
+    return this.lines.find(ok) as LogLine;
+  }
+
+  /** A failure, with what the daemon said last. */
+  private withLog(err: unknown): Error {
+    const tail = this.lines.slice(-12).map((l) => JSON.stringify(l)).join('\n');
+    return new Error(`${err instanceof Error ? err.message : String(err)}; ${this.name}'s last log lines:\n${tail}`);
+  }
+
+  /** Stops the daemon (SIGTERM, or SIGKILL); the namespace and its kernel sets stay. */
+  async stopDaemon(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const c = this.daemon;
+    if (c === undefined || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill(signal);
+    await exited;
+  }
+
+  async close(): Promise<void> {
+    await this.stopDaemon('SIGKILL');
+    await this.ami.stop();
+    this.holder?.kill('SIGKILL');
+  }
+}
