@@ -94,3 +94,150 @@ describe('a fleet of three hosts on one Redis', () => {
     expect(fa.published.unban).toBe(0);
   });
 });
+
+/** Addresses 198.18.x.y, i-th. */
+const addr = (i: number): string => `198.18.${String((i >> 8) & 255)}.${String(i & 255)}`;
+
+describe('partitions and restarts', () => {
+  it('B cut off while A bans and unbans: on rejoin B converges exactly, from the stream and, once trimmed past it, from the snapshot', async () => {
+    const r = await redis();
+    const [a, b] = await fleet(r, [['pbx-a', { FLEET_STREAM_MAXLEN: '100' }], ['pbx-b']]);
+    if (a === undefined || b === undefined) throw new Error('hosts');
+    a.attack('203.0.113.7', 3);
+    await b.waitElements('the first ban', (e) => e.includes('203.0.113.7'));
+
+    // A short partition: what B missed is still on the stream.
+    b.linkDown();
+    await b.waitLog('the bus lost', (l) => l.message.startsWith('fleet bus unreachable'));
+    for (let i = 0; i < 50; i++) a.attack(addr(i), 3);
+    expect((await a.api('DELETE', '/v1/bans/203.0.113.7')).status).toBe(200);
+    await a.waitElements('50 bans', (e) => e.length === 50);
+    const status = (await b.api<{ fleet: { state: string } }>('GET', '/v1/status')).body;
+    expect(status.fleet.state).toBe('degraded');
+    expect((await b.api('GET', '/readyz')).status).toBe(200);
+    b.linkUp();
+    await b.waitElements('the same bans as A', (e) => e.join() === a.elements().join(), 'ipv4_addr', 20_000);
+    const afterShort = (await b.api<FleetView>('GET', '/v1/fleet')).body;
+    expect(afterShort.snapshots).toBe(1);
+
+    // A long one: A bans 1 000 addresses, far more than the stream keeps (FLEET_STREAM_MAXLEN=100).
+    b.linkDown();
+    await until('B degraded', async () => (await b.api<FleetView>('GET', '/v1/fleet')).body.state === 'degraded');
+    expect((await a.api('DELETE', `/v1/bans/${addr(0)}`)).status).toBe(200);
+    for (let i = 1000; i < 2000; i++) a.attack(addr(i), 3);
+    await a.waitElements('1 049 bans', (e) => e.length === 1049, 'ipv4_addr', 20_000);
+    expect(Number(r.cli('XLEN', 'ami2ban:stream'))).toBeLessThan(300);
+    b.linkUp();
+    await b.waitElements('the same 1 049 bans as A', (e) => e.join() === a.elements().join(), 'ipv4_addr', 30_000);
+    const fb = (await b.api<FleetView>('GET', '/v1/fleet')).body;
+    expect(fb.snapshots).toBe(2);
+    expect(fb.state).toBe('connected');
+    expect(b.elements()).not.toContain(addr(0));
+  });
+
+  it('Redis restarted empty: local bans go on meanwhile, and the fleet converges after, nothing doubled', async () => {
+    const r = await redis();
+    const [a, b] = await fleet(r, [['pbx-a'], ['pbx-b']]);
+    if (a === undefined || b === undefined) throw new Error('hosts');
+    for (let i = 0; i < 20; i++) a.attack(addr(i), 3);
+    await b.waitElements('20 bans', (e) => e.length === 20);
+    await r.kill();
+    await a.waitLog('the bus lost', (l) => l.message.startsWith('fleet bus unreachable'));
+    // Banned here while Redis is down: logged (kernel and database), and queued for the others.
+    const before = a.lines.length;
+    for (let i = 20; i < 30; i++) a.attack(addr(i), 3);
+    await a.waitElements('30 bans', (e) => e.length === 30);
+    await until('10 ban lines', () => a.lines.slice(before).filter((l) => l.message === 'ban').length === 10);
+    expect((await a.api<FleetView>('GET', '/v1/fleet')).body.outbox).toBe(10);
+    await r.restart();
+    await b.waitLog('the snapshot of a Redis that lost its data', (l) => l.message.startsWith('fleet bus lost its data'), 20_000);
+    await b.waitElements('the same 30 bans as A', (e) => e.join() === a.elements().join(), 'ipv4_addr', 20_000);
+    // No ban of B's went missing meanwhile: none was lifted.
+    expect(b.lines.filter((l) => l.message === 'unban')).toEqual([]);
+    // The 10 queued, and the 20 re-asserted (anti-entropy) because the new Redis lacked them: each once.
+    await until('30 ban keys', () => Number(r.cli('ZCARD', 'ami2ban:bans')) === 30);
+    expect(Number(r.cli('XLEN', 'ami2ban:stream'))).toBe(30);
+    expect((await b.api<{ bans: BanView[] }>('GET', '/v1/bans')).body.bans).toHaveLength(30);
+  });
+
+  it('SIGKILL and a flushed ruleset on one host: its restart restores its own and the remote bans', async () => {
+    const r = await redis();
+    const [a, b] = await fleet(r, [['pbx-a'], ['pbx-b']]);
+    if (a === undefined || b === undefined) throw new Error('hosts');
+    a.attack('203.0.113.7', 3);
+    b.attack('203.0.113.8', 3);
+    for (const h of [a, b]) await h.waitElements('both bans', (e) => e.join() === '203.0.113.7,203.0.113.8');
+    await b.stopDaemon('SIGKILL');
+    b.inside('nft', 'flush', 'ruleset');
+    expect(b.elements()).toEqual([]);
+    await b.startDaemon();
+    await b.waitElements('both bans back', (e) => e.join() === '203.0.113.7,203.0.113.8');
+    const list = (await b.api<{ bans: BanView[] }>('GET', '/v1/bans')).body.bans;
+    expect(list.map((x) => [x.ip, x.origin])).toEqual([
+      ['203.0.113.7', 'pbx-a'],
+      ['203.0.113.8', null],
+    ]);
+  });
+});
+
+describe('fleet-wide threshold and bad input', () => {
+  it('three hosts each see 2 failures (maxretry 3 each): FLEET_MAXRETRY=5 bans everywhere', async () => {
+    const r = await redis();
+    const env = { FLEET_MAXRETRY: '5' };
+    const hs = await fleet(r, [['pbx-a', env], ['pbx-b', env], ['pbx-c', env]]);
+    hs.forEach((h, i) => {
+      h.attack('203.0.113.50', 2, i * 10);
+    });
+    for (const h of hs) await h.waitElements('the fleet-wide ban', (e) => e.includes('203.0.113.50'));
+    const reasons = await Promise.all(hs.map(async (h) => (await listOf(h)).find((x) => x.ip === '203.0.113.50')));
+    // One host decided it (reason fleet); the others have it from that host.
+    const decider = reasons.filter((x) => x?.origin === null);
+    expect(decider).toHaveLength(1);
+    expect(decider[0]?.reason).toBe('fleet');
+    expect(reasons.filter((x) => x?.origin !== null && x?.reason === 'fleet')).toHaveLength(2);
+
+    // Under it on every host and across the fleet: nobody bans.
+    hs.forEach((h, i) => {
+      h.attack('203.0.113.51', 1, i * 10);
+    });
+    await new Promise((res) => setTimeout(res, 1000));
+    for (const h of hs) expect(h.elements()).not.toContain('203.0.113.51');
+  });
+
+  it('malformed entries, a /0, a self address and a flood over the cap: refused, counted, never applied', async () => {
+    const r = await redis();
+    const [a, b] = await fleet(r, [['pbx-a'], ['pbx-b', { FLEET_REMOTE_BURST: '20', FLEET_REMOTE_RATE: '1' }]]);
+    if (a === undefined || b === undefined) throw new Error('hosts');
+    const now = Date.now();
+    const add = (d: string): string => r.cli('XADD', 'ami2ban:stream', '*', 'd', d);
+    const entry = (ip: string): string => JSON.stringify({ v: 1, op: 'ban', ip, until: now + 3_600_000, at: now, origin: 'rogue', reason: 'threshold' });
+    add('not json');
+    add('{"v":1,"op":"ban"}');
+    add(JSON.stringify({ v: 1, op: 'ban', ip: '203.0.113.1', until: 'soon', at: now, origin: 'rogue', reason: 'x' }));
+    add(JSON.stringify({ v: 1, op: 'ban', ip: '203.0.113.1', until: now + 1000, at: now, origin: 'bad host!', reason: 'threshold' }));
+    add('x'.repeat(100_000));
+    add(entry('not-an-address'));
+    add(entry('0.0.0.0/0'));
+    add(entry(b.hostAddress));
+    r.cli('XADD', 'ami2ban:stream', '*', 'other', 'field');
+    for (let i = 0; i < 100; i++) add(entry(addr(i)));
+    await until('B counted them', async () => {
+      const f = (await b.api<FleetView>('GET', '/v1/fleet')).body;
+      return (f.rejected['rate-cap'] ?? 0) >= 79;
+    });
+    const f = (await b.api<FleetView>('GET', '/v1/fleet')).body;
+    expect(f.rejected).toMatchObject({ malformed: 6, 'invalid-address': 1, 'too-wide': 1, self: 1 });
+    expect(f.rejected['rate-cap']).toBeGreaterThanOrEqual(79);
+    expect(f.applied.ban).toBeLessThanOrEqual(21);
+    const elements = b.elements();
+    expect(elements).not.toContain(b.hostAddress);
+    expect(elements.length).toBe(f.applied.ban);
+    expect(b.elements('ipv4_net')).toEqual([]);
+    // Still alive and serving; A (no cap) took every valid one.
+    expect((await b.api('GET', '/readyz')).status).toBe(200);
+    // (B's AMI host is B's own, not A's.)
+    await a.waitElements('the 100 valid bans', (e) => e.length === 101 && e.includes(b.hostAddress));
+    const metrics = (await b.api<string>('GET', '/metrics')).body;
+    expect(String(metrics)).toMatch(/ami2ban_fleet_rejected_total\{reason="rate-cap"\} (\d+)/);
+  });
+});

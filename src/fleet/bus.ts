@@ -36,8 +36,12 @@ export interface BusStatus {
 export interface BusEvents {
   /** Others' decisions from the stream, in order (this host's own are skipped). */
   decisions: [decisions: readonly FleetDecision[]];
-  /** Every ban in force in the fleet (a catch-up): what is not in it is no longer banned anywhere. */
-  snapshot: [bans: readonly FleetBan[]];
+  /**
+   * Every ban in force in the fleet (a catch-up). complete: what is not in it is no longer banned
+   * anywhere; false when the bus lost its data (Redis restarted empty, a failover): then absence
+   * says nothing, and the hosts re-assert their bans.
+   */
+  snapshot: [bans: readonly FleetBan[], complete: boolean];
   /** This host won the fleet-wide threshold for an address: it bans it for everyone. */
   threshold: [ip: string, failures: number];
   state: [state: BusState, error: string | null];

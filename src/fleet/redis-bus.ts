@@ -5,6 +5,8 @@
 //   <name>:hosts           hash of host id → last heartbeat (ms)
 //   <name>:fail:<ip>:<n>   failures of an address in time bucket n, across the fleet (FLEET_MAXRETRY)
 //   <name>:lock:<ip>       the host that bans an address for the fleet
+//   <name>:epoch           this Redis's data generation (gone with its data: a restart empty, a lost failover)
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createClient } from 'redis';
 import { errorMessage } from '../errors.js';
@@ -33,8 +35,8 @@ export interface RedisBusOptions {
   readonly resyncMs: number;
   /** Fleet-wide threshold; absent = off. */
   readonly threshold?: { readonly maxRetry: number; readonly findTimeMs: number };
-  /** The stream position, kept between runs. */
-  readonly cursor: { load(): string | null; save(id: string): void };
+  /** The stream position (`epoch/id`), kept between runs. */
+  readonly cursor: { load(): string | null; save(position: string): void };
   /** This host's shared bans in force (re-asserted: what a failover lost comes back). */
   readonly ownBans: () => Iterable<FleetBan>;
   readonly logger: Logger;
@@ -107,6 +109,8 @@ interface Connection {
   readonly cmd: Client;
   readonly reader: Client;
   readonly sha: { readonly ban: string; readonly unban: string; readonly count: string };
+  /** The data generation of this Redis (set by the first host after it started empty). */
+  readonly epoch: string;
 }
 
 /** Stream ids compared as (ms, seq). */
@@ -132,6 +136,8 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   private stopped = false;
   private running: Promise<void> | undefined;
   private cursor: string | null;
+  /** The bus's data generation the cursor belongs to (a key Redis loses with its data). */
+  private epoch: string | null;
   private connectedSince: number | null = null;
   private lastError: string | null = null;
   private outbox: FleetDecision[] = [];
@@ -153,7 +159,9 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     super();
     this.keys = { bans: `${o.name}:bans`, stream: `${o.name}:stream`, hosts: `${o.name}:hosts` };
     this.now = o.now ?? Date.now;
-    this.cursor = o.cursor.load();
+    const [epoch, id] = (o.cursor.load() ?? '').split('/');
+    this.epoch = epoch !== undefined && id !== undefined ? epoch : null;
+    this.cursor = epoch !== undefined && id !== undefined ? id : null;
   }
 
   start(): void {
@@ -340,7 +348,9 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
       const role = await cmd.sendCommand<unknown[]>(['ROLE']);
       if (role[0] !== 'master') throw new Error(`${this.describe()} is a ${String(role[0])}, not the primary`);
       const [ban, unban, count] = await Promise.all([PUBLISH_BAN, PUBLISH_UNBAN, COUNT_FAILURES].map((s) => cmd.sendCommand<string>(['SCRIPT', 'LOAD', s])));
-      return { cmd, reader, sha: { ban: ban ?? '', unban: unban ?? '', count: count ?? '' } };
+      await cmd.sendCommand(['SET', `${this.o.name}:epoch`, randomUUID(), 'NX']);
+      const epoch = (await cmd.sendCommand<string | null>(['GET', `${this.o.name}:epoch`])) ?? '';
+      return { cmd, reader, sha: { ban: ban ?? '', unban: unban ?? '', count: count ?? '' }, epoch };
     } catch (err) {
       cmd.destroy();
       reader.destroy();
@@ -357,17 +367,22 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     return { first: first[0]?.[0] ?? null, last: last[0]?.[0] ?? '0-0' };
   }
 
-  /** At start, and when entries this host had not read were trimmed (or the stream is another one): a snapshot. */
+  /**
+   * At start, and when entries this host had not read were trimmed: a snapshot. A stream behind
+   * our position is another one (Redis lost its data): its snapshot is not the whole truth.
+   */
   private async catchUp(conn: Connection, always: boolean): Promise<void> {
     const ends = await this.streamEnds(conn);
     const c = this.cursor;
+    // Another generation of the data (Redis restarted empty): our position means nothing there.
+    const foreign = c !== null && (this.epoch !== conn.epoch || compareIds(c, ends.last) > 0);
     const trimmed = c !== null && ends.first !== null && compareIds(c, ends.first) < 0;
-    const foreign = c !== null && compareIds(c, ends.last) > 0;
-    if (always || c === null || trimmed || foreign) await this.snapshot(conn, ends.last);
+    this.epoch = conn.epoch;
+    if (always || c === null || trimmed || foreign) await this.snapshot(conn, ends.last, !foreign);
   }
 
   /** Every ban in force, then the stream from an id taken before it was read. */
-  private async snapshot(conn: Connection, from: string): Promise<void> {
+  private async snapshot(conn: Connection, from: string, complete: boolean): Promise<void> {
     const members = await conn.cmd.sendCommand<string[]>(['ZRANGE', this.keys.bans, String(this.now()), '+inf', 'BYSCORE']);
     const bans: FleetBan[] = [];
     for (let i = 0; i < members.length; i += CHUNK) {
@@ -383,7 +398,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     this.snapshots++;
     this.setCursor(from);
     this.lagMs = 0;
-    this.emit('snapshot', bans);
+    this.emit('snapshot', bans, complete);
   }
 
   private refuse(reason: DecodeError): void {
@@ -393,7 +408,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
 
   private setCursor(id: string): void {
     this.cursor = id;
-    this.o.cursor.save(id);
+    this.o.cursor.save(`${this.epoch ?? ''}/${id}`);
   }
 
   private async readLoop(conn: Connection): Promise<void> {
@@ -404,7 +419,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
         const ends = await this.streamEnds(conn);
         this.lagMs = Math.max(0, idTime(ends.last) - idTime(this.cursor ?? '0-0'));
         if (ends.first !== null && this.cursor !== null && compareIds(this.cursor, ends.first) < 0) {
-          await this.snapshot(conn, ends.last);
+          await this.snapshot(conn, ends.last, true);
           full = false;
           continue;
         }

@@ -52,8 +52,8 @@ export class FleetLink implements FleetPort {
       bus.on('decisions', (ds) => {
         this.receive(ds);
       });
-      bus.on('snapshot', (bans) => {
-        this.converge(bans);
+      bus.on('snapshot', (bans, complete) => {
+        this.converge(bans, complete);
       });
     }
     bus.on('threshold', (ip, failures) => {
@@ -135,8 +135,11 @@ export class FleetLink implements FleetPort {
     }
   }
 
-  /** A snapshot: every ban in force in the fleet is applied; remote bans no longer in it are lifted. */
-  private converge(bans: readonly FleetBan[]): void {
+  /**
+   * A snapshot: every ban in force in the fleet is applied; when it is complete, remote bans no
+   * longer in it are lifted (unbanned while we were away); when the bus lost its data, none is.
+   */
+  private converge(bans: readonly FleetBan[], complete: boolean): void {
     const daemon = this.daemon;
     if (daemon === undefined) return;
     const present = new Set<string>();
@@ -145,12 +148,13 @@ export class FleetLink implements FleetPort {
       this.applyBan(daemon, b);
     }
     let lifted = 0;
-    for (const ip of daemon.remoteBans()) {
+    for (const ip of complete ? daemon.remoteBans() : []) {
       if (present.has(ip)) continue;
       lifted++;
       void daemon.applyRemoteUnban(ip, Number.POSITIVE_INFINITY);
     }
-    this.o.logger.info('fleet snapshot applied', { bansInFleet: bans.length, remoteLiftedHere: lifted });
+    if (complete) this.o.logger.info('fleet snapshot applied', { bansInFleet: bans.length, remoteLiftedHere: lifted });
+    else this.o.logger.warn('fleet bus lost its data (Redis restarted empty or failed over): its bans applied, ours re-asserted, none lifted', { bansInFleet: bans.length });
   }
 
   private applyBan(daemon: Daemon, b: FleetBan): void {

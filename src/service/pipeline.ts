@@ -37,6 +37,7 @@ export function banLogFields(d: BanDecision): Record<string, unknown> {
     banSeconds: d.banSeconds === Number.POSITIVE_INFINITY ? -1 : Math.round(d.banSeconds),
     until: d.until === Number.POSITIVE_INFINITY ? 'permanent' : new Date(d.until).toISOString(),
     previousBans: d.previousBans,
+    ...(d.origin === undefined ? {} : { origin: d.origin }),
   };
 }
 
