@@ -1,11 +1,13 @@
 // The fleet on real parts: redis-server, and ami2ban daemons each in its own network namespace
 // with its own nftables and fake AMI.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BanView, FleetView } from '../src/control/api.js';
-import { FleetHost, RedisServer } from './helpers/fleet.js';
+import { FleetHost, RedisServer, SentinelGroup } from './helpers/fleet.js';
 import { assertPrivateNetns } from './helpers/kernel.js';
 
 assertPrivateNetns();
+// Failovers, partitions and reconnection backoffs take seconds.
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 30_000 });
 
 let hosts: FleetHost[] = [];
 let servers: RedisServer[] = [];
@@ -23,21 +25,14 @@ async function redis(args: string[] = []): Promise<RedisServer> {
   return r;
 }
 
-async function host(name: string, r: RedisServer, env: Record<string, string> = {}): Promise<FleetHost> {
-  const h = new FleetHost(name, { FLEET_REDIS_URL: `redis://10.77.0.0:${String(r.port)}`, ...env });
-  hosts.push(h);
-  return h;
-}
-
 /** Starts hosts; each reaches Redis through its own link (the URL names its side of it). */
 async function fleet(r: RedisServer, specs: readonly [string, Record<string, string>?][]): Promise<FleetHost[]> {
   const made: FleetHost[] = [];
   for (const [name, env] of specs) {
-    const h = await host(name, r, env ?? {});
+    const h = new FleetHost(name, { ...env });
+    h.env.FLEET_REDIS_URL = `redis://${h.hostAddress}:${String(r.port)}`;
+    hosts.push(h);
     made.push(h);
-  }
-  for (const h of made) {
-    (h as unknown as { env: Record<string, string> }).env.FLEET_REDIS_URL = `redis://${h.hostAddress}:${String(r.port)}`;
     await h.start();
   }
   for (const h of made) await h.waitLog('fleet connected', (l) => l.message === 'fleet bus connected');
@@ -52,7 +47,8 @@ async function until(what: string, ok: () => Promise<boolean> | boolean, timeout
   }
 }
 
-const listOf = async (h: FleetHost): Promise<BanView[]> => (await h.api<{ bans: BanView[] }>('GET', '/v1/bans')).body.bans;
+const listOf = async (h: FleetHost): Promise<BanView[]> => ((await h.api('GET', '/v1/bans')).body as { bans: BanView[] }).bans;
+const fleetOf = async (h: FleetHost): Promise<FleetView> => (await h.api('GET', '/v1/fleet')).body as FleetView;
 
 describe('a fleet of three hosts on one Redis', () => {
   it("an attack on A is in B's and C's kernels; B's ignore list holds; an unban on C is lifted everywhere", async () => {
@@ -71,7 +67,7 @@ describe('a fleet of three hosts on one Redis', () => {
     await c.waitElements('203.0.113.9 banned', (e) => e.includes('203.0.113.9'));
     await b.waitLog('the refusal', (l) => l.message === 'ban from another host not applied here' && l.ip === '203.0.113.9');
     expect(b.elements()).not.toContain('203.0.113.9');
-    const fb = (await b.api<FleetView>('GET', '/v1/fleet')).body;
+    const fb = (await fleetOf(b));
     expect(fb).toMatchObject({ enabled: true, state: 'connected', hostId: 'pbx-b', rejected: { 'ignore-list': 1 }, applied: { ban: 1 } });
 
     // An operator lifts it on C: lifted on A (its origin) and B.
@@ -86,8 +82,8 @@ describe('a fleet of three hosts on one Redis', () => {
     expect(c.elements()).not.toContain('198.51.100.1');
     expect((await listOf(a)).find((x) => x.ip === '198.51.100.1')).toMatchObject({ local: true, origin: null });
     // Every host beats on connecting, then every second.
-    await until('A sees every host', async () => (await a.api<FleetView>('GET', '/v1/fleet')).body.hosts.length === 3);
-    const fa = (await a.api<FleetView>('GET', '/v1/fleet')).body;
+    await until('A sees every host', async () => (await fleetOf(a)).hosts.length === 3);
+    const fa = (await fleetOf(a));
     expect(fa.hosts.map((h) => h.id)).toEqual(['pbx-a', 'pbx-b', 'pbx-c']);
     expect(r.cli('HKEYS', 'ami2ban:hosts').split('\n').sort()).toEqual(['pbx-a', 'pbx-b', 'pbx-c']);
     expect(fa.published.ban).toBe(3);
@@ -112,24 +108,24 @@ describe('partitions and restarts', () => {
     for (let i = 0; i < 50; i++) a.attack(addr(i), 3);
     expect((await a.api('DELETE', '/v1/bans/203.0.113.7')).status).toBe(200);
     await a.waitElements('50 bans', (e) => e.length === 50);
-    const status = (await b.api<{ fleet: { state: string } }>('GET', '/v1/status')).body;
+    const status = (await b.api('GET', '/v1/status')).body as { fleet: { state: string } };
     expect(status.fleet.state).toBe('degraded');
     expect((await b.api('GET', '/readyz')).status).toBe(200);
     b.linkUp();
     await b.waitElements('the same bans as A', (e) => e.join() === a.elements().join(), 'ipv4_addr', 20_000);
-    const afterShort = (await b.api<FleetView>('GET', '/v1/fleet')).body;
+    const afterShort = (await fleetOf(b));
     expect(afterShort.snapshots).toBe(1);
 
     // A long one: A bans 1 000 addresses, far more than the stream keeps (FLEET_STREAM_MAXLEN=100).
     b.linkDown();
-    await until('B degraded', async () => (await b.api<FleetView>('GET', '/v1/fleet')).body.state === 'degraded');
+    await until('B degraded', async () => (await fleetOf(b)).state === 'degraded');
     expect((await a.api('DELETE', `/v1/bans/${addr(0)}`)).status).toBe(200);
     for (let i = 1000; i < 2000; i++) a.attack(addr(i), 3);
     await a.waitElements('1 049 bans', (e) => e.length === 1049, 'ipv4_addr', 20_000);
     expect(Number(r.cli('XLEN', 'ami2ban:stream'))).toBeLessThan(300);
     b.linkUp();
     await b.waitElements('the same 1 049 bans as A', (e) => e.join() === a.elements().join(), 'ipv4_addr', 30_000);
-    const fb = (await b.api<FleetView>('GET', '/v1/fleet')).body;
+    const fb = (await fleetOf(b));
     expect(fb.snapshots).toBe(2);
     expect(fb.state).toBe('connected');
     expect(b.elements()).not.toContain(addr(0));
@@ -148,7 +144,7 @@ describe('partitions and restarts', () => {
     for (let i = 20; i < 30; i++) a.attack(addr(i), 3);
     await a.waitElements('30 bans', (e) => e.length === 30);
     await until('10 ban lines', () => a.lines.slice(before).filter((l) => l.message === 'ban').length === 10);
-    expect((await a.api<FleetView>('GET', '/v1/fleet')).body.outbox).toBe(10);
+    expect((await fleetOf(a)).outbox).toBe(10);
     await r.restart();
     await b.waitLog('the snapshot of a Redis that lost its data', (l) => l.message.startsWith('fleet bus lost its data'), 20_000);
     await b.waitElements('the same 30 bans as A', (e) => e.join() === a.elements().join(), 'ipv4_addr', 20_000);
@@ -157,7 +153,7 @@ describe('partitions and restarts', () => {
     // The 10 queued, and the 20 re-asserted (anti-entropy) because the new Redis lacked them: each once.
     await until('30 ban keys', () => Number(r.cli('ZCARD', 'ami2ban:bans')) === 30);
     expect(Number(r.cli('XLEN', 'ami2ban:stream'))).toBe(30);
-    expect((await b.api<{ bans: BanView[] }>('GET', '/v1/bans')).body.bans).toHaveLength(30);
+    expect((await listOf(b))).toHaveLength(30);
   });
 
   it('SIGKILL and a flushed ruleset on one host: its restart restores its own and the remote bans', async () => {
@@ -172,11 +168,54 @@ describe('partitions and restarts', () => {
     expect(b.elements()).toEqual([]);
     await b.startDaemon();
     await b.waitElements('both bans back', (e) => e.join() === '203.0.113.7,203.0.113.8');
-    const list = (await b.api<{ bans: BanView[] }>('GET', '/v1/bans')).body.bans;
+    const list = (await listOf(b));
     expect(list.map((x) => [x.ip, x.origin])).toEqual([
       ['203.0.113.7', 'pbx-a'],
       ['203.0.113.8', null],
     ]);
+  });
+});
+
+describe('Redis Sentinel', () => {
+  let group: SentinelGroup | undefined;
+  afterEach(async () => {
+    await group?.stop();
+    group = undefined;
+  });
+
+  it('the primary killed: no local ban waits for the failover, and the fleet converges on the new primary, nothing doubled', async () => {
+    group = await SentinelGroup.start();
+    const g = group;
+    const env = { FLEET_REDIS_SENTINELS: g.list, FLEET_REDIS_MASTER: 'mymaster' };
+    const made: FleetHost[] = [];
+    for (const name of ['pbx-a', 'pbx-b']) {
+      const h = new FleetHost(name, env);
+      hosts.push(h);
+      made.push(h);
+      await h.start();
+    }
+    const [a, b] = made;
+    if (a === undefined || b === undefined) throw new Error('hosts');
+    for (const h of made) await h.waitLog('fleet connected', (l) => l.message === 'fleet bus connected');
+    for (let i = 0; i < 10; i++) a.attack(addr(i), 3);
+    await b.waitElements('10 bans', (e) => e.length === 10);
+    const before = g.primaryPort();
+    await g.primary.kill();
+    const linesBefore = a.lines.length;
+    const attackedAt = Date.now();
+    for (let i = 10; i < 20; i++) a.attack(addr(i), 3);
+    // Local bans do not wait for the bus: all in A's kernel and logged well before a failover ends.
+    await a.waitElements('20 bans', (e) => e.length === 20);
+    await until('10 more ban lines', () => a.lines.slice(linesBefore).filter((l) => l.message === 'ban').length === 10);
+    const localMs = Date.now() - attackedAt;
+    await until('the sentinels to promote the replica', () => g.primaryPort() !== before, 20_000);
+    expect(localMs).toBeLessThan(1000);
+    await b.waitElements('the same 20 bans as A', (e) => e.join() === a.elements().join(), 'ipv4_addr', 20_000);
+    for (const h of made) expect((await fleetOf(h)).state).toBe('connected');
+    // Each ban once on B: applied, never applied again by the re-assertion after the failover.
+    const banLines = b.lines.filter((l) => l.message === 'ban').map((l) => l.ip);
+    expect(banLines.sort()).toEqual([...new Set(banLines)].sort());
+    expect(banLines).toHaveLength(20);
   });
 });
 
@@ -222,10 +261,10 @@ describe('fleet-wide threshold and bad input', () => {
     r.cli('XADD', 'ami2ban:stream', '*', 'other', 'field');
     for (let i = 0; i < 100; i++) add(entry(addr(i)));
     await until('B counted them', async () => {
-      const f = (await b.api<FleetView>('GET', '/v1/fleet')).body;
+      const f = (await fleetOf(b));
       return (f.rejected['rate-cap'] ?? 0) >= 79;
     });
-    const f = (await b.api<FleetView>('GET', '/v1/fleet')).body;
+    const f = (await fleetOf(b));
     expect(f.rejected).toMatchObject({ malformed: 6, 'invalid-address': 1, 'too-wide': 1, self: 1 });
     expect(f.rejected['rate-cap']).toBeGreaterThanOrEqual(79);
     expect(f.applied.ban).toBeLessThanOrEqual(21);
@@ -237,7 +276,7 @@ describe('fleet-wide threshold and bad input', () => {
     expect((await b.api('GET', '/readyz')).status).toBe(200);
     // (B's AMI host is B's own, not A's.)
     await a.waitElements('the 100 valid bans', (e) => e.length === 101 && e.includes(b.hostAddress));
-    const metrics = (await b.api<string>('GET', '/metrics')).body;
-    expect(String(metrics)).toMatch(/ami2ban_fleet_rejected_total\{reason="rate-cap"\} (\d+)/);
+    const metrics = (await b.api('GET', '/metrics')).body;
+    expect(metrics).toMatch(/ami2ban_fleet_rejected_total\{reason="rate-cap"\} (\d+)/);
   });
 });

@@ -2,7 +2,7 @@
 // daemons each in its own network namespace (its own nftables), joined to the test's namespace
 // by a veth pair (10.77.N.2 there, 10.77.N.1 here), each with its own fake AMI.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,21 +41,30 @@ export class RedisServer {
   private constructor(
     readonly port: number,
     private readonly args: readonly string[],
+    private readonly sentinelConf: string | undefined,
   ) {}
 
-  static async start(args: readonly string[] = [], port?: number): Promise<RedisServer> {
-    const r = new RedisServer(port ?? (await freePort()), args);
+  /** A server, or with sentinelConf a sentinel (its configuration file's text). */
+  static async start(args: readonly string[] = [], sentinelConf?: string): Promise<RedisServer> {
+    const r = new RedisServer(await freePort(), args, sentinelConf);
     await r.restart();
     return r;
   }
 
   async restart(): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), 'ami2ban-redis-'));
-    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '0.0.0.0', '--protected-mode', 'no', '--save', '', '--appendonly', 'no', '--dir', dir, ...this.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const common = ['--port', String(this.port), '--bind', '0.0.0.0', '--protected-mode', 'no', '--dir', dir];
+    let argv = [...common, '--save', '', '--appendonly', 'no', ...this.args];
+    if (this.sentinelConf !== undefined) {
+      // A sentinel rewrites its configuration file: it must have one of its own.
+      writeFileSync(join(dir, 'sentinel.conf'), this.sentinelConf);
+      argv = [join(dir, 'sentinel.conf'), '--sentinel', ...common];
+    }
+    const child = spawn('redis-server', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
-    child.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
-    await waitFor(`redis-server on port ${this.port}`, () => this.output.includes('Ready to accept connections'));
+    child.stdout.on('data', (d: Buffer) => (this.output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (this.output += d.toString()));
+    await waitFor(`redis-server on port ${String(this.port)}`, () => this.output.includes('Ready to accept connections') || this.output.includes('Sentinel ID is'));
   }
 
   /** redis-cli against it. */
@@ -65,11 +74,62 @@ export class RedisServer {
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const c = this.child;
-    if (c === undefined || c.exitCode !== null) return;
+    if (c === undefined || c.exitCode !== null || c.signalCode !== null) return;
     this.output = '';
     const exited = new Promise((r) => c.once('exit', r));
     c.kill(signal);
     await exited;
+  }
+}
+
+/**
+ * An address of the test's namespace that every host reaches the same way (through its default
+ * route): what Sentinel announces for the primary and replicas.
+ */
+export const SERVICE_ADDRESS = '10.77.0.1';
+
+export function addServiceAddress(): void {
+  const present = execFileSync('ip', ['-o', 'addr', 'show', 'dev', 'lo'], { encoding: 'utf8' }).includes(` ${SERVICE_ADDRESS}/`);
+  if (!present) execFileSync('ip', ['addr', 'add', `${SERVICE_ADDRESS}/32`, 'dev', 'lo']);
+}
+
+/** Three sentinels watching a primary and its replica, all announcing SERVICE_ADDRESS. */
+export class SentinelGroup {
+  private constructor(
+    readonly primary: RedisServer,
+    readonly replica: RedisServer,
+    readonly sentinels: readonly RedisServer[],
+  ) {}
+
+  static async start(): Promise<SentinelGroup> {
+    addServiceAddress();
+    const primary = await RedisServer.start(['--replica-announce-ip', SERVICE_ADDRESS]);
+    const replica = await RedisServer.start(['--replicaof', SERVICE_ADDRESS, String(primary.port), '--replica-announce-ip', SERVICE_ADDRESS]);
+    const sentinels: RedisServer[] = [];
+    const conf = [
+      `sentinel monitor mymaster ${SERVICE_ADDRESS} ${String(primary.port)} 2`,
+      'sentinel down-after-milliseconds mymaster 1000',
+      'sentinel failover-timeout mymaster 5000',
+      `sentinel announce-ip ${SERVICE_ADDRESS}`,
+      '',
+    ].join('\n');
+    for (let i = 0; i < 3; i++) sentinels.push(await RedisServer.start([], conf));
+    await waitFor('the replica in sync', () => replica.cli('INFO', 'replication').includes('master_link_status:up'));
+    await waitFor('the sentinels to see each other', () => sentinels.every((s) => /num-other-sentinels\r?\n2/.test(s.cli('SENTINEL', 'MASTER', 'mymaster'))), 20_000);
+    return new SentinelGroup(primary, replica, sentinels);
+  }
+
+  get list(): string {
+    return this.sentinels.map((s) => `${SERVICE_ADDRESS}:${String(s.port)}`).join(',');
+  }
+
+  /** The primary's port as the sentinels say. */
+  primaryPort(): number {
+    return Number(this.sentinels[0]?.cli('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'mymaster').split('\n')[1]);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.primary, this.replica, ...this.sentinels].map((s) => s.kill()));
   }
 }
 
@@ -97,7 +157,8 @@ export class FleetHost {
 
   constructor(
     readonly name: string,
-    private readonly env: Record<string, string>,
+    /** The daemon's settings beyond the defaults here (may be changed before a start). */
+    readonly env: Record<string, string>,
   ) {
     this.index = nextIndex++;
     this.hostAddress = `10.77.${this.index}.1`;
@@ -127,6 +188,8 @@ export class FleetHost {
     this.inside('ip', 'link', 'set', 'lo', 'up');
     this.inside('ip', 'addr', 'add', `${this.nsAddress}/24`, 'dev', 'eth0');
     this.inside('ip', 'link', 'set', 'eth0', 'up');
+    // Through its link, every address of the test's namespace (SERVICE_ADDRESS among them).
+    this.inside('ip', 'route', 'add', 'default', 'via', this.hostAddress);
     this.amiPort = await this.ami.start(0, this.hostAddress);
     await this.startDaemon();
     return this;
@@ -157,14 +220,14 @@ export class FleetHost {
     const child = spawn('nsenter', ['-t', String(this.holder?.pid), '-n', '--', process.execPath, BIN, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.daemon = child;
     let partial = '';
-    child.stdout?.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       const text = partial + d.toString();
       const parts = text.split('\n');
       partial = parts.pop() ?? '';
       for (const l of parts) if (l.startsWith('{')) this.lines.push(JSON.parse(l) as LogLine);
     });
     let err = '';
-    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const exited = new Promise<never>((_, reject) => child.once('exit', (code) => { reject(new Error(`${this.name} exited with ${String(code)}: ${err}${JSON.stringify(this.lines.slice(-5))}`)); }));
     await Promise.race([subscribed, exited]);
     await waitFor(`${this.name} listening`, () => this.lines.some((l) => l.message === 'control API listening'));
@@ -205,9 +268,8 @@ export class FleetHost {
     this.ami.broadcast(text);
   }
 
-  async api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
-    const r = await this.control.call(method, path, body);
-    return { status: r.status, body: r.body as T };
+  async api(method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+    return this.control.call(method, path, body);
   }
 
   linkDown(): void {
