@@ -1,7 +1,9 @@
 // The fleet on real parts: redis-server, and ami2ban daemons each in its own network namespace
 // with its own nftables and fake AMI.
+import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BanView, FleetView } from '../src/control/api.js';
+import { ROOT } from './helpers/cli.js';
 import { FleetHost, RedisServer, SentinelGroup } from './helpers/fleet.js';
 import { assertPrivateNetns } from './helpers/kernel.js';
 
@@ -93,6 +95,30 @@ describe('a fleet of three hosts on one Redis', () => {
 
 /** Addresses 198.18.x.y, i-th. */
 const addr = (i: number): string => `198.18.${String((i >> 8) & 255)}.${String(i & 255)}`;
+
+/** The ACL line the README gives for one host (only the fleet's keys, only the commands it sends), for another user. */
+const ACL = (user: string, password: string): string[] => {
+  const line = /^ACL SETUSER pbx1 on >CHANGE-ME .*$/m.exec(readFileSync(`${ROOT}README.md`, 'utf8'))?.[0] ?? 'the README has no ACL line';
+  return line.replace('pbx1', user).replace('>CHANGE-ME', `>${password}`).split(' ');
+};
+
+describe('a host with its own Redis ACL user', () => {
+  it('works with only what the README grants it, and can touch nothing outside the prefix', async () => {
+    const r = await redis();
+    expect(r.cli(...ACL('pbx-a', 'pw-a'))).toBe('OK');
+    const h = new FleetHost('pbx-a', {});
+    h.env.FLEET_REDIS_URL = `redis://pbx-a:pw-a@${h.hostAddress}:${String(r.port)}`;
+    hosts.push(h);
+    await h.start();
+    await h.waitLog('fleet connected', (l) => l.message === 'fleet bus connected');
+    h.attack('203.0.113.7', 3);
+    await until('the ban shared', () => r.cli('ZRANGE', 'ami2ban:bans', '0', '-1') === '203.0.113.7');
+    expect(r.cli('--user', 'pbx-a', '--pass', 'pw-a', '--no-auth-warning', 'SET', 'other', 'x')).toMatch(/NOPERM/);
+    expect(r.cli('--user', 'pbx-a', '--pass', 'pw-a', '--no-auth-warning', 'FLUSHALL')).toMatch(/NOPERM/);
+    // The password never reaches a log line.
+    expect(JSON.stringify(h.lines)).not.toContain('pw-a');
+  });
+});
 
 describe('partitions and restarts', () => {
   it('B cut off while A bans and unbans: on rejoin B converges exactly, from the stream and, once trimmed past it, from the snapshot', async () => {
