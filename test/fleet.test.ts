@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BanView, FleetView } from '../src/control/api.js';
 import { ROOT } from './helpers/cli.js';
-import { FleetHost, RedisServer, SentinelGroup } from './helpers/fleet.js';
+import { FleetHost, RedisServer, SentinelGroup } from '../src/demo/fleet-lab.js';
 import { assertPrivateNetns } from './helpers/kernel.js';
 
 assertPrivateNetns();

@@ -586,7 +586,7 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
 
     const list = await ctl(['list']);
     expect(list.stdout).toMatch(/^ADDRESS\s+REMAINING\s+SINCE\s+TIMES\s+REASON\s+FAILURES\s+ORIGIN$/m);
-    expect(list.stdout).toMatch(/^198\.51\.100\.7\s+(59m \d+s|1h)\s+\S+Z\s+1\s+manual\s+0$/m);
+    expect(list.stdout).toMatch(/^198\.51\.100\.7\s+(59m \d+s|1h)\s+\S+Z\s+1\s+manual\s+0\s+-$/m);
     const listed = JSON.parse((await ctl(['list', '--json'])).stdout) as BanViewLike[];
     expect(listed.map((b) => b.ip).sort()).toEqual(['198.51.100.7', '2001:db8::9']);
 

@@ -83,8 +83,8 @@ export interface BanDecision {
   readonly previousBans: number;
   /** It lengthens (or replaces) a ban in force: the same ban, not another one for escalation. */
   readonly extendsBan: boolean;
-  /** The fleet host that decided it; absent when this host did. */
-  readonly origin?: string;
+  /** The fleet host that decided it; undefined when this host did. */
+  readonly origin?: string | undefined;
 }
 
 export interface UnbanDecision {
@@ -464,7 +464,7 @@ export class Engine {
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     if (inForce && options.replace !== true && until <= current.until) return { kind: 'unchanged', until: current.until };
     this.trackers.delete(addr.ip);
-    return { kind: 'banned', decision: withOrigin(this.recordBan(addr.ip, addr.family, now, seconds, options.reason ?? 'manual', 0, {}, inForce), options), replaced: [] };
+    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, options.reason ?? 'manual', 0, {}, inForce, [], options.origin), replaced: [] };
   }
 
   /** A manual ban of a network: it replaces the bans inside it; ignore lists and own addresses always win. */
@@ -485,7 +485,7 @@ export class Engine {
     if (outer !== undefined) return { kind: 'unchanged', until: this.bans.get(outer[0])?.until ?? until };
     // Everything the network holds (addresses, narrower networks) is covered by it now: lifted.
     const replaced = this.liftInside(text, cidr, now);
-    return { kind: 'banned', decision: withOrigin({ ...this.recordBan(text, family, now, seconds, options.reason ?? 'manual', 0, {}, inForce), replaces: replaced }, options), replaced };
+    return { kind: 'banned', decision: { ...this.recordBan(text, family, now, seconds, options.reason ?? 'manual', 0, {}, inForce, [], options.origin), replaces: replaced }, replaced };
   }
 
   /** Lifts the bans in force inside a network about to be banned (addresses, narrower networks): it covers them. */
@@ -765,13 +765,14 @@ export class Engine {
     events: Record<string, number>,
     extendsBan = false,
     details: readonly FailureDetail[] = [],
+    origin?: string,
   ): BanDecision {
     const ip = detach(text);
     const previousBans = Math.max(0, this.history.count(ip, now) - (extendsBan ? 1 : 0));
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     this.setBan(ip, family, until);
     if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
-    const decision: BanDecision = { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, details, previousBans, extendsBan };
+    const decision: BanDecision = { type: 'ban', ip, family, at: now, banSeconds: seconds, until, reason, failures, events, details, previousBans, extendsBan, origin };
     // An extension continues the ban in force: it is not another one.
     if (!extendsBan) this.history.add(ip, now);
     return decision;
@@ -790,10 +791,6 @@ function transportCode(t: string): number {
 function banSeconds(options: BanOptions, now: number): number | undefined {
   if (options.until === undefined) return options.seconds;
   return options.until === Number.POSITIVE_INFINITY ? options.until : Math.max(1, (options.until - now) / 1000);
-}
-
-function withOrigin(d: BanDecision, options: BanOptions): BanDecision {
-  return options.origin === undefined ? d : { ...d, origin: options.origin };
 }
 
 function ignored(reason: IgnoreReason): Outcome {

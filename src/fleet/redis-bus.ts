@@ -52,7 +52,8 @@ const RETRY_MIN_MS = 200;
 const RETRY_MAX_MS = 5000;
 const CONNECT_TIMEOUT_MS = 3000;
 const FAIL_FLUSH_MS = 250;
-const MAX_COUNTED = 100_000;
+// Addresses counted per flush (4 per second): a scan of more is counted in part (the local threshold still holds).
+const MAX_COUNTED = 10_000;
 
 // A ban is stored unless a longer one of the address is (or, re-asserting, any); every stored one goes on the stream.
 const PUBLISH_BAN = `
@@ -385,10 +386,13 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   private async snapshot(conn: Connection, from: string, complete: boolean): Promise<void> {
     const members = await conn.cmd.sendCommand<string[]>(['ZRANGE', this.keys.bans, String(this.now()), '+inf', 'BYSCORE']);
     const bans: FleetBan[] = [];
-    for (let i = 0; i < members.length; i += CHUNK) {
-      const slice = members.slice(i, i + CHUNK);
-      const values = await conn.cmd.sendCommand<(string | null)[]>(['MGET', ...slice.map((ip) => this.banKey(ip))]);
-      for (const v of values) {
+    const chunks: string[][] = [];
+    for (let i = 0; i < members.length; i += CHUNK) chunks.push(members.slice(i, i + CHUNK));
+    // Ten reads in flight at a time; each chunk decoded in its own loop turn.
+    const pending = chunks.map((c) => () => conn.cmd.sendCommand<(string | null)[]>(['MGET', ...c.map((ip) => this.banKey(ip))]));
+    for (let i = 0; i < pending.length; i += 10) {
+      const replies = await Promise.all(pending.slice(i, i + 10).map((read) => read()));
+      for (const v of replies.flat()) {
         if (v === null) continue; // ended since the range was read
         const d = decode(v);
         if (typeof d === 'string') this.refuse(d);

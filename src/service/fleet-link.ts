@@ -22,6 +22,14 @@ export interface FleetLinkOptions {
   readonly now?: () => number;
 }
 
+/** What the bus handed over, applied in order, a slice per loop turn. */
+type Inbox = { readonly kind: 'decisions'; readonly ds: readonly FleetDecision[] } | { readonly kind: 'snapshot'; readonly bans: readonly FleetBan[]; readonly complete: boolean };
+
+/** Remote decisions applied per loop turn: a burst or a snapshot of 100 000 never stalls the loop (AMI events wait meanwhile). */
+const SLICE = 250;
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 export class FleetLink implements FleetPort {
   private daemon: Daemon | undefined;
   private readonly now: () => number;
@@ -30,6 +38,8 @@ export class FleetLink implements FleetPort {
   private readonly applied = { ban: 0, unban: 0 };
   private readonly rejected: Record<string, number> = {};
   private lastRateWarning = 0;
+  private inbox: Inbox[] = [];
+  private draining = false;
 
   constructor(private readonly o: FleetLinkOptions) {
     this.now = o.now ?? Date.now;
@@ -50,10 +60,10 @@ export class FleetLink implements FleetPort {
     });
     if (this.o.apply) {
       bus.on('decisions', (ds) => {
-        this.receive(ds);
+        this.queue({ kind: 'decisions', ds });
       });
       bus.on('snapshot', (bans, complete) => {
-        this.converge(bans, complete);
+        this.queue({ kind: 'snapshot', bans, complete });
       });
     }
     bus.on('threshold', (ip, failures) => {
@@ -115,6 +125,30 @@ export class FleetLink implements FleetPort {
 
   // ---- from the bus ----
 
+  /** Queued in arrival order: a stream decision after a snapshot is applied after it. */
+  private queue(item: Inbox): void {
+    this.inbox.push(item);
+    if (!this.draining) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      for (let item = this.inbox.shift(); item !== undefined; item = this.inbox.shift()) {
+        if (item.kind === 'snapshot') {
+          await this.converge(item.bans, item.complete);
+          continue;
+        }
+        for (let i = 0; i < item.ds.length; i += SLICE) {
+          this.receive(item.ds.slice(i, i + SLICE));
+          if (i + SLICE < item.ds.length) await nextTurn();
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
   private receive(ds: readonly FleetDecision[]): void {
     const daemon = this.daemon;
     if (daemon === undefined) return;
@@ -139,13 +173,15 @@ export class FleetLink implements FleetPort {
    * A snapshot: every ban in force in the fleet is applied; when it is complete, remote bans no
    * longer in it are lifted (unbanned while we were away); when the bus lost its data, none is.
    */
-  private converge(bans: readonly FleetBan[], complete: boolean): void {
+  private async converge(bans: readonly FleetBan[], complete: boolean): Promise<void> {
     const daemon = this.daemon;
     if (daemon === undefined) return;
     const present = new Set<string>();
-    for (const b of bans) {
+    for (let i = 0; i < bans.length; i++) {
+      const b = bans[i] as FleetBan;
       present.add(b.ip);
       this.applyBan(daemon, b);
+      if (i % SLICE === SLICE - 1) await nextTurn();
     }
     let lifted = 0;
     for (const ip of complete ? daemon.remoteBans() : []) {

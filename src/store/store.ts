@@ -35,7 +35,7 @@ export interface BanRecordInput {
   /** It continues the open ban of the address (closed as `extended`, not counted again). */
   readonly extendsBan?: boolean;
   /** The fleet host that decided it; absent when this host did. */
-  readonly origin?: string;
+  readonly origin?: string | undefined;
   /** Kept from the fleet (a manual `--local` ban). */
   readonly local?: boolean;
 }

@@ -1,15 +1,20 @@
-// A fleet on one machine: a real redis-server on the test namespace's addresses, and ami2ban
-// daemons each in its own network namespace (its own nftables), joined to the test's namespace
-// by a veth pair (10.77.N.2 there, 10.77.N.1 here), each with its own fake AMI.
+// A fleet on one machine, for the tests and bench:fleet: a real redis-server on this namespace's
+// addresses, and ami2ban daemons each in its own network namespace (its own nftables), joined to
+// this one by a veth pair (10.77.N.2 there, 10.77.N.1 here), each with its own fake AMI.
+// Run it inside a private namespace only (scripts/netns-exec.sh): it adds links and addresses.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ControlClient } from '../../src/control/client.js';
-import { FakeAmiServer } from '../../src/demo/fake-ami-server.js';
-import { BIN } from './cli.js';
-import { BASE_ENV } from './policy.js';
+import { fileURLToPath } from 'node:url';
+import { ControlClient } from '../control/client.js';
+import { FakeAmiServer } from './fake-ami-server.js';
+
+const CREDENTIALS = { AMI_USERNAME: 'ami2ban', AMI_SECRET: 'ami2ban-secret' } as const;
+
+/** bin/ami2ban.js, from the sources (src/demo) or the build (dist/src/demo). */
+const BIN = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../../bin/ami2ban.js' : '../../bin/ami2ban.js', import.meta.url));
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -145,7 +150,7 @@ export class FleetHost {
   readonly index: number;
   readonly hostAddress: string;
   readonly nsAddress: string;
-  readonly ami = new FakeAmiServer({ username: BASE_ENV.AMI_USERNAME, secret: BASE_ENV.AMI_SECRET });
+  readonly ami: FakeAmiServer;
   readonly control: ControlClient;
   readonly socket: string;
   lines: LogLine[] = [];
@@ -154,12 +159,17 @@ export class FleetHost {
   private amiPort = 0;
   private readonly link: string;
   private readonly stateDir: string;
+  /** Options for node itself (e.g. `--cpu-prof`). */
+  nodeArgs: readonly string[] = [];
 
   constructor(
     readonly name: string,
     /** The daemon's settings beyond the defaults here (may be changed before a start). */
     readonly env: Record<string, string>,
+    /** TCP_NODELAY on the fake AMI (Asterisk leaves Nagle on; a latency bench takes it off). */
+    noDelay = false,
   ) {
+    this.ami = new FakeAmiServer({ username: CREDENTIALS.AMI_USERNAME, secret: CREDENTIALS.AMI_SECRET, noDelay });
     this.index = nextIndex++;
     this.hostAddress = `10.77.${this.index}.1`;
     this.nsAddress = `10.77.${this.index}.2`;
@@ -201,7 +211,7 @@ export class FleetHost {
     const env = {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: process.env.HOME ?? '/root',
-      ...BASE_ENV,
+      ...CREDENTIALS,
       AMI_HOST: this.hostAddress,
       AMI_PORT: String(this.amiPort),
       STATE_DIR: this.stateDir,
@@ -217,7 +227,7 @@ export class FleetHost {
       ...extra,
     };
     const subscribed = this.ami.nextSubscription();
-    const child = spawn('nsenter', ['-t', String(this.holder?.pid), '-n', '--', process.execPath, BIN, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('nsenter', ['-t', String(this.holder?.pid), '-n', '--', process.execPath, ...this.nodeArgs, BIN, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.daemon = child;
     let partial = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -230,7 +240,18 @@ export class FleetHost {
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const exited = new Promise<never>((_, reject) => child.once('exit', (code) => { reject(new Error(`${this.name} exited with ${String(code)}: ${err}${JSON.stringify(this.lines.slice(-5))}`)); }));
     await Promise.race([subscribed, exited]);
-    await waitFor(`${this.name} listening`, () => this.lines.some((l) => l.message === 'control API listening'));
+    await waitFor(`${this.name} listening`, async () => {
+      try {
+        return (await this.control.call('GET', '/healthz')).status === 200;
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  /** Starts a command in the namespace (e.g. `nft monitor`). */
+  spawnInside(args: readonly string[]): ChildProcess {
+    return spawn('nsenter', ['-t', String(this.holder?.pid), '-n', '--', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   }
 
   inside(...args: string[]): string {
@@ -258,6 +279,11 @@ export class FleetHost {
 
   /** Failed SIP requests from an address, as Asterisk reports them. */
   attack(ip: string, times: number, first = 0): void {
+    this.ami.broadcast(this.failures(ip, times, first));
+  }
+
+  /** The AMI text of failed SIP requests from an address (each its own request). */
+  failures(ip: string, times: number, first = 0): string {
     let text = '';
     for (let n = first; n < first + times; n++) {
       text +=
@@ -265,7 +291,7 @@ export class FleetHost {
         `Service: PJSIP\r\nEventVersion: 1\r\nAccountID: fleet\r\nSessionID: ${this.name}-${ip}-${String(n)}@test\r\n` +
         `LocalAddress: IPV4/UDP/${this.nsAddress}/5060\r\nRemoteAddress: IPV4/UDP/${ip}/5060\r\n\r\n`;
     }
-    this.ami.broadcast(text);
+    return text;
   }
 
   async api(method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
@@ -284,6 +310,11 @@ export class FleetHost {
     await waitFor(`${this.name}: ${what}`, () => ok(this.elements(set)), timeoutMs).catch((err: unknown) => {
       throw this.withLog(err);
     });
+  }
+
+  /** Waits until the host's fleet bus is connected (asked through its control API). */
+  async connected(timeoutMs = 10_000): Promise<void> {
+    await waitFor(`${this.name}: fleet connected`, async () => ((await this.control.call('GET', '/v1/fleet')).body as { state?: string }).state === 'connected', timeoutMs);
   }
 
   async waitLog(what: string, ok: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> {
