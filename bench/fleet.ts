@@ -133,26 +133,21 @@ async function main(): Promise<void> {
     text += origin.failures(ip, 3);
   }
   const last = burst[burst.length - 1] ?? '';
-  const present = (h: FleetHost): boolean => {
-    try {
-      h.inside('nft', 'get', 'element', 'inet', 'ami2ban', 'ipv4_addr', `{ ${last} }`);
-      return true;
-    } catch {
-      return false;
-    }
-  };
+  const present = (h: FleetHost): boolean => h.elements().includes(last);
   const arrival = (k: number): Promise<number> =>
-    new Promise((resolve) => {
+    new Promise((resolve, reject) => {
       const h = hosts[k];
       if (h === undefined) return;
-      void monitors[k]?.seen(last).then(resolve);
+      const started = Date.now();
       const poll = setInterval(() => {
+        if (Date.now() - started > 120_000) reject(new Error(`${h.name}: the burst never arrived: ${JSON.stringify(h.elements().length)} elements`));
         if (!present(h)) return;
         clearInterval(poll);
         resolve(performance.now());
-      }, 250);
-      void monitors[k]?.seen(last).then(() => {
+      }, 1000);
+      void monitors[k]?.seen(last).then((at) => {
         clearInterval(poll);
+        resolve(at);
       });
     });
   const arrivals = hosts.map((_, k) => arrival(k));
