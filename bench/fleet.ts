@@ -140,7 +140,13 @@ async function main(): Promise<void> {
       if (h === undefined) return;
       const started = Date.now();
       const poll = setInterval(() => {
-        if (Date.now() - started > 120_000) reject(new Error(`${h.name}: the burst never arrived: ${JSON.stringify(h.elements().length)} elements`));
+        if (Date.now() - started > 120_000) {
+          clearInterval(poll);
+          void h.api('GET', '/v1/fleet').then((f) => {
+            reject(new Error(`${h.name}: the burst never arrived: ${String(h.elements().length)} elements; ${JSON.stringify(f.body)}`));
+          });
+          return;
+        }
         if (!present(h)) return;
         clearInterval(poll);
         resolve(performance.now());

@@ -150,6 +150,28 @@ describe('AmiClient against a fake AMI server', () => {
     expect(server.sessions[0]?.socket.destroyed).toBe(true);
   });
 
+  it('an unanswered Ping while events still arrive (a flood read behind) keeps the session; silence then drops it', async () => {
+    const block = eventBlocks(fixture('ami-ami2ban-events-security.raw'))[40] ?? Buffer.alloc(0);
+    client.start();
+    await server.nextSubscription();
+    await waitFor(client, 'ready');
+    server.answerPings = false;
+    const pings = (): number => actionsOf(server.sessions[0]?.received ?? []).filter((a) => a.get('Action') === 'Ping').length;
+    await vi.advanceTimersByTimeAsync(PING_INTERVAL);
+    await vi.waitUntil(() => pings() === 1);
+    const sent = performance.now();
+    await vi.waitUntil(() => performance.now() - sent > 5);
+    server.broadcast(block);
+    await vi.waitUntil(() => events.length === 1);
+    await vi.advanceTimersByTimeAsync(PING_TIMEOUT);
+    expect(client.state).toBe('ready');
+    expect(client.counters.reconnects).toBe(0);
+    await vi.advanceTimersByTimeAsync(PING_INTERVAL);
+    await vi.waitUntil(() => pings() === 2);
+    await vi.advanceTimersByTimeAsync(PING_TIMEOUT);
+    expect(client.state).toBe('backing-off');
+  });
+
   it('answered Pings keep the session up', async () => {
     client.start();
     await server.nextSubscription();

@@ -242,11 +242,18 @@ export class AmiClient extends EventEmitter<AmiClientEvents> {
   private async ping(epoch: number): Promise<void> {
     const session = this.session;
     if (epoch !== this.epoch || session === undefined) return;
+    const sentAt = Date.now();
     try {
       await this.withTimeout(session.action({ Action: 'Ping' }), 'Ping');
       if (epoch === this.epoch) this.schedulePing(epoch);
     } catch (err) {
       if (epoch !== this.epoch) return;
+      // Events read since the Ping: Asterisk is alive, its answer waits behind a flood we are still
+      // reading. Dropping the session now would lose the events in flight.
+      if (err instanceof AmiTimeoutError && (this.lastEventAt ?? 0) >= sentAt) {
+        this.schedulePing(epoch);
+        return;
+      }
       this.log.warn('AMI keep-alive failed, reconnecting', { error: errorMessage(err) });
       this.notReadySince = Date.now();
       this.fail('keep-alive-failed', errorMessage(err));
