@@ -195,6 +195,11 @@ async function main(): Promise<void> {
   const tC = performance.now();
   await late.startDaemon();
   await waitUntil('the late host to catch up', () => caughtAt > 0, 120_000);
+  if (process.env.BENCH_FLEET_DEBUG === '1') {
+    const byMessage = new Map<string, number>();
+    for (const l of late.lines) byMessage.set(l.message, (byMessage.get(l.message) ?? 0) + 1);
+    console.log(JSON.stringify([...byMessage]), JSON.stringify(late.lines.slice(0, 3)));
+  }
   console.log(`\nC. a host that missed ${MISSED.toLocaleString('en')} bans, started again:`);
   console.log(`   all ${MISSED.toLocaleString('en')} in its kernel ${((caughtAt - tC) / 1000).toFixed(2)} s after its start (process start, reconcile, snapshot of ${redis.cli('ZCARD', 'ami2ban:bans')} bans)`);
   console.log(`   Redis memory with ${redis.cli('ZCARD', 'ami2ban:bans')} bans and ${redis.cli('XLEN', 'ami2ban:stream')} stream entries: ${redis.cli('INFO', 'memory').match(/used_memory_human:(\S+)/)?.[1] ?? '?'}`);

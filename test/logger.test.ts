@@ -11,6 +11,18 @@ function capture(format: 'json' | 'text' | 'auto', isTTY: boolean, level: 'info'
 }
 
 describe('logger', () => {
+  it('a line below the level is never formatted (LOG_LEVEL=warn costs nothing per ban line)', () => {
+    const stream = new PassThrough();
+    const log = createLogger({ level: 'warn', format: 'json', isTTY: false, stream });
+    let read = 0;
+    const meta = Object.defineProperty({}, 'ip', { enumerable: true, get: () => (read++, '192.0.2.1') });
+    log.info('ban', meta);
+    log.debug('detail', meta);
+    expect(read).toBe(0);
+    log.warn('kept', meta);
+    expect(read).toBeGreaterThan(0);
+  });
+
   it('auto = JSON when stdout is not a terminal, one object per line', () => {
     const { log, text } = capture('auto', false);
     log.info('ban', { ip: '192.0.2.1', failures: 3 });
