@@ -201,3 +201,41 @@ describe('daemon: trunks by name in the ignore list (a DNS server on loopback)',
     }
   });
 });
+
+describe("daemon: other hosts' bans (the fleet's path)", () => {
+  it('refused by this host\'s rules, kept when longer here, and acknowledged only once in the kernel: a refusing kernel is retried', async () => {
+    const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
+    const port = await server.start();
+    const firewall = new MemoryFirewall();
+    const log = new MemoryLogger([], false);
+    const cfg = config({ AMI_PORT: String(port), BAN_IGNOREIP: '198.51.100.0/24', BAN_IGNORESELF: 'false', STATE_DIR: mkdtempSync(join(tmpdir(), 'ami2ban-')) });
+    const { daemon } = buildDaemon(cfg, log, 'test', { firewall });
+    try {
+      await daemon.start();
+      const now = Date.now();
+      const ban = (ip: string, until = now + 3_600_000): { ip: string; until: number; at: number; origin: string; reason: string } => ({ ip, until, at: now, origin: 'pbx-a', reason: 'threshold' });
+      expect((await daemon.ban('203.0.113.8', '2h', false)).kind).toBe('banned');
+      const r = daemon.applyRemoteBans([ban('203.0.113.7'), ban('198.51.100.9'), ban('0.0.0.0/0'), ban('10.0.0.0/8'), ban('203.0.113.8'), ban('203.0.113.9', now - 1), ban('203.0.113.10', Number.POSITIVE_INFINITY)]);
+      expect(r.outcomes).toEqual(['applied', 'ignore-list', 'too-wide', 'too-wide', 'unchanged', 'expired', 'applied']);
+      expect(await r.acknowledged).toEqual([true, false, false, false, false, false, true]);
+      await daemon.idle();
+      expect([...firewall.elements.keys()].sort()).toEqual(['203.0.113.10', '203.0.113.7', '203.0.113.8']);
+      expect(log.lines.filter((l) => l.message === 'ban' && l.meta.origin === 'pbx-a').map((l) => l.meta.ip)).toEqual(['203.0.113.7', '203.0.113.10']);
+      expect(daemon.bans().find((b) => b.ip === '203.0.113.8')).toMatchObject({ origin: null });
+
+      // The kernel refuses: not acknowledged, counted, retried until it takes it.
+      firewall.failWith = new Error('netlink: Operation not permitted');
+      const refused = daemon.applyRemoteBans([ban('203.0.113.11')]);
+      expect(await refused.acknowledged).toEqual([false]);
+      expect(log.lines.some((l) => l.message === 'ban' && l.meta.ip === '203.0.113.11')).toBe(false);
+      expect(daemon.status().firewall).toMatchObject({ unenforced: 1, lastError: 'netlink: Operation not permitted' });
+      firewall.failWith = undefined;
+      await expectEventually(() => firewall.elements.has('203.0.113.11'));
+      await expectEventually(() => log.lines.some((l) => l.message === 'ban' && l.meta.ip === '203.0.113.11'));
+      expect(daemon.status().firewall.unenforced).toBe(0);
+    } finally {
+      await daemon.stop();
+      await server.stop();
+    }
+  });
+});

@@ -46,10 +46,21 @@ export interface RemoteBan {
 /** Why another host's decision was not applied here. */
 export type RemoteRefusal = 'invalid-address' | 'unbannable' | 'self' | 'ignore-list' | 'too-wide' | 'holds-excluded' | 'expired';
 
-export type RemoteOutcome =
-  | { readonly kind: 'applied'; readonly acknowledged: Promise<boolean> }
-  | { readonly kind: 'unchanged' }
-  | { readonly kind: 'refused'; readonly reason: RemoteRefusal };
+export type RemoteResult = 'applied' | 'unchanged' | RemoteRefusal;
+
+/** What became of a slice of remote bans, in order; `acknowledged` tells, in the same order, which are now in the kernel and durable. */
+export interface RemoteBatch {
+  readonly outcomes: readonly RemoteResult[];
+  readonly acknowledged: Promise<readonly boolean[]>;
+}
+
+/** A remote ban decided here, on its way to the kernel. */
+interface PendingBan {
+  readonly i: number;
+  readonly d: BanDecision;
+  readonly record: BanRecord;
+  readonly replace: boolean;
+}
 
 const OFF_FLEET: FleetView = {
   enabled: false,
@@ -843,21 +854,85 @@ export class Daemon implements ControlTarget {
   // ---- the fleet ----
 
   /**
-   * Another host's ban: through this host's ignore list and own addresses (never forced), then
-   * the same way as our own (kernel, store, acknowledgement). A longer ban here is kept.
+   * Other hosts' bans, a slice at a time: each through this host's ignore list and own addresses
+   * (never forced; a longer ban here is kept), then as our own, but sharing one kernel batch and
+   * one wait for the database, and acknowledged each (`ban` line) once both hold it.
    */
-  applyRemoteBan(b: RemoteBan): RemoteOutcome {
+  applyRemoteBans(bans: readonly RemoteBan[]): RemoteBatch {
     const now = this.now();
-    if (b.until <= now) return { kind: 'refused', reason: 'expired' };
-    const reason: BanReason = (BAN_REASONS as readonly string[]).includes(b.reason) ? (b.reason as BanReason) : 'manual';
-    const r = this.o.engine.ban(b.ip, now, { until: b.until, reason, origin: b.origin });
-    if (r.kind === 'unchanged') return { kind: 'unchanged' };
-    if (r.kind === 'refused') return { kind: 'refused', reason: r.reason };
-    const acknowledged = this.applyBanReplacing(r.decision).then((result) => result.ok);
+    const outcomes: RemoteResult[] = [];
+    const fast: PendingBan[] = [];
+    const slow: { readonly i: number; readonly ok: Promise<boolean> }[] = [];
+    const byReason = new Map<BanReason, number>();
+    for (const [i, b] of bans.entries()) {
+      if (b.until <= now) {
+        outcomes.push('expired');
+        continue;
+      }
+      const reason: BanReason = (BAN_REASONS as readonly string[]).includes(b.reason) ? (b.reason as BanReason) : 'manual';
+      const r = this.o.engine.ban(b.ip, now, { until: b.until, reason, origin: b.origin });
+      if (r.kind !== 'banned') {
+        outcomes.push(r.kind === 'unchanged' ? 'unchanged' : r.reason);
+        continue;
+      }
+      outcomes.push('applied');
+      const d = r.decision;
+      if (d.replaces !== undefined && d.replaces.length > 0) {
+        // A network replacing bans inside it: the careful order of applyBanReplacing.
+        slow.push({ i, ok: this.applyBanReplacing(d).then((x) => x.ok) });
+        continue;
+      }
+      this.counters.bans++;
+      byReason.set(d.reason, (byReason.get(d.reason) ?? 0) + 1);
+      const previous = this.records.get(d.ip);
+      this.cancelRetry(previous);
+      const replace = previous !== undefined || this.recentlyEnded.has(d.ip);
+      const record = newRecord(this.fromDecision(d), null);
+      this.records.set(d.ip, record);
+      this.o.store.recordBan(d);
+      fast.push({ i, d, record, replace });
+    }
+    for (const [reason, n] of byReason) this.o.metrics.bans.inc({ reason }, n);
+    const acknowledged = this.commitRemote(fast, slow, outcomes.length);
     const settled = acknowledged.then(() => undefined);
     this.inFlight.add(settled);
     void settled.finally(() => this.inFlight.delete(settled));
-    return { kind: 'applied', acknowledged };
+    return { outcomes, acknowledged };
+  }
+
+  /** One kernel batch and one database wait for a slice of remote bans; which were acknowledged. */
+  private async commitRemote(fast: readonly PendingBan[], slow: readonly { readonly i: number; readonly ok: Promise<boolean> }[], n: number): Promise<boolean[]> {
+    const ok = new Array<boolean>(n).fill(false);
+    const stored = this.o.store.durable().then(
+      () => null,
+      (err: unknown) => errorMessage(err),
+    );
+    const kernel = await Promise.allSettled(fast.map((f) => this.o.firewall.ban(f.d.ip, f.d.family, Math.max(1, f.d.banSeconds), f.replace)));
+    const storeError = await stored;
+    let failed = 0;
+    for (const [j, k] of kernel.entries()) {
+      const f = fast[j] as PendingBan;
+      if (k.status === 'rejected') {
+        failed++;
+        this.lastFirewallError = errorMessage(k.reason);
+        this.retryLater(f.d, this.lastFirewallError);
+        continue;
+      }
+      this.inKernel(f.record);
+      if (storeError === null) {
+        this.acknowledge(f.record, f.d);
+        ok[f.i] = true;
+      } else void this.acknowledgeWhenDurable(f.record, f.d);
+    }
+    if (fast.length > failed) this.o.metrics.firewallOperations.inc({ op: 'ban', result: 'ok' }, fast.length - failed);
+    if (failed > 0) {
+      this.counters.firewallErrors += failed;
+      this.o.metrics.firewallOperations.inc({ op: 'ban', result: 'error' }, failed);
+      this.o.metrics.firewallErrors.inc({ op: 'ban' }, failed);
+    }
+    if (storeError !== null && fast.length > 0) this.o.logger.error('bans of other hosts in the kernel but not yet in the ban database (retrying the write)', { bans: fast.length, store: this.o.store.path, error: storeError });
+    for (const s of slow) ok[s.i] = await s.ok;
+    return ok;
   }
 
   /** Another host lifted a ban: lifted here too, unless this host banned the address since (last writer wins). */

@@ -149,24 +149,26 @@ export class FleetLink implements FleetPort {
     }
   }
 
+  /** Stream decisions in order: the bans between two unbans go to the daemon together. */
   private receive(ds: readonly FleetDecision[]): void {
     const daemon = this.daemon;
     if (daemon === undefined) return;
+    let bans: FleetBan[] = [];
     for (const d of ds) {
-      if (d.op === 'unban') {
-        void daemon.applyRemoteUnban(d.ip, d.at).then((lifted) => {
-          if (!lifted) return;
-          this.applied.unban++;
-          this.o.metrics.fleetApplied.inc({ op: 'unban' });
-        });
+      if (d.op === 'ban') {
+        if (this.take()) bans.push(d);
+        else this.refuse('rate-cap', 1);
         continue;
       }
-      if (!this.take()) {
-        this.refuse('rate-cap', 1);
-        continue;
-      }
-      this.applyBan(daemon, d);
+      this.applyBans(daemon, bans);
+      bans = [];
+      void daemon.applyRemoteUnban(d.ip, d.at).then((lifted) => {
+        if (!lifted) return;
+        this.applied.unban++;
+        this.o.metrics.fleetApplied.inc({ op: 'unban' });
+      });
     }
+    this.applyBans(daemon, bans);
   }
 
   /**
@@ -177,11 +179,11 @@ export class FleetLink implements FleetPort {
     const daemon = this.daemon;
     if (daemon === undefined) return;
     const present = new Set<string>();
-    for (let i = 0; i < bans.length; i++) {
-      const b = bans[i] as FleetBan;
-      present.add(b.ip);
-      this.applyBan(daemon, b);
-      if (i % SLICE === SLICE - 1) await nextTurn();
+    for (let i = 0; i < bans.length; i += SLICE) {
+      const slice = bans.slice(i, i + SLICE);
+      for (const b of slice) present.add(b.ip);
+      this.applyBans(daemon, slice);
+      if (i + SLICE < bans.length) await nextTurn();
     }
     let lifted = 0;
     for (const ip of complete ? daemon.remoteBans() : []) {
@@ -193,18 +195,24 @@ export class FleetLink implements FleetPort {
     else this.o.logger.warn('fleet bus lost its data (Redis restarted empty or failed over): its bans applied, ours re-asserted, none lifted', { bansInFleet: bans.length });
   }
 
-  private applyBan(daemon: Daemon, b: FleetBan): void {
-    const r = daemon.applyRemoteBan(b);
-    if (r.kind === 'refused') {
-      this.refuse(r.reason, 1);
-      if (r.reason !== 'expired') this.o.logger.warn('ban from another host not applied here', { ip: b.ip, origin: b.origin, why: r.reason });
-      return;
+  private applyBans(daemon: Daemon, bans: readonly FleetBan[]): void {
+    if (bans.length === 0) return;
+    const r = daemon.applyRemoteBans(bans);
+    let applied = 0;
+    for (const [i, outcome] of r.outcomes.entries()) {
+      if (outcome === 'applied') applied++;
+      else if (outcome !== 'unchanged') {
+        const b = bans[i] as FleetBan;
+        this.refuse(outcome, 1);
+        if (outcome !== 'expired') this.o.logger.warn('ban from another host not applied here', { ip: b.ip, origin: b.origin, why: outcome });
+      }
     }
-    if (r.kind === 'unchanged') return;
-    this.applied.ban++;
-    this.o.metrics.fleetApplied.inc({ op: 'ban' });
+    if (applied === 0) return;
+    this.applied.ban += applied;
+    this.o.metrics.fleetApplied.inc({ op: 'ban' }, applied);
     void r.acknowledged.then((ok) => {
-      if (ok) this.o.metrics.fleetPropagationSeconds.observe(Math.max(0, this.now() - b.at) / 1000);
+      const now = this.now();
+      for (const [i, done] of ok.entries()) if (done) this.o.metrics.fleetPropagationSeconds.observe(Math.max(0, now - (bans[i] as FleetBan).at) / 1000);
     });
   }
 
