@@ -198,7 +198,10 @@ async function main(): Promise<void> {
   if (process.env.BENCH_FLEET_DEBUG === '1') {
     const byMessage = new Map<string, number>();
     for (const l of late.lines) byMessage.set(l.message, (byMessage.get(l.message) ?? 0) + 1);
-    console.log(JSON.stringify([...byMessage]), JSON.stringify(late.lines.slice(0, 3)));
+    console.log(JSON.stringify([...byMessage]), `start ${new Date(Date.now() - (performance.now() - tC)).toISOString()}`);
+    for (const l of late.lines) if (l.message !== 'ban') console.log(String(l.timestamp), l.message);
+    const bans = late.lines.filter((l) => l.message === 'ban');
+    console.log('first ban line', String(bans[0]?.timestamp), 'last', String(bans[bans.length - 1]?.timestamp));
   }
   console.log(`\nC. a host that missed ${MISSED.toLocaleString('en')} bans, started again:`);
   console.log(`   all ${MISSED.toLocaleString('en')} in its kernel ${((caughtAt - tC) / 1000).toFixed(2)} s after its start (process start, reconcile, snapshot of ${redis.cli('ZCARD', 'ami2ban:bans')} bans)`);
