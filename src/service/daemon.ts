@@ -54,12 +54,18 @@ export interface RemoteBatch {
   readonly acknowledged: Promise<readonly boolean[]>;
 }
 
-/** A remote ban decided here, on its way to the kernel. */
+/** A remote ban decided here, on its way to the kernel: its answer is null, or why it failed. */
 interface PendingBan {
   readonly i: number;
   readonly d: BanDecision;
-  readonly record: BanRecord;
-  readonly replace: boolean;
+  readonly kernel: Promise<string | null>;
+}
+
+/** A slice of remote bans decided and sent to the kernel, its records not made yet. */
+export interface RemoteDecided {
+  readonly outcomes: readonly RemoteResult[];
+  readonly fast: readonly PendingBan[];
+  readonly slow: readonly { readonly i: number; readonly ok: Promise<boolean> }[];
 }
 
 const OFF_FLEET: FleetView = {
@@ -859,11 +865,18 @@ export class Daemon implements ControlTarget {
    * one wait for the database, and acknowledged each (`ban` line) once both hold it.
    */
   applyRemoteBans(bans: readonly RemoteBan[]): RemoteBatch {
+    return this.recordRemoteBans(this.decideRemoteBans(bans));
+  }
+
+  /**
+   * The first half: decided, and on their way to the kernel (a catch-up decides every slice first,
+   * so that the kernel gets the whole snapshot in a few batches while the records follow).
+   */
+  decideRemoteBans(bans: readonly RemoteBan[]): RemoteDecided {
     const now = this.now();
     const outcomes: RemoteResult[] = [];
     const fast: PendingBan[] = [];
     const slow: { readonly i: number; readonly ok: Promise<boolean> }[] = [];
-    const byReason = new Map<BanReason, number>();
     for (const [i, b] of bans.entries()) {
       if (b.until <= now) {
         outcomes.push('expired');
@@ -882,56 +895,77 @@ export class Daemon implements ControlTarget {
         slow.push({ i, ok: this.applyBanReplacing(d).then((x) => x.ok) });
         continue;
       }
-      this.counters.bans++;
-      byReason.set(d.reason, (byReason.get(d.reason) ?? 0) + 1);
       const previous = this.records.get(d.ip);
       this.cancelRetry(previous);
       const replace = previous !== undefined || this.recentlyEnded.has(d.ip);
-      const record = newRecord(this.fromDecision(d), null);
-      this.records.set(d.ip, record);
-      this.o.store.recordBan(d);
-      fast.push({ i, d, record, replace });
+      const kernel = this.o.firewall.ban(d.ip, d.family, Math.max(1, d.banSeconds), replace).then(
+        () => null,
+        (err: unknown) => errorMessage(err),
+      );
+      fast.push({ i, d, kernel });
+    }
+    const decided = { outcomes, fast, slow };
+    // Until its records are made, idle() waits for the kernel's answers.
+    const answered = Promise.all(fast.map((f) => f.kernel)).then(() => undefined);
+    this.inFlight.add(answered);
+    void answered.finally(() => this.inFlight.delete(answered));
+    return decided;
+  }
+
+  /** The second half: records, database rows, then each acknowledged once in the kernel and durable. */
+  recordRemoteBans(decided: RemoteDecided): RemoteBatch {
+    const byReason = new Map<BanReason, number>();
+    const records: BanRecord[] = [];
+    for (const f of decided.fast) {
+      this.counters.bans++;
+      byReason.set(f.d.reason, (byReason.get(f.d.reason) ?? 0) + 1);
+      const record = newRecord(this.fromDecision(f.d), null);
+      this.records.set(f.d.ip, record);
+      records.push(record);
+      this.o.store.recordBan(f.d);
     }
     for (const [reason, n] of byReason) this.o.metrics.bans.inc({ reason }, n);
-    const acknowledged = this.commitRemote(fast, slow, outcomes.length);
+    const acknowledged = this.commitRemote(decided, records);
     const settled = acknowledged.then(() => undefined);
     this.inFlight.add(settled);
     void settled.finally(() => this.inFlight.delete(settled));
-    return { outcomes, acknowledged };
+    return { outcomes: decided.outcomes, acknowledged };
   }
 
-  /** One kernel batch and one database wait for a slice of remote bans; which were acknowledged. */
-  private async commitRemote(fast: readonly PendingBan[], slow: readonly { readonly i: number; readonly ok: Promise<boolean> }[], n: number): Promise<boolean[]> {
-    const ok = new Array<boolean>(n).fill(false);
+  /** One database wait for a slice of remote bans, their kernel answers; which were acknowledged. */
+  private async commitRemote(decided: RemoteDecided, records: readonly BanRecord[]): Promise<boolean[]> {
+    const ok = new Array<boolean>(decided.outcomes.length).fill(false);
     const stored = this.o.store.durable().then(
       () => null,
       (err: unknown) => errorMessage(err),
     );
-    const kernel = await Promise.allSettled(fast.map((f) => this.o.firewall.ban(f.d.ip, f.d.family, Math.max(1, f.d.banSeconds), f.replace)));
+    const kernel = await Promise.all(decided.fast.map((f) => f.kernel));
     const storeError = await stored;
     let failed = 0;
-    for (const [j, k] of kernel.entries()) {
-      const f = fast[j] as PendingBan;
-      if (k.status === 'rejected') {
+    for (const [j, error] of kernel.entries()) {
+      const f = decided.fast[j] as PendingBan;
+      const record = records[j] as BanRecord;
+      if (this.records.get(f.d.ip) !== record) continue; // replaced or lifted meanwhile
+      if (error !== null) {
         failed++;
-        this.lastFirewallError = errorMessage(k.reason);
-        this.retryLater(f.d, this.lastFirewallError);
+        this.lastFirewallError = error;
+        this.retryLater(f.d, error);
         continue;
       }
-      this.inKernel(f.record);
+      this.inKernel(record);
       if (storeError === null) {
-        this.acknowledge(f.record, f.d);
+        this.acknowledge(record, f.d);
         ok[f.i] = true;
-      } else void this.acknowledgeWhenDurable(f.record, f.d);
+      } else void this.acknowledgeWhenDurable(record, f.d);
     }
-    if (fast.length > failed) this.o.metrics.firewallOperations.inc({ op: 'ban', result: 'ok' }, fast.length - failed);
+    if (decided.fast.length > failed) this.o.metrics.firewallOperations.inc({ op: 'ban', result: 'ok' }, decided.fast.length - failed);
     if (failed > 0) {
       this.counters.firewallErrors += failed;
       this.o.metrics.firewallOperations.inc({ op: 'ban', result: 'error' }, failed);
       this.o.metrics.firewallErrors.inc({ op: 'ban' }, failed);
     }
-    if (storeError !== null && fast.length > 0) this.o.logger.error('bans of other hosts in the kernel but not yet in the ban database (retrying the write)', { bans: fast.length, store: this.o.store.path, error: storeError });
-    for (const s of slow) ok[s.i] = await s.ok;
+    if (storeError !== null && decided.fast.length > 0) this.o.logger.error('bans of other hosts in the kernel but not yet in the ban database (retrying the write)', { bans: decided.fast.length, store: this.o.store.path, error: storeError });
+    for (const s of decided.slow) ok[s.i] = await s.ok;
     return ok;
   }
 

@@ -7,7 +7,7 @@ import type { BanDecision } from '../engine/engine.js';
 import type { DecisionBus } from '../fleet/bus.js';
 import type { FleetBan, FleetDecision } from '../fleet/decision.js';
 import type { Logger } from '../log/logger.js';
-import type { Daemon, FleetPort } from './daemon.js';
+import type { Daemon, FleetPort, RemoteBatch, RemoteDecided } from './daemon.js';
 
 export interface FleetLinkOptions {
   readonly bus: DecisionBus;
@@ -179,11 +179,17 @@ export class FleetLink implements FleetPort {
     const daemon = this.daemon;
     if (daemon === undefined) return;
     const present = new Set<string>();
+    // Every slice decided and sent to the kernel first (a few large batches), the records after.
+    const decided: [readonly FleetBan[], RemoteDecided][] = [];
     for (let i = 0; i < bans.length; i += SLICE) {
       const slice = bans.slice(i, i + SLICE);
       for (const b of slice) present.add(b.ip);
-      this.applyBans(daemon, slice);
+      decided.push([slice, daemon.decideRemoteBans(slice)]);
       if (i + SLICE < bans.length) await nextTurn();
+    }
+    for (const [slice, d] of decided) {
+      this.counted(slice, daemon.recordRemoteBans(d));
+      await nextTurn();
     }
     let lifted = 0;
     for (const ip of complete ? daemon.remoteBans() : []) {
@@ -196,8 +202,11 @@ export class FleetLink implements FleetPort {
   }
 
   private applyBans(daemon: Daemon, bans: readonly FleetBan[]): void {
-    if (bans.length === 0) return;
-    const r = daemon.applyRemoteBans(bans);
+    if (bans.length > 0) this.counted(bans, daemon.applyRemoteBans(bans));
+  }
+
+  /** Counts and logs what became of a slice of remote bans; their propagation time once acknowledged. */
+  private counted(bans: readonly FleetBan[], r: RemoteBatch): void {
     let applied = 0;
     for (const [i, outcome] of r.outcomes.entries()) {
       if (outcome === 'applied') applied++;
