@@ -192,9 +192,19 @@ async function main(): Promise<void> {
   lateMonitor.onAdd = (ip, at) => {
     if (missed.has(ip) && ++caught === MISSED) caughtAt = at;
   };
+  // nft monitor lags behind (and may drop) 100 000 additions: the set itself is also listed every 500 ms.
+  const missedList = [...missed];
+  let listedAt = 0;
   const tC = performance.now();
+  const lister = setInterval(() => {
+    if (listedAt > 0) return;
+    const inKernel = new Set(late.elements());
+    if (missedList.every((ip) => inKernel.has(ip))) listedAt = performance.now();
+  }, 500);
   await late.startDaemon();
-  await waitUntil('the late host to catch up', () => caughtAt > 0, 120_000);
+  await waitUntil('the late host to catch up', () => caughtAt > 0 || listedAt > 0, 120_000);
+  clearInterval(lister);
+  const caughtUp = Math.min(caughtAt > 0 ? caughtAt : Number.POSITIVE_INFINITY, listedAt > 0 ? listedAt : Number.POSITIVE_INFINITY);
   if (process.env.BENCH_FLEET_DEBUG === '1') {
     const byMessage = new Map<string, number>();
     for (const l of late.lines) byMessage.set(l.message, (byMessage.get(l.message) ?? 0) + 1);
@@ -204,7 +214,7 @@ async function main(): Promise<void> {
     console.log('first ban line', String(bans[0]?.timestamp), 'last', String(bans[bans.length - 1]?.timestamp));
   }
   console.log(`\nC. a host that missed ${MISSED.toLocaleString('en')} bans, started again:`);
-  console.log(`   all ${MISSED.toLocaleString('en')} in its kernel ${((caughtAt - tC) / 1000).toFixed(2)} s after its start (process start, reconcile, snapshot of ${redis.cli('ZCARD', 'ami2ban:bans')} bans)`);
+  console.log(`   all ${MISSED.toLocaleString('en')} in its kernel ${((caughtUp - tC) / 1000).toFixed(2)} s after its start (seen by ${caughtUp === listedAt ? 'listing the set' : 'nft monitor'}; process start, reconcile, snapshot of ${redis.cli('ZCARD', 'ami2ban:bans')} bans)`);
   console.log(`   Redis memory with ${redis.cli('ZCARD', 'ami2ban:bans')} bans and ${redis.cli('XLEN', 'ami2ban:stream')} stream entries: ${redis.cli('INFO', 'memory').match(/used_memory_human:(\S+)/)?.[1] ?? '?'}`);
 
   for (const m of monitors) m.stop();

@@ -262,7 +262,7 @@ export class FleetHost {
   elements(set = 'ipv4_addr'): string[] {
     let listed: { nftables: { set?: { elem?: unknown[] } }[] };
     try {
-      const text = execFileSync('nsenter', ['-t', String(this.holder?.pid), '-n', '--', 'nft', '-j', 'list', 'set', 'inet', 'ami2ban', set], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      const text = execFileSync('nsenter', ['-t', String(this.holder?.pid), '-n', '--', 'nft', '-j', 'list', 'set', 'inet', 'ami2ban', set], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 512 << 20 });
       listed = JSON.parse(text) as typeof listed;
     } catch {
       return [];
