@@ -44,6 +44,8 @@ export interface MetricsOptions {
   readonly banReasons?: readonly string[];
   readonly unbanReasons?: readonly string[];
   readonly ignoreReasons?: readonly string[];
+  /** Why another host's decision may be refused (ami2ban_fleet_rejected_total). */
+  readonly fleetRefusals?: readonly string[];
   /** BAN_MAX_TRACKED, exported so that alerts can compare the tracked addresses with it. */
   readonly maxTracked?: number;
 }
@@ -175,6 +177,7 @@ export class Metrics {
       registers,
     });
     for (const op of ['ban', 'unban']) this.fleetApplied.inc({ op }, 0);
+    for (const reason of options.fleetRefusals ?? []) this.fleetRejected.inc({ reason }, 0);
     const fleetSeen = new Map<string, number>();
     const snapshotsSeen = new Map<string, number>();
     const droppedSeen = new Map<string, number>();
@@ -202,7 +205,7 @@ export class Metrics {
         this.set((self()?.fleet?.()?.lagMs ?? 0) / 1000);
       },
     });
-    new client.Counter({
+    const published = new client.Counter({
       name: 'ami2ban_fleet_published_total',
       help: 'decisions of this host published to the fleet, by operation',
       labelNames: ['op'],
@@ -212,6 +215,7 @@ export class Metrics {
         for (const op of ['ban', 'unban'] as const) following(this, { op }, fleetSeen, f?.published[op] ?? 0);
       },
     });
+    for (const op of ['ban', 'unban']) published.inc({ op }, 0);
     new client.Counter({
       name: 'ami2ban_fleet_snapshots_total',
       help: 'catch-ups from the snapshot of the bans in force (at start, or after missing trimmed stream entries)',

@@ -13,7 +13,7 @@ import type { Logger } from '../log/logger.js';
 import { BanStore } from '../store/store.js';
 import { RedisDecisionBus } from '../fleet/redis-bus.js';
 import { Daemon } from './daemon.js';
-import { FleetLink } from './fleet-link.js';
+import { FLEET_REFUSALS, FleetLink } from './fleet-link.js';
 import { type ResolveHost, TrunkNames, dnsResolver } from './trunks.js';
 import { selfAddresses } from './self.js';
 
@@ -69,7 +69,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     },
     enforcer: config.firewall,
   });
-  const metrics = new Metrics({ version, banReasons: BAN_REASONS, unbanReasons: UNBAN_REASONS, ignoreReasons: IGNORE_REASONS, maxTracked: config.ban.maxTracked });
+  const metrics = new Metrics({ version, banReasons: BAN_REASONS, unbanReasons: UNBAN_REASONS, ignoreReasons: IGNORE_REASONS, fleetRefusals: FLEET_REFUSALS, maxTracked: config.ban.maxTracked });
   const ami = new AmiClient({
     target: {
       host: config.ami.host,

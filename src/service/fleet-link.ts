@@ -22,6 +22,9 @@ export interface FleetLinkOptions {
   readonly now?: () => number;
 }
 
+/** Why another host's decision is not applied here (ami2ban_fleet_rejected_total{reason}). */
+export const FLEET_REFUSALS = ['ignore-list', 'self', 'too-wide', 'holds-excluded', 'unbannable', 'invalid-address', 'expired', 'rate-cap', 'malformed'] as const;
+
 /** What the bus handed over, applied in order, a slice per loop turn. */
 type Inbox = { readonly kind: 'decisions'; readonly ds: readonly FleetDecision[] } | { readonly kind: 'snapshot'; readonly bans: readonly FleetBan[]; readonly complete: boolean };
 
