@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 # util-linux's fsfreeze for the store tests on a frozen (loop-mounted ext4) and a full filesystem;
 # prometheus for promtool (metrics and alert rules are checked with it); systemd for systemd-analyze
 # (the unit is verified and rated), passwd for useradd (scripts/install.sh in a scratch root) and
-# redis-server/redis-sentinel (the fleet tests start their own servers on loopback).
-PACKAGES="libnftables-dev libnftables1 nftables pkg-config iproute2 util-linux mount e2fsprogs prometheus systemd passwd redis-server redis-sentinel python3 make g++"
+# redis-server/redis-sentinel and openssl (the fleet tests start their own servers, one with TLS).
+PACKAGES="libnftables-dev libnftables1 nftables pkg-config iproute2 util-linux mount e2fsprogs prometheus systemd passwd redis-server redis-sentinel openssl python3 make g++"
 missing=""
 for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

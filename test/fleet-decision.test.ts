@@ -85,6 +85,8 @@ describe('fleet configuration', () => {
       'FLEET_FINDTIME',
       'FLEET_REMOTE_RATE',
     ]);
+    expect(problems({ FLEET_REDIS_URL: 'rediss://10.0.0.5', FLEET_REDIS_CA_FILE: '/nope' })[0]).toMatch(/^FLEET_REDIS_CA_FILE: cannot read "\/nope"/);
+    expect(() => load({ FLEET_REDIS_URL: 'rediss://10.0.0.5', FLEET_REDIS_CA_FILE: '/ca' }, { '/ca': 'not a certificate' })).toThrow(/FLEET_REDIS_CA_FILE: "\/ca" holds no PEM certificate/);
     expect(problems({ FLEET_REDIS_URLL: 'redis://x' })[0]).toMatch(/^FLEET_REDIS_URLL: unknown variable \(did you mean FLEET_REDIS_URL\?\)/);
   });
 });

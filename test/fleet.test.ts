@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BanView, FleetView } from '../src/control/api.js';
 import { ROOT } from './helpers/cli.js';
-import { FleetHost, RedisServer, SentinelGroup } from '../src/demo/fleet-lab.js';
+import { FleetHost, RedisServer, SERVICE_ADDRESS, SentinelGroup, addServiceAddress, makeCertificates } from '../src/demo/fleet-lab.js';
 import { assertPrivateNetns } from './helpers/kernel.js';
 
 assertPrivateNetns();
@@ -117,6 +117,31 @@ describe('a host with its own Redis ACL user', () => {
     expect(r.cli('--user', 'pbx-a', '--pass', 'pw-a', '--no-auth-warning', 'FLUSHALL')).toMatch(/NOPERM/);
     // The password never reaches a log line.
     expect(JSON.stringify(h.lines)).not.toContain('pw-a');
+  });
+});
+
+describe('TLS (rediss://)', () => {
+  it('with FLEET_REDIS_CA_FILE a host shares its bans over TLS; without the CA it refuses the server and stays local', async () => {
+    addServiceAddress();
+    const tls = makeCertificates();
+    const r = await RedisServer.start([], undefined, tls);
+    servers.push(r);
+    const url = `rediss://${SERVICE_ADDRESS}:${String(r.port)}`;
+    const a = new FleetHost('pbx-a', { FLEET_REDIS_URL: url, FLEET_REDIS_CA_FILE: tls.ca });
+    const b = new FleetHost('pbx-b', { FLEET_REDIS_URL: url });
+    hosts.push(a, b);
+    await a.start();
+    await b.start();
+    await a.connected();
+    a.attack('203.0.113.7', 3);
+    await until('the ban shared over TLS', () => r.cli('ZRANGE', 'ami2ban:bans', '0', '-1') === '203.0.113.7');
+    // B does not trust the server's CA: never connected, says why, bans on its own.
+    const fb = await fleetOf(b);
+    expect(fb.state).toBe('degraded');
+    expect(fb.lastError).toMatch(/certificate/i);
+    b.attack('203.0.113.8', 3);
+    await b.waitElements('its own ban', (e) => e.includes('203.0.113.8'));
+    expect(b.elements()).not.toContain('203.0.113.7');
   });
 });
 

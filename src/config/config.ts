@@ -85,6 +85,8 @@ export interface BanPolicyConfig {
 export interface FleetConfig {
   readonly url: string | undefined;
   readonly password: Secret | undefined;
+  /** PEM text of the CA to trust for rediss://; undefined = the system's. */
+  readonly ca: string | undefined;
   readonly sentinels: readonly { readonly host: string; readonly port: number }[];
   readonly master: string;
   readonly name: string;
@@ -383,6 +385,16 @@ function readFleet(r: Reader, readFile: (path: string) => string, hostname: stri
       r.fail('FLEET_REDIS_PASSWORD_FILE', `cannot read "${file}" (${errorMessage(err)}); expected a readable file holding the Redis password`);
     }
   }
+  let ca: string | undefined;
+  const caFile = r.raw('FLEET_REDIS_CA_FILE');
+  if (caFile !== undefined) {
+    try {
+      ca = readFile(caFile);
+      if (!ca.includes('-----BEGIN CERTIFICATE-----')) r.fail('FLEET_REDIS_CA_FILE', `"${caFile}" holds no PEM certificate; expected the CA that signed the Redis server's certificate`);
+    } catch (err) {
+      r.fail('FLEET_REDIS_CA_FILE', `cannot read "${caFile}" (${errorMessage(err)}); expected a PEM file`);
+    }
+  }
   const name = r.raw('FLEET_NAME') ?? '';
   if (!FLEET_NAME.test(name)) r.fail('FLEET_NAME', `"${name}" is not valid; expected up to 64 letters, digits, _ . or -`);
   const hostId = r.raw('FLEET_HOST_ID') ?? hostname;
@@ -392,6 +404,7 @@ function readFleet(r: Reader, readFile: (path: string) => string, hostname: stri
   return {
     url,
     password,
+    ca,
     sentinels: sentinels.filter((s) => s !== null),
     master,
     name,

@@ -65,6 +65,7 @@ export const VARIABLES: readonly VariableDoc[] = [
   { name: 'METRICS_LISTEN', default: undefined, meaning: '`host:port` serving only /metrics, /healthz and /readyz, without a token (for Prometheus and health checks); none by default' },
   { name: 'FLEET_REDIS_URL', default: undefined, meaning: 'share bans with the other hosts through this Redis: `redis://[user:password@]host:port[/db]` or `rediss://` (TLS); unset = no fleet', secret: true },
   { name: 'FLEET_REDIS_PASSWORD_FILE', default: undefined, meaning: "a file holding the Redis password (instead of the URL's); trailing newline ignored" },
+  { name: 'FLEET_REDIS_CA_FILE', default: undefined, meaning: "PEM file of the CA that signed the Redis server's certificate, for rediss:// (default: the system's CAs)" },
   { name: 'FLEET_REDIS_SENTINELS', default: '', meaning: 'Redis Sentinel `host:port` list: the primary is asked of them at every connection (then FLEET_REDIS_URL, if set, gives only credentials, TLS and db)', emptyIsValue: true },
   { name: 'FLEET_REDIS_MASTER', default: 'mymaster', meaning: "the Sentinel primary's name" },
   { name: 'FLEET_NAME', default: 'ami2ban', meaning: 'the key prefix shared by one fleet (letters, digits, `_.-`)' },

@@ -47,11 +47,12 @@ export class RedisServer {
     readonly port: number,
     private readonly args: readonly string[],
     private readonly sentinelConf: string | undefined,
+    private readonly tls: TlsFiles | undefined,
   ) {}
 
-  /** A server, or with sentinelConf a sentinel (its configuration file's text). */
-  static async start(args: readonly string[] = [], sentinelConf?: string): Promise<RedisServer> {
-    const r = new RedisServer(await freePort(), args, sentinelConf);
+  /** A server, or with sentinelConf a sentinel (its configuration file's text); with tls, TLS only on its port. */
+  static async start(args: readonly string[] = [], sentinelConf?: string, tls?: TlsFiles): Promise<RedisServer> {
+    const r = new RedisServer(await freePort(), args, sentinelConf, tls);
     await r.restart();
     return r;
   }
@@ -59,7 +60,9 @@ export class RedisServer {
   async restart(): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), 'ami2ban-redis-'));
     const common = ['--port', String(this.port), '--bind', '0.0.0.0', '--protected-mode', 'no', '--dir', dir];
-    let argv = [...common, '--save', '', '--appendonly', 'no', ...this.args];
+    const t = this.tls;
+    const tls = t === undefined ? [] : ['--port', '0', '--tls-port', String(this.port), '--tls-cert-file', t.cert, '--tls-key-file', t.key, '--tls-ca-cert-file', t.ca, '--tls-auth-clients', 'no'];
+    let argv = [...common, '--save', '', '--appendonly', 'no', ...tls, ...this.args];
     if (this.sentinelConf !== undefined) {
       // A sentinel rewrites its configuration file: it must have one of its own.
       writeFileSync(join(dir, 'sentinel.conf'), this.sentinelConf);
@@ -74,7 +77,8 @@ export class RedisServer {
 
   /** redis-cli against it. */
   cli(...args: string[]): string {
-    return execFileSync('redis-cli', ['-p', String(this.port), ...args], { encoding: 'utf8' }).trim();
+    const tls = this.tls === undefined ? [] : ['--tls', '--cacert', this.tls.ca];
+    return execFileSync('redis-cli', ['-p', String(this.port), ...tls, ...args], { encoding: 'utf8' }).trim();
   }
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
@@ -136,6 +140,26 @@ export class SentinelGroup {
   async stop(): Promise<void> {
     await Promise.all([this.primary, this.replica, ...this.sentinels].map((s) => s.kill()));
   }
+}
+
+export interface TlsFiles {
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** A CA and a server certificate for SERVICE_ADDRESS (openssl), in a new directory. */
+export function makeCertificates(): TlsFiles {
+  const dir = mkdtempSync(join(tmpdir(), 'ami2ban-tls-'));
+  const f = (n: string): string => join(dir, n);
+  const run = (...args: string[]): void => {
+    execFileSync('openssl', args, { stdio: 'ignore' });
+  };
+  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=ami2ban test CA', '-keyout', f('ca.key'), '-out', f('ca.pem'));
+  run('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${SERVICE_ADDRESS}`, '-keyout', f('server.key'), '-out', f('server.csr'));
+  writeFileSync(f('san.ext'), `subjectAltName=IP:${SERVICE_ADDRESS}\n`);
+  run('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', f('san.ext'), '-out', f('server.pem'));
+  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
 }
 
 let nextIndex = 1;

@@ -23,6 +23,8 @@ export interface RedisBusOptions {
   /** `redis://` or `rediss://` (TLS), with user and password if any; with sentinels: credentials, TLS and db only. */
   readonly url: string | undefined;
   readonly password?: string;
+  /** PEM text of the CA to trust for rediss://. */
+  readonly ca?: string;
   /** Redis Sentinel: the primary is asked of them at every connection. */
   readonly sentinels?: readonly RedisEndpoint[];
   readonly master?: string;
@@ -335,7 +337,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
       url,
       ...(this.o.password === undefined ? {} : { password: this.o.password }),
       disableOfflineQueue: true,
-      socket: { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: false },
+      socket: { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: false, ...(this.o.ca !== undefined && url.startsWith('rediss:') ? { tls: true, ca: this.o.ca } : {}) },
     });
     const reader = cmd.duplicate();
     for (const c of [cmd, reader]) {

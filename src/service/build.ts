@@ -137,6 +137,7 @@ function buildFleet(config: Config, logger: Logger, metrics: Metrics, store: Ban
   const bus = new RedisDecisionBus({
     url: f.url,
     ...(f.password === undefined ? {} : { password: f.password.reveal() }),
+    ...(f.ca === undefined ? {} : { ca: f.ca }),
     sentinels: f.sentinels,
     master: f.master,
     name: f.name,
