@@ -196,6 +196,16 @@ describe('partitions and restarts', () => {
     await a.waitElements('30 bans', (e) => e.length === 30);
     await until('10 ban lines', () => a.lines.slice(before).filter((l) => l.message === 'ban').length === 10);
     expect((await fleetOf(a)).outbox).toBe(10);
+    // A host stops cleanly while Redis is down (its reconnection backoff does not hold the stop).
+    const c = new FleetHost('pbx-c', { FLEET_REDIS_URL: `redis://10.77.0.0:${String(r.port)}` });
+    c.env.FLEET_REDIS_URL = `redis://${c.hostAddress}:${String(r.port)}`;
+    hosts.push(c);
+    await c.start();
+    // Long enough for its backoff to reach the 5 s cap.
+    await new Promise((res) => setTimeout(res, 6000));
+    const stoppedAt = Date.now();
+    expect(await c.stopDaemon()).toBe(0);
+    expect(Date.now() - stoppedAt).toBeLessThan(2000);
     await r.restart();
     await b.waitLog('the snapshot of a Redis that lost its data', (l) => l.message.startsWith('fleet bus lost its data'), 20_000);
     await b.waitElements('the same 30 bans as A', (e) => e.join() === a.elements().join(), 'ipv4_addr', 20_000);

@@ -355,12 +355,13 @@ export class FleetHost {
   }
 
   /** Stops the daemon (SIGTERM, or SIGKILL); the namespace and its kernel sets stay. */
-  async stopDaemon(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  /** Resolves with its exit code (null when killed by a signal). */
+  async stopDaemon(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
     const c = this.daemon;
-    if (c === undefined || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise((r) => c.once('exit', r));
+    if (c === undefined || c.exitCode !== null || c.signalCode !== null) return c?.exitCode ?? null;
+    const exited = new Promise<number | null>((r) => c.once('exit', r));
     c.kill(signal);
-    await exited;
+    return exited;
   }
 
   async close(): Promise<void> {

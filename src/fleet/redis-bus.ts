@@ -157,6 +157,9 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   private resync: NodeJS.Timeout | undefined;
   private failures = new Map<string, number>();
   private failTimer: NodeJS.Timeout | undefined;
+  /** Resolves on stop(): a reconnection backoff does not hold the shutdown. */
+  private readonly stopSignal: Promise<void>;
+  private signalStop: () => void = () => undefined;
 
   constructor(private readonly o: RedisBusOptions) {
     super();
@@ -165,6 +168,9 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     const [epoch, id] = (o.cursor.load() ?? '').split('/');
     this.epoch = epoch !== undefined && id !== undefined ? epoch : null;
     this.cursor = epoch !== undefined && id !== undefined ? id : null;
+    this.stopSignal = new Promise((resolve) => {
+      this.signalStop = resolve;
+    });
   }
 
   start(): void {
@@ -182,6 +188,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.signalStop();
     clearInterval(this.heartbeat);
     clearInterval(this.resync);
     clearTimeout(this.failTimer);
@@ -189,15 +196,18 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     if (this.conn !== undefined && this.state === 'connected') await Promise.race([this.flushOutbox(), sleep(2000)]);
     this.setState('stopped', null);
     this.drop();
-    await this.running;
+    // A connection attempt to an unreachable server may still be pending: it is not waited for.
+    await Promise.race([this.running, sleep(500)]);
   }
 
   publish(d: FleetDecision): void {
     if (!this.o.publish || this.stopped) return;
     this.outbox.push(d);
     if (this.outbox.length > this.o.outboxMax) {
-      this.outbox.shift();
-      this.outboxDropped++;
+      // The oldest go, a hundredth at a time: one shift per decision would cost the whole array each.
+      const n = this.outbox.length - this.o.outboxMax + Math.ceil(this.o.outboxMax / 100);
+      this.outbox.splice(0, n);
+      this.outboxDropped += n;
     }
     if (this.flushScheduled || this.state !== 'connected') return;
     this.flushScheduled = true;
@@ -277,7 +287,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
       this.drop();
       // (stop() may have come meanwhile: the loop's condition is read again after each await.)
       if (this.isStopped()) break;
-      await sleep(delay * (0.5 + Math.random() / 2));
+      await Promise.race([sleep(delay * (0.5 + Math.random() / 2)), this.stopSignal]);
       delay = Math.min(RETRY_MAX_MS, delay * 2);
       this.reconnects++;
     }
