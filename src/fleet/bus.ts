@@ -26,8 +26,6 @@ export interface BusStatus {
   /** Last stream position read. */
   readonly cursor: string | null;
   readonly published: { readonly ban: number; readonly unban: number };
-  /** Entries refused before reaching the service. */
-  readonly malformed: Readonly<Record<DecodeError, number>>;
   readonly snapshots: number;
   readonly reconnects: number;
   readonly hosts: readonly FleetHost[];

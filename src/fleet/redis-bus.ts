@@ -149,7 +149,6 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   private flushScheduled = false;
   private lagMs = 0;
   private readonly published = { ban: 0, unban: 0 };
-  private readonly malformed: Record<DecodeError, number> = { malformed: 0, 'invalid-address': 0 };
   private snapshots = 0;
   private reconnects = 0;
   private hosts: FleetHost[] = [];
@@ -239,7 +238,6 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
       lagMs: this.lagMs,
       cursor: this.cursor,
       published: { ...this.published },
-      malformed: { ...this.malformed },
       snapshots: this.snapshots,
       reconnects: this.reconnects,
       hosts: this.hosts,
@@ -418,7 +416,6 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   }
 
   private refuse(reason: DecodeError): void {
-    this.malformed[reason]++;
     this.emit('rejected', reason);
   }
 

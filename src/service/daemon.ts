@@ -637,23 +637,32 @@ export class Daemon implements ControlTarget {
   private async applyBan(d: BanDecision, local = false): Promise<BanResult> {
     this.counters.bans++;
     this.o.metrics.bans.inc({ reason: d.reason });
-    const previous = this.records.get(d.ip);
-    this.cancelRetry(previous);
-    // An element may be in the kernel already: then it is replaced (add, delete, add), else added.
-    const replace = previous !== undefined || this.recentlyEnded.has(d.ip);
+    const replace = this.takeOver(d.ip);
     const record = newRecord(this.fromDecision(d, local), null);
     this.records.set(d.ip, record);
     this.o.store.recordBan(local ? { ...d, local } : d);
     // The others learn of it now; never on the way to our own kernel, never another host's again.
     if (d.origin === undefined && !local) this.o.fleet?.banned(d);
     const [kernelError, storeError] = await Promise.all([this.enforce(d, false, replace), this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
+    if (kernelError === null && storeError !== null) this.o.logger.error('ban in the kernel but not yet in the ban database (retrying the write)', { ip: d.ip, store: this.o.store.path, error: storeError });
+    return this.settle(record, d, kernelError, storeError);
+  }
+
+  /** A ban replaces the address's record: its retry stops; true when its element may be in the kernel (replaced, not added). */
+  private takeOver(ip: string): boolean {
+    const previous = this.records.get(ip);
+    this.cancelRetry(previous);
+    return previous !== undefined || this.recentlyEnded.has(ip);
+  }
+
+  /** Once the kernel and the database answered: retried, acknowledged, or acknowledged when durable. */
+  private settle(record: BanRecord, d: BanDecision, kernelError: string | null, storeError: string | null): BanResult {
     if (kernelError !== null) {
       this.retryLater(d, kernelError);
       return { ok: false, status: 502, message: `nftables refused the ban of ${d.ip} (retrying): ${kernelError}` };
     }
     this.inKernel(record);
     if (storeError !== null) {
-      this.o.logger.error('ban in the kernel but not yet in the ban database (retrying the write)', { ip: d.ip, store: this.o.store.path, error: storeError });
       void this.acknowledgeWhenDurable(record, d);
       return { ok: false, status: 503, message: `${d.ip} is blocked in the kernel, but the ban database failed (retrying): ${storeError}` };
     }
@@ -895,9 +904,7 @@ export class Daemon implements ControlTarget {
         slow.push({ i, ok: this.applyBanReplacing(d).then((x) => x.ok) });
         continue;
       }
-      const previous = this.records.get(d.ip);
-      this.cancelRetry(previous);
-      const replace = previous !== undefined || this.recentlyEnded.has(d.ip);
+      const replace = this.takeOver(d.ip);
       const kernel = this.o.firewall.ban(d.ip, d.family, Math.max(1, d.banSeconds), replace).then(
         () => null,
         (err: unknown) => errorMessage(err),
@@ -949,14 +956,8 @@ export class Daemon implements ControlTarget {
       if (error !== null) {
         failed++;
         this.lastFirewallError = error;
-        this.retryLater(f.d, error);
-        continue;
       }
-      this.inKernel(record);
-      if (storeError === null) {
-        this.acknowledge(record, f.d);
-        ok[f.i] = true;
-      } else void this.acknowledgeWhenDurable(record, f.d);
+      ok[f.i] = this.settle(record, f.d, error, storeError).ok;
     }
     if (decided.fast.length > failed) this.o.metrics.firewallOperations.inc({ op: 'ban', result: 'ok' }, decided.fast.length - failed);
     if (failed > 0) {
