@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { Nftables } from '@ami2ban/nftables-napi';
 import { loadConfig } from '../src/config/config.js';
 import { ControlServer } from '../src/control/server.js';
 import { FakeAmiServer } from '../src/demo/fake-ami-server.js';
@@ -71,7 +72,7 @@ async function poll(socketPath: string): Promise<void> {
   let nextScrape = performance.now();
   while (state.running) {
     status.push(await get(socketPath, '/v1/status'));
-    if (performance.now() >= nextScrape) {
+    if (process.env.BENCH_SCRAPE !== "0" && performance.now() >= nextScrape) {
       metrics.push(await get(socketPath, '/metrics'));
       nextScrape += 5000;
     }
@@ -88,7 +89,109 @@ async function stopPoller(child: ChildProcess): Promise<{ status: number[]; metr
   return r;
 }
 
-// ---- the daemon side ----
+// ---- the sender process: plays Asterisk (the AMI server and its events) and watches the kernel ----
+// It is not the daemon's process, as Asterisk is not: its own allocations and timers do not count
+// against the daemon's heap and event loop, and what it measures is seen from outside.
+
+type ToDriver = { phase: 'A' } | { phase: 'B' } | { phase: 'stop' };
+type FromDriver =
+  | { kind: 'port'; port: number }
+  | { kind: 'subscribed' }
+  | { kind: 'started'; at: number }
+  | { kind: 'sent' }
+  | { kind: 'samples'; samples: number[]; written: Record<string, [number, number]> };
+
+const now = (): number => performance.timeOrigin + performance.now();
+
+function send(message: FromDriver): void {
+  process.send?.(message);
+}
+
+async function driver(): Promise<void> {
+  const noDelay = process.env.BENCH_AMI_NODELAY === '1';
+  const server = new FakeAmiServer({ username: 'bench', secret: 'bench', noDelay });
+  const subscribed = server.nextSubscription();
+  send({ kind: 'port', port: await server.start() });
+  const socket = (await subscribed).socket;
+  send({ kind: 'subscribed' });
+  let n = 0;
+  process.on('message', (m: ToDriver) => {
+    if (m.phase === 'A') void phaseA();
+    else if (m.phase === 'B') void phaseB();
+    else process.exit(0);
+  });
+
+  async function phaseA(): Promise<void> {
+    send({ kind: 'started', at: now() });
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < N; ) {
+        let chunk = '';
+        const end = Math.min(N, i + 1000);
+        for (; i < end; i++) chunk += event(attacker(i), n++);
+        if (!socket.write(chunk)) await once(socket, 'drain');
+      }
+    }
+    send({ kind: 'sent' });
+  }
+
+  async function phaseB(): Promise<void> {
+    // Line-buffered: nft's stdout to a pipe would otherwise hold the lines back.
+    const monitor = spawn('stdbuf', ['-oL', 'nft', 'monitor', 'new', 'elements'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const seen = new Map<string, () => void>();
+    let monitorLines = 0;
+    let pending = '';
+    monitor.stdout.on('data', (d: Buffer) => {
+      pending += d.toString();
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const l of lines) {
+        monitorLines++;
+        const m = /add element inet \S+ ipv4_addr \{ ([0-9.]+)/.exec(l);
+        if (m?.[1] !== undefined) seen.get(m[1])?.();
+      }
+    });
+    // Ready once it reports a probe element (it loads the 100 000 elements first).
+    const probeSeen = new Promise<void>((resolve) => seen.set('203.0.113.1', resolve));
+    for (let tries = 0; ; tries++) {
+      execFileSync('nft', ['add', 'element', 'inet', TABLE, 'ipv4_addr', '{ 203.0.113.1 timeout 1s }']);
+      const ok = await Promise.race([probeSeen.then(() => true), new Promise<boolean>((r) => setTimeout(() => { r(false); }, 1000))]);
+      if (ok) break;
+      if (tries === 30) throw new Error('nft monitor reported nothing in 30 s');
+    }
+    // 10 000 events/s: 100 every 10 ms, each from an address seen once (a distributed scan).
+    let scan = 0;
+    const flood = setInterval(() => {
+      if (process.env.BENCH_FLOOD === "0") return;
+      let chunk = '';
+      for (let k = 0; k < 100; k++, scan++) chunk += event(`10.${(scan >> 16) & 255}.${(scan >> 8) & 255}.${scan & 255}`, n++);
+      socket.write(chunk);
+    }, 10);
+    const samples: number[] = [];
+    const written: Record<string, [number, number]> = {};
+    for (let i = 0; i < 500; i++) {
+      const target = i < 250 ? `192.0.2.${i}` : `198.51.100.${i - 250}`;
+      socket.write(event(target, n++) + event(target, n++));
+      await new Promise((r) => setTimeout(r, 3));
+      const inKernelAt = new Promise<number>((resolve) => seen.set(target, () => { resolve(performance.now()); }));
+      const start = performance.now();
+      socket.write(event(target, n++));
+      const watchdog = setTimeout(() => {
+        console.error(`  no element for ${target} after 5 s (monitor lines so far ${monitorLines})`);
+      }, 5000);
+      const seenAt = await inKernelAt;
+      samples.push(seenAt - start);
+      written[target] = [performance.timeOrigin + start, performance.timeOrigin + seenAt];
+      clearTimeout(watchdog);
+      if (process.env.BENCH_VERBOSE !== undefined && i % 50 === 0) console.error(`  … ${i} bans measured`);
+      await new Promise((r) => setTimeout(r, 7));
+    }
+    clearInterval(flood);
+    monitor.kill();
+    send({ kind: 'samples', samples, written });
+  }
+}
+
+// ---- the daemon's process: the daemon, its log sink and a stall clock, nothing else ----
 
 async function main(): Promise<void> {
   if (process.env.AMI2BAN_NETNS !== 'private') {
@@ -98,11 +201,25 @@ async function main(): Promise<void> {
   execFileSync('nft', ['flush', 'ruleset']);
   const dir = mkdtempSync(join(tmpdir(), 'ami2ban-flood-'));
   const socketPath = join(dir, 'control.sock');
-  // Asterisk leaves Nagle's algorithm on for AMI sessions: so does the fake, unless BENCH_AMI_NODELAY=1
-  // (then what is measured is the daemon alone, without the sender's TCP holding small writes).
+  // Asterisk leaves Nagle's algorithm on for AMI sessions: so does the sender, unless
+  // BENCH_AMI_NODELAY=1 (then what is measured is the daemon alone, without the sender's TCP
+  // holding small writes).
   const noDelay = process.env.BENCH_AMI_NODELAY === '1';
-  const server = new FakeAmiServer({ username: 'bench', secret: 'bench', noDelay });
-  const port = await server.start();
+  const sender = fork(fileURLToPath(import.meta.url), ['--driver'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const inbox: FromDriver[] = [];
+  const waiters: (() => void)[] = [];
+  sender.on('message', (m: FromDriver) => {
+    inbox.push(m);
+    for (const w of waiters.splice(0)) w();
+  });
+  async function receive<K extends FromDriver['kind']>(kind: K): Promise<Extract<FromDriver, { kind: K }>> {
+    for (;;) {
+      const at = inbox.findIndex((m) => m.kind === kind);
+      if (at !== -1) return inbox.splice(at, 1)[0] as Extract<FromDriver, { kind: K }>;
+      await new Promise<void>((r) => waiters.push(r));
+    }
+  }
+  const { port } = await receive('port');
   const config = loadConfig({
     AMI_USERNAME: 'bench',
     AMI_SECRET: 'bench',
@@ -128,41 +245,63 @@ async function main(): Promise<void> {
     },
   });
   const logger = createLogger({ level: 'info', format: 'json', isTTY: false, stream: sink });
+  const traced = new Map<string, [number, number]>();
+  const contexts = new Set<Nftables>();
+  const arrived = new Map<string, number>();
+  if (process.env.BENCH_TRACE === '1') {
+    const dc = await import('node:diagnostics_channel');
+    // The AMI connection's socket, once the daemon holds it: its arrival times.
+    dc.subscribe('net.client.socket', (m) => {
+      const socket = (m as { socket: import('node:net').Socket }).socket;
+      socket.once('connect', () => {
+        setTimeout(() => {
+          socket.prependListener('data', (d: Buffer | string) => {
+            const t = now();
+            for (const ip of String(d).match(/(192\.0\.2|198\.51\.100)\.\d+/g) ?? []) arrived.set(ip, t);
+          });
+        }, 1000);
+      });
+    });
+    // When each transaction holding a measured address is handed to libnftables' binding, and when
+    // that call returns (for a transaction committed by netlink, it is in the kernel by then).
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with its own `this` below
+    const original = Nftables.prototype.run;
+    Nftables.prototype.run = function (this: Nftables, commands) {
+      const ips = JSON.stringify(commands).match(/(192\.0\.2|198\.51\.100)\.\d+/g) ?? [];
+      const t = now();
+      contexts.add(this);
+      const p = original.call(this, commands);
+      const r = now();
+      for (const ip of ips) traced.set(ip, [t, r]);
+      return p;
+    };
+  }
   const { daemon, metrics } = buildDaemon(config, logger, 'bench');
   const control = new ControlServer({ listen: config.control.listen, token: undefined, target: daemon, metrics });
-  const subscribed = server.nextSubscription();
   await daemon.start();
   await control.listen();
-  const socket = (await subscribed).socket;
+  await receive('subscribed');
 
   let maxStall = 0;
   let last = performance.now();
   const stallTimer = setInterval(() => {
-    const now = performance.now();
-    maxStall = Math.max(maxStall, now - last - 5);
-    last = now;
+    const t = performance.now();
+    maxStall = Math.max(maxStall, t - last - 5);
+    last = t;
   }, 5);
 
   console.log(`bench:flood — node ${process.version}, whole daemon in a private network namespace (libnftables, SQLite in ${tmpdir()})`);
-  console.log(`AMI sender: ${noDelay ? 'TCP_NODELAY (BENCH_AMI_NODELAY=1)' : "Nagle's algorithm on, as Asterisk's AMI sessions"}\n`);
+  console.log(`AMI sender (another process): ${noDelay ? 'TCP_NODELAY (BENCH_AMI_NODELAY=1)' : "Nagle's algorithm on, as Asterisk's AMI sessions"}\n`);
 
   // A. the burst
   const pollerA = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   await new Promise((r) => setTimeout(r, 300));
   maxStall = 0;
   last = performance.now();
-  const t0 = performance.now();
-  let n = 0;
-  for (let round = 0; round < 3; round++) {
-    for (let i = 0; i < N; ) {
-      let chunk = '';
-      const end = Math.min(N, i + 1000);
-      for (; i < end; i++) chunk += event(attacker(i), n++);
-      if (!socket.write(chunk)) await once(socket, 'drain');
-    }
-  }
+  sender.send({ phase: 'A' } satisfies ToDriver);
+  const { at: t0 } = await receive('started');
   while (acknowledged < N) await new Promise((r) => setTimeout(r, 5));
-  const tA = performance.now() - t0;
+  const tA = now() - t0;
   const stallA = maxStall;
   const a = await stopPoller(pollerA);
   const inKernel = execFileSync('nft', ['-j', 'list', 'set', 'inet', TABLE, 'ipv4_addr'], { encoding: 'utf8', maxBuffer: 256 << 20 }).split('"val"').length - 1;
@@ -171,71 +310,45 @@ async function main(): Promise<void> {
   console.log(`   longest event-loop stall: ${stallA.toFixed(1)} ms`);
   console.log(`   control API /v1/status from another process: ${summary(a.status)}`);
 
-  if (process.env.BENCH_PHASES === 'A') process.exit(0);
-  // B. latency with the bans active, a background flood and scrapes
-  // Line-buffered: nft's stdout to a pipe would otherwise hold the lines back.
-  const monitor = spawn('stdbuf', ['-oL', 'nft', 'monitor', 'new', 'elements'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const seen = new Map<string, () => void>();
-  let monitorLines = 0;
-  let pending = '';
-  monitor.stdout.on('data', (d: Buffer) => {
-    pending += d.toString();
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const l of lines) {
-      monitorLines++;
-      const m = /add element inet \S+ ipv4_addr \{ ([0-9.]+)/.exec(l);
-      if (m?.[1] !== undefined) seen.get(m[1])?.();
+  if (process.env.BENCH_PHASES !== 'A') {
+    const settle = Number(process.env.BENCH_SETTLE ?? 0);
+    await new Promise((r) => setTimeout(r, settle * 1000));
+    // B. latency with the bans active, a background flood and scrapes
+    const pollerB = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    maxStall = 0;
+    last = performance.now();
+    sender.send({ phase: 'B' } satisfies ToDriver);
+    const { samples, written } = await receive('samples');
+    const stallB = maxStall;
+    const b = await stopPoller(pollerB);
+    console.log(`\nB. with ${inKernel.toLocaleString('en')} bans active, a 10 000 events/s background flood, /metrics scraped every 5 s:`);
+    console.log(`   ban latency, third failure written to the AMI socket → element seen by nft monitor: ${summary(samples)}`);
+    console.log(`   longest event-loop stall: ${stallB.toFixed(1)} ms`);
+    console.log(`   control API /v1/status: ${summary(b.status)}`);
+    console.log(`   /metrics scrapes: ${summary(b.metrics)}`);
+    if (process.env.BENCH_TRACE === '1') {
+      const parts: [string, number[]][] = [
+        ['written → read by the daemon', []],
+        ['read → transaction handed to the binding', []],
+        ['handed → committed (call returned)', []],
+        ['committed → seen by nft monitor', []],
+      ];
+      for (const [ip, [w, seen]] of Object.entries(written)) {
+        const c = traced.get(ip);
+        const a = arrived.get(ip);
+        if (c === undefined || a === undefined) continue;
+        [a - w, c[0] - a, c[1] - c[0], seen - c[1]].forEach((v, k) => parts[k]?.[1].push(v));
+      }
+      console.log('   where the time goes (BENCH_TRACE=1):');
+      for (const [label, xs] of parts) console.log(`     ${label}: ${summary(xs)}`);
+      for (const c of contexts) console.log(`     libnftables context: ${c.fastPath.committed} transactions by netlink, ${c.fastPath.declined} handed to libnftables`);
     }
-  });
-  // Ready once it reports a probe element (it loads the 100 000 elements first).
-  const probeSeen = new Promise<void>((resolve) => seen.set('203.0.113.1', resolve));
-  for (let tries = 0; ; tries++) {
-    execFileSync('nft', ['add', 'element', 'inet', TABLE, 'ipv4_addr', '{ 203.0.113.1 timeout 1s }']);
-    const ok = await Promise.race([probeSeen.then(() => true), new Promise<boolean>((r) => setTimeout(() => { r(false); }, 1000))]);
-    if (ok) break;
-    if (tries === 30) throw new Error('nft monitor reported nothing in 30 s');
   }
-  const pollerB = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  // 10 000 events/s: 100 every 10 ms, each from an address seen once (a distributed scan).
-  let scan = 0;
-  const flood = setInterval(() => {
-    let chunk = '';
-    for (let k = 0; k < 100; k++, scan++) chunk += event(`10.${(scan >> 16) & 255}.${(scan >> 8) & 255}.${scan & 255}`, n++);
-    socket.write(chunk);
-  }, 10);
-  maxStall = 0;
-  last = performance.now();
-  const samples: number[] = [];
-  for (let i = 0; i < 500; i++) {
-    const target = i < 250 ? `192.0.2.${i}` : `198.51.100.${i - 250}`;
-    socket.write(event(target, n++) + event(target, n++));
-    await new Promise((r) => setTimeout(r, 3));
-    const inKernelAt = new Promise<number>((resolve) => seen.set(target, () => { resolve(performance.now()); }));
-    const start = performance.now();
-    socket.write(event(target, n++));
-    const watchdog = setTimeout(() => {
-      console.error(`  no element for ${target} after 5 s: events ${daemon.counters.events}, bans ${daemon.counters.bans}, monitor lines so far ${monitorLines}`);
-    }, 5000);
-    samples.push((await inKernelAt) - start);
-    clearTimeout(watchdog);
-    if (process.env.BENCH_VERBOSE !== undefined && i % 50 === 0) console.error(`  … ${i} bans measured`);
-    await new Promise((r) => setTimeout(r, 7));
-  }
-  clearInterval(flood);
-  const stallB = maxStall;
-  const b = await stopPoller(pollerB);
-  monitor.kill();
-  console.log(`\nB. with ${inKernel.toLocaleString('en')} bans active, a 10 000 events/s background flood, /metrics scraped every 5 s:`);
-  console.log(`   ban latency, third failure written to the AMI socket → element seen by nft monitor: ${summary(samples)}`);
-  console.log(`   longest event-loop stall: ${stallB.toFixed(1)} ms`);
-  console.log(`   control API /v1/status: ${summary(b.status)}`);
-  console.log(`   /metrics scrapes: ${summary(b.metrics)}`);
 
   clearInterval(stallTimer);
+  sender.send({ phase: 'stop' } satisfies ToDriver);
   await control.close();
   await daemon.stop();
-  await server.stop();
   rmSync(dir, { recursive: true, force: true });
   execFileSync('nft', ['flush', 'ruleset']);
   process.exit(0);
@@ -243,4 +356,5 @@ async function main(): Promise<void> {
 
 const pollAt = process.argv.indexOf('--poll');
 if (pollAt !== -1) await poll(process.argv[pollAt + 1] ?? '');
+else if (process.argv.includes('--driver')) await driver();
 else await main();

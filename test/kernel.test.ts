@@ -98,6 +98,120 @@ describe('@ami2ban/nftables-napi', () => {
   });
 });
 
+describe('@ami2ban/nftables-napi: element transactions by netlink', () => {
+  const T = 'napi_nl';
+  const el = (val: string, timeout?: number): unknown => (timeout === undefined ? val : { elem: { val, timeout } });
+  const cmd = (verb: 'add' | 'delete', set: string, elems: unknown[], table = T): object => ({ [verb]: { element: { family: 'inet', table, name: set, elem: elems } } });
+  /** The same binding without its netlink call: every transaction goes through libnftables. */
+  const libnftablesOnly = (): Nftables => {
+    const loaded = loadBinding();
+    if (!('binding' in loaded)) throw loaded.error;
+    const Real = loaded.binding.Context;
+    return new Nftables({
+      Context: class {
+        private readonly ctx = new Real();
+        run(json: string): Promise<string> {
+          return this.ctx.run(json);
+        }
+        close(): void {
+          this.ctx.close();
+        }
+      },
+    });
+  };
+  const tables = (...names: string[]): void => {
+    for (const t of names) {
+      nft('add', 'table', 'inet', t);
+      nft('add', 'set', 'inet', t, 'a4', '{ type ipv4_addr; flags timeout; }');
+      nft('add', 'set', 'inet', t, 'a6', '{ type ipv6_addr; flags timeout; }');
+      nft('add', 'set', 'inet', t, 'n4', '{ type ipv4_addr; flags interval, timeout; }');
+      nft('add', 'set', 'inet', t, 'plain', '{ type ipv4_addr; }');
+    }
+  };
+
+  beforeEach(() => {
+    nft('flush', 'ruleset');
+  });
+
+  it('adds, re-times and deletes addresses in plain sets with the same result as libnftables, without it', async () => {
+    tables(T, 'napi_ref');
+    const fast = new Nftables();
+    const ref = libnftablesOnly();
+    const batches = (table: string): object[][] => [
+      [cmd('add', 'a4', [el('192.0.2.1', 600), el('192.0.2.2'), el('198.51.100.255', 86_400)], table), cmd('add', 'a6', [el('2001:db8::1', 60), el('::ffff:192.0.2.9', 60), el('2001:DB8:0:0:1:2:3:4', 3600), el('::')], table)],
+      // A new timeout: add (so that the delete finds it), delete, add.
+      [cmd('add', 'a4', [el('192.0.2.1', 1200)], table), cmd('delete', 'a4', ['192.0.2.1'], table), cmd('add', 'a4', [el('192.0.2.1', 1200)], table)],
+      [cmd('delete', 'a4', ['192.0.2.2'], table), cmd('add', 'plain', ['203.0.113.7'], table)],
+    ];
+    for (const b of batches(T)) expect(await fast.run({ nftables: b })).toBeNull();
+    for (const b of batches('napi_ref')) await ref.run({ nftables: b });
+    expect(fast.fastPath).toEqual({ committed: 3, declined: 0 });
+    expect(ref.fastPath.committed).toBe(0);
+    for (const set of ['a4', 'a6', 'plain']) {
+      const rounded = (m: Map<string, number>): [string, number][] => [...m].map(([ip, left]) => [ip, Math.round(left / 10)]);
+      expect(rounded(setElements(T, set)), set).toEqual(rounded(setElements('napi_ref', set)));
+    }
+    expect([...setElements(T, 'a4').keys()].sort()).toEqual(['192.0.2.1', '198.51.100.255']);
+    expect(setElements(T, 'a4').get('192.0.2.1')).toBeGreaterThan(1100);
+    expect([...setElements(T, 'a6').keys()].sort()).toEqual(['2001:db8::1', '2001:db8::1:2:3:4', '::', '::ffff:192.0.2.9']);
+    fast.close();
+    ref.close();
+  });
+
+  it('leaves to libnftables what is not a plain address element, and a refused transaction is told in its words with nothing applied', async () => {
+    tables(T);
+    const n = new Nftables();
+    // An interval set, a network, a table: libnftables.
+    await n.run({ nftables: [cmd('add', 'n4', [el('192.0.2.1', 600)])] });
+    await n.run({ nftables: [cmd('add', 'a4', [{ elem: { val: { prefix: { addr: '10.0.0.0', len: 8 } }, timeout: 60 } }])] }).catch(() => undefined);
+    expect(setElements(T, 'n4').has('192.0.2.1')).toBe(true);
+    expect(n.fastPath.committed).toBe(0);
+    // One failing command makes the whole transaction fail: the add before it is not applied.
+    const missing: unknown = await n.run({ nftables: [cmd('add', 'a4', [el('192.0.2.50', 60)]), cmd('delete', 'a4', ['192.0.2.51'])] }).catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(NftablesError);
+    expect((missing as Error).message).toContain('No such file or directory');
+    expect(setElements(T, 'a4').has('192.0.2.50')).toBe(false);
+    // A timeout the kernel refuses, a set that is not there.
+    const tooLong: unknown = await n.run({ nftables: [cmd('add', 'a4', [el('192.0.2.52', 2 ** 39)])] }).catch((e: unknown) => e);
+    expect((tooLong as Error).message).toMatch(/Error: .*(range|invalid|Invalid)/i);
+    const noSet: unknown = await n.run({ nftables: [cmd('add', 'nope', [el('192.0.2.53', 60)])] }).catch((e: unknown) => e);
+    expect((noSet as Error).message).toContain('No such file or directory');
+    // Timeouts on a set without the timeout flag: refused as libnftables refuses them.
+    const untimed: unknown = await n.run({ nftables: [cmd('add', 'plain', [el('192.0.2.54', 60)])] }).catch((e: unknown) => e);
+    expect(untimed).toBeInstanceOf(NftablesError);
+    // And it goes on working by netlink.
+    await n.run({ nftables: [cmd('add', 'a4', [el('192.0.2.55', 60)])] });
+    expect(setElements(T, 'a4').has('192.0.2.55')).toBe(true);
+    expect(n.fastPath.committed).toBe(1);
+    n.close();
+  });
+
+  it('notices a set replaced by an interval set of the same name (its knowledge of sets is dropped by any other command)', async () => {
+    tables(T);
+    const n = new Nftables();
+    await n.run({ nftables: [cmd('add', 'a4', [el('192.0.2.1', 60)])] });
+    expect(n.fastPath.committed).toBe(1);
+    await n.run({ nftables: [{ delete: { set: { family: 'inet', table: T, name: 'a4' } } }, { add: { set: { family: 'inet', table: T, name: 'a4', type: 'ipv4_addr', flags: ['interval', 'timeout'] } } }] });
+    await n.run({ nftables: [cmd('add', 'a4', [el('192.0.2.0', 60)])] });
+    expect(n.fastPath).toEqual({ committed: 1, declined: 1 });
+    expect(nft('list', 'set', 'inet', T, 'a4')).toContain('192.0.2.0');
+    n.close();
+  });
+
+  it('keeps the order of transactions when one is in flight on a worker', async () => {
+    tables(T);
+    const n = new Nftables();
+    const listing = n.run({ nftables: [{ list: { set: { family: 'inet', table: T, name: 'a4' } } }] });
+    const add = n.run({ nftables: [cmd('add', 'a4', [el('192.0.2.1', 60)])] });
+    const del = n.run({ nftables: [cmd('delete', 'a4', ['192.0.2.1'])] });
+    const listed = (await listing) as { nftables: { set?: { elem?: unknown[] } }[] };
+    expect(listed.nftables.find((i) => i.set !== undefined)?.set?.elem).toBeUndefined();
+    await Promise.all([add, del]);
+    expect(setElements(T, 'a4').size).toBe(0);
+    n.close();
+  });
+});
+
 const BACKENDS: [string, () => NftRunner][] = [
   ['libnftables addon', () => new AddonRunner()],
   ['nft -j -f -', () => new CliRunner()],

@@ -640,10 +640,12 @@ export class Daemon implements ControlTarget {
     const replace = this.takeOver(d.ip);
     const record = newRecord(this.fromDecision(d, local), null);
     this.records.set(d.ip, record);
+    // The kernel's transaction is queued first, so that it runs before the database's batch is handed over.
+    const kernel = this.enforce(d, false, replace);
     this.o.store.recordBan(local ? { ...d, local } : d);
     // The others learn of it now; never on the way to our own kernel, never another host's again.
     if (d.origin === undefined && !local) this.o.fleet?.banned(d);
-    const [kernelError, storeError] = await Promise.all([this.enforce(d, false, replace), this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
+    const [kernelError, storeError] = await Promise.all([kernel, this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
     if (kernelError === null && storeError !== null) this.o.logger.error('ban in the kernel but not yet in the ban database (retrying the write)', { ip: d.ip, store: this.o.store.path, error: storeError });
     return this.settle(record, d, kernelError, storeError);
   }

@@ -1,9 +1,12 @@
 // Typed loader for the libnftables binding. Commands are libnftables JSON objects, validated here
 // before they cross into native code; one call is in flight per context.
 import { createRequire } from 'node:module';
+import { type ElementBatch, batchDone, decodeReplies, elementBatch, encodeBatch, encodeSetQueries, setKey, setsArePlain } from './netlink.js';
 
 export interface NativeContext {
   run(json: string): Promise<string>;
+  /** Sends netlink messages to nf_tables on the calling thread; returns the replies. */
+  netlink?(request: Buffer): Buffer;
   close(): void;
 }
 
@@ -59,7 +62,13 @@ function validate(commands: unknown): asserts commands is NftCommands {
 export class Nftables {
   private readonly ctx: NativeContext;
   private tail: Promise<unknown> = Promise.resolve();
+  private inFlight = 0;
   private closed = false;
+  private seq = 1;
+  /** Sets the kernel said hold plain addresses; forgotten on any other command or a failure. */
+  private readonly plainSets = new Set<string>();
+  /** Transactions committed by the fast path, and those it handed to libnftables. */
+  readonly fastPath = { committed: 0, declined: 0 };
 
   /** Throws when the addon is not built; pass a binding to substitute it (tests). */
   constructor(binding?: NativeBinding) {
@@ -76,13 +85,56 @@ export class Nftables {
   run(commands: NftCommands): Promise<unknown> {
     validate(commands);
     if (this.closed) return Promise.reject(new NftablesError('the libnftables context is closed'));
+    const batch = elementBatch(commands.nftables);
+    if (batch === undefined) this.plainSets.clear();
+    // Element commands on plain sets go straight to the kernel, now if nothing is in flight (order
+    // is kept), else in their turn.
+    const now = batch !== undefined && this.inFlight === 0;
+    if (now && this.tryNetlink(batch)) return Promise.resolve(null);
     const json = JSON.stringify(commands);
-    const next = this.tail.then(
-      () => this.call(json),
-      () => this.call(json),
-    );
-    this.tail = next.catch(() => undefined);
+    this.inFlight++;
+    const call = (): Promise<unknown> => (batch !== undefined && !now && this.tryNetlink(batch) ? Promise.resolve(null) : this.call(json));
+    const next = this.tail.then(call, call);
+    this.tail = next
+      .catch(() => undefined)
+      .finally(() => {
+        this.inFlight--;
+      });
     return next;
+  }
+
+  /** Commits the batch by netlink; false (nothing committed) when it cannot, for libnftables to run it and tell why. */
+  private tryNetlink(batch: ElementBatch): boolean {
+    const send = this.ctx.netlink?.bind(this.ctx);
+    if (send === undefined || this.closed) return false;
+    try {
+      const unknown = batch.sets.filter((s) => !this.plainSets.has(setKey(s)));
+      if (unknown.length > 0) {
+        const seq = this.nextSeq(unknown.length);
+        const replies = decodeReplies(send(encodeSetQueries(unknown, seq)));
+        if (replies === undefined || !setsArePlain(unknown, replies, seq)) return this.declined();
+        for (const s of unknown) this.plainSets.add(setKey(s));
+      }
+      const seq = this.nextSeq(batch.messages.length + 2);
+      const replies = decodeReplies(send(encodeBatch(batch, seq)));
+      if (replies === undefined || !batchDone(batch, replies, seq)) return this.declined();
+      this.fastPath.committed++;
+      return true;
+    } catch {
+      return this.declined();
+    }
+  }
+
+  private declined(): false {
+    this.plainSets.clear();
+    this.fastPath.declined++;
+    return false;
+  }
+
+  private nextSeq(n: number): number {
+    const seq = this.seq;
+    this.seq = (this.seq + n) % 0x7fffffff || 1;
+    return seq;
   }
 
   close(): void {
