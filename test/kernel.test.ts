@@ -198,6 +198,25 @@ describe('@ami2ban/nftables-napi: element transactions by netlink', () => {
     n.close();
   });
 
+  it('commits large batches by netlink too: a command split over messages, a batch bigger than the default send buffer, atomically', async () => {
+    tables(T);
+    const n = new Nftables();
+    const addr = (i: number): string => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+    await n.run({ nftables: [cmd('add', 'a4', Array.from({ length: 3_000 }, (_, i) => el(addr(i), 600)))] });
+    expect(setElements(T, 'a4').size).toBe(3_000);
+    // 30 000 elements: ~1.3 MB in one datagram (the default send buffer holds ~200 kB).
+    await n.run({ nftables: [cmd('add', 'a4', Array.from({ length: 30_000 }, (_, i) => el(addr(10_000 + i), 600)))] });
+    expect(setElements(T, 'a4').size).toBe(33_000);
+    expect(n.fastPath).toEqual({ committed: 2, declined: 0 });
+    // One bad element among 2 500 (its delete finds nothing): none of the batch is applied.
+    const bad: unknown = await n
+      .run({ nftables: [cmd('add', 'a4', Array.from({ length: 2_500 }, (_, i) => el(addr(100_000 + i), 600))), cmd('delete', 'a4', ['192.0.2.99'])] })
+      .catch((e: unknown) => e);
+    expect(bad).toBeInstanceOf(NftablesError);
+    expect(setElements(T, 'a4').size).toBe(33_000);
+    n.close();
+  });
+
   it('keeps the order of transactions when one is in flight on a worker', async () => {
     tables(T);
     const n = new Nftables();

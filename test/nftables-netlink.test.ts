@@ -23,6 +23,9 @@ describe('netlink element batches', () => {
   it('takes only add/delete of single addresses of one family per command', () => {
     expect(elementBatch([add(['192.0.2.1', { elem: { val: '192.0.2.2', timeout: 60 } }])])?.messages).toHaveLength(1);
     expect(elementBatch([{ delete: { element: { family: 'inet', table: 't', name: 's', elem: ['2001:db8::1'] } } }])?.sets[0]?.keyLen).toBe(16);
+    // A long command is split over messages of 1 000 (an attribute's length is 16 bits); past 256 messages, libnftables.
+    expect(elementBatch([add(Array.from({ length: 2_500 }, (_, i) => `10.0.${i >> 8}.${i & 255}`))])?.messages.map((m) => m.keys.length)).toEqual([1000, 1000, 500]);
+    expect(elementBatch([add(Array.from({ length: 256_001 }, () => '10.0.0.1'))])).toBeUndefined();
     const refused: object[][] = [
       [],
       [{ add: { table: { family: 'inet', name: 't' } } }],

@@ -457,9 +457,11 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
         if (typeof d === 'string') this.refuse(d);
         else if (d.origin !== this.o.hostId) decisions.push(d);
       }
+      // Told before the position is saved: their kernel transaction goes first, their rows are
+      // queued before the position (a crash between the two reads them again, which changes nothing).
+      if (decisions.length > 0) this.emit('decisions', decisions);
       const last = entries[entries.length - 1];
       if (last !== undefined) this.setCursor(last[0]);
-      if (decisions.length > 0) this.emit('decisions', decisions);
     }
   }
 

@@ -12,7 +12,7 @@ export function assertPrivateNetns(): void {
 }
 
 export function nft(...args: string[]): string {
-  return execFileSync('nft', args, { encoding: 'utf8' });
+  return execFileSync('nft', args, { encoding: 'utf8', maxBuffer: 256 << 20 });
 }
 
 export function nftJson(...args: string[]): unknown {

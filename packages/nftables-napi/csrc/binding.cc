@@ -66,6 +66,7 @@ class Context : public Napi::ObjectWrap<Context> {
   ~Context() override {
     nft_runner_free(runner_);
     nl_exchange_close(nl_fd_);
+    std::free(replies_);
   }
 
  private:
@@ -103,13 +104,10 @@ class Context : public Napi::ObjectWrap<Context> {
       if (nl_fd_ < 0) return ThrowErrno(env, -nl_fd_, "netlink socket");
     }
     Napi::Buffer<char> request = info[0].As<Napi::Buffer<char>>();
-    char* out = nullptr;
     size_t out_len = 0;
-    int rc = nl_exchange(nl_fd_, request.Data(), request.Length(), &out, &out_len);
+    int rc = nl_exchange(nl_fd_, request.Data(), request.Length(), &replies_, &replies_cap_, &out_len);
     if (rc < 0) return ThrowErrno(env, -rc, "netlink exchange");
-    Napi::Buffer<char> replies = Napi::Buffer<char>::Copy(env, out, out_len);
-    std::free(out);
-    return replies;
+    return Napi::Buffer<char>::Copy(env, replies_, out_len);
   }
 
   static Napi::Value ThrowErrno(Napi::Env env, int err, const char* what) {
@@ -129,6 +127,9 @@ class Context : public Napi::ObjectWrap<Context> {
 
   nft_runner* runner_ = nullptr;
   int nl_fd_ = -1;
+  // The replies' buffer, kept from one exchange to the next.
+  char* replies_ = nullptr;
+  size_t replies_cap_ = 0;
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

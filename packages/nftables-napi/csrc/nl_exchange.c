@@ -36,10 +36,19 @@ void nl_exchange_close(int fd)
 		close(fd);
 }
 
-int nl_exchange(int fd, const void *buf, size_t len, char **out, size_t *out_len)
+int nl_exchange(int fd, const void *buf, size_t len, char **acc, size_t *cap, size_t *out_len)
 {
-	*out = NULL;
 	*out_len = 0;
+	/* A batch is one datagram: the send buffer must hold it (forced past wmem_max with CAP_NET_ADMIN, as nft does). */
+	if (len > 65536) {
+		int have = 0;
+		socklen_t size = sizeof(have);
+		if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &have, &size) == 0 && (size_t)have < len + 4096) {
+			int want = (int)(len + 4096);
+			if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &want, sizeof(want)) < 0)
+				setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
+		}
+	}
 	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
 	ssize_t sent;
 	do
@@ -50,40 +59,31 @@ int nl_exchange(int fd, const void *buf, size_t len, char **out, size_t *out_len
 	if ((size_t)sent != len)
 		return -EMSGSIZE;
 
-	size_t cap = 131072, used = 0;
-	char *acc = malloc(cap);
-	if (!acc)
-		return -ENOMEM;
+	size_t used = 0;
 	for (;;) {
-		if (cap - used < 65536) {
-			char *grown = realloc(acc, cap * 2);
-			if (!grown) {
-				free(acc);
+		/* Room for the largest reply the kernel sends in one datagram. */
+		if (*acc == NULL || *cap - used < 65536) {
+			size_t grown_cap = *cap == 0 ? 131072 : *cap * 2;
+			char *grown = realloc(*acc, grown_cap);
+			if (!grown)
 				return -ENOMEM;
-			}
-			acc = grown;
-			cap *= 2;
+			*acc = grown;
+			*cap = grown_cap;
 		}
 		/* MSG_TRUNC: the whole reply's length, so a cut one is told, not parsed. */
-		ssize_t n = recv(fd, acc + used, cap - used, MSG_DONTWAIT | MSG_TRUNC);
+		ssize_t n = recv(fd, *acc + used, *cap - used, MSG_DONTWAIT | MSG_TRUNC);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
-		if (n < 0) {
-			int e = errno;
-			free(acc);
-			return -e;
-		}
+		if (n < 0)
+			return -errno;
 		if (n == 0)
 			break;
-		if ((size_t)n > cap - used) {
-			free(acc);
+		if ((size_t)n > *cap - used)
 			return -EMSGSIZE;
-		}
 		used += (size_t)n;
 	}
-	*out = acc;
 	*out_len = used;
 	return 0;
 }

@@ -13,11 +13,12 @@ int nl_exchange_open(void);
 void nl_exchange_close(int fd);
 
 /*
- * Sends `len` bytes of netlink messages and returns, in a malloc'd *out of *out_len bytes, the
- * replies. The kernel handles a netfilter request (and a batch) inside the send call, so every
- * reply is queued when it returns: they are read without waiting. 0 or -errno.
+ * Sends `len` bytes of netlink messages and reads the replies into *acc (of *cap bytes, grown with
+ * realloc when needed and kept by the caller for the next exchange); *out_len is their length.
+ * The kernel handles a netfilter request (and a batch) inside the send call, so every reply is
+ * queued when it returns: they are read without waiting. 0 or -errno.
  */
-int nl_exchange(int fd, const void *buf, size_t len, char **out, size_t *out_len);
+int nl_exchange(int fd, const void *buf, size_t len, char **acc, size_t *cap, size_t *out_len);
 
 #ifdef __cplusplus
 }

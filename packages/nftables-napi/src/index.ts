@@ -1,7 +1,7 @@
 // Typed loader for the libnftables binding. Commands are libnftables JSON objects, validated here
 // before they cross into native code; one call is in flight per context.
 import { createRequire } from 'node:module';
-import { type ElementBatch, batchDone, decodeReplies, elementBatch, encodeBatch, encodeSetQueries, setKey, setsArePlain } from './netlink.js';
+import { type ElementBatch, Writer, batchDone, decodeReplies, elementBatch, encodeBatch, encodeSetQueries, setKey, setsArePlain } from './netlink.js';
 
 export interface NativeContext {
   run(json: string): Promise<string>;
@@ -67,6 +67,7 @@ export class Nftables {
   private seq = 1;
   /** Sets the kernel said hold plain addresses; forgotten on any other command or a failure. */
   private readonly plainSets = new Set<string>();
+  private readonly writer = new Writer();
   /** Transactions committed by the fast path, and those it handed to libnftables. */
   readonly fastPath = { committed: 0, declined: 0 };
 
@@ -111,12 +112,12 @@ export class Nftables {
       const unknown = batch.sets.filter((s) => !this.plainSets.has(setKey(s)));
       if (unknown.length > 0) {
         const seq = this.nextSeq(unknown.length);
-        const replies = decodeReplies(send(encodeSetQueries(unknown, seq)));
+        const replies = decodeReplies(send(encodeSetQueries(unknown, seq, this.writer.reset())));
         if (replies === undefined || !setsArePlain(unknown, replies, seq)) return this.declined();
         for (const s of unknown) this.plainSets.add(setKey(s));
       }
       const seq = this.nextSeq(batch.messages.length + 2);
-      const replies = decodeReplies(send(encodeBatch(batch, seq)));
+      const replies = decodeReplies(send(encodeBatch(batch, seq, this.writer.reset())));
       if (replies === undefined || !batchDone(batch, replies, seq)) return this.declined();
       this.fastPath.committed++;
       return true;

@@ -35,6 +35,8 @@ const NFT_SET_TIMEOUT = 0x10;
 const FAMILIES: Readonly<Record<string, number>> = { ip: 2, ip6: 10, inet: 1 };
 /** More messages than this could overflow the socket's queue of acknowledgements. */
 const MAX_MESSAGES = 256;
+/** Elements per message: an attribute's length is 16 bits (a nest of elements stays under 64 KiB). */
+const PER_MESSAGE = 1000;
 /** The kernel's limit on an element timeout is far below this; past it the JSON is not ours to judge. */
 const MAX_TIMEOUT_S = 2 ** 40;
 
@@ -114,7 +116,11 @@ export function elementBatch(commands: readonly object[]): ElementBatch | undefi
     const known = sets.get(k);
     if (known === undefined) sets.set(k, ref);
     else if (ref.timeouts && !known.timeouts) sets.set(k, ref);
-    messages.push({ type: verb === 'add' ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, set: ref, keys: out, timeouts });
+    const type = verb === 'add' ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM;
+    for (let i = 0; i < out.length; i += PER_MESSAGE) {
+      if (messages.length === MAX_MESSAGES) return undefined;
+      messages.push({ type, set: ref, keys: out.slice(i, i + PER_MESSAGE), timeouts: timeouts.slice(i, i + PER_MESSAGE) });
+    }
   }
   return { sets: [...sets.values()], messages };
 }
@@ -174,9 +180,15 @@ function ipv6Bytes(text: string): Buffer | undefined {
 
 // ---- encoding ----
 
-class Writer {
-  private buf = Buffer.alloc(4096);
+/** Builds messages in one buffer, kept and reused from one batch to the next. */
+export class Writer {
+  private buf = Buffer.alloc(16384);
   length = 0;
+
+  reset(): this {
+    this.length = 0;
+    return this;
+  }
 
   private room(n: number): void {
     if (this.length + n <= this.buf.length) return;
@@ -234,20 +246,23 @@ class Writer {
     this.buf.writeUInt16LE(this.length - at, at);
   }
 
+  /** An attribute of 8 bytes: a 64-bit number, big-endian (exact up to 2^53). */
+  u64(type: number, n: number): void {
+    this.room(12);
+    this.buf.writeUInt16LE(12, this.length);
+    this.buf.writeUInt16LE(type, this.length + 2);
+    this.buf.writeUInt32BE(Math.floor(n / 2 ** 32), this.length + 4);
+    this.buf.writeUInt32BE(n >>> 0, this.length + 8);
+    this.length += 12;
+  }
+
   done(): Buffer {
     return this.buf.subarray(0, this.length);
   }
 }
 
-const be64 = (n: number): Buffer => {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64BE(BigInt(n));
-  return b;
-};
-
 /** GETSET requests for the sets, with acknowledgements; sequence numbers from seq on. */
-export function encodeSetQueries(sets: readonly SetRef[], seq: number): Buffer {
-  const w = new Writer();
+export function encodeSetQueries(sets: readonly SetRef[], seq: number, w = new Writer()): Buffer {
   sets.forEach((s, i) => {
     const at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_ACK, seq + i, s.family, 0);
     w.string(NFTA_SET_TABLE, s.table);
@@ -258,8 +273,7 @@ export function encodeSetQueries(sets: readonly SetRef[], seq: number): Buffer {
 }
 
 /** One atomic batch: begin, a message per command (each acknowledged), end. */
-export function encodeBatch(batch: ElementBatch, seq: number): Buffer {
-  const w = new Writer();
+export function encodeBatch(batch: ElementBatch, seq: number, w = new Writer()): Buffer {
   w.end(w.header(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES));
   batch.messages.forEach((m, i) => {
     const create = m.type === NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0;
@@ -273,7 +287,7 @@ export function encodeBatch(batch: ElementBatch, seq: number): Buffer {
       w.attr(NFTA_DATA_VALUE, key);
       w.close(keyNest);
       const t = m.timeouts[k];
-      if (t !== undefined) w.attr(NFTA_SET_ELEM_TIMEOUT, be64(t * 1000));
+      if (t !== undefined) w.u64(NFTA_SET_ELEM_TIMEOUT, t * 1000);
       w.close(item);
     });
     w.close(list);
