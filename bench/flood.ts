@@ -1,11 +1,15 @@
 // npm run bench:flood — the whole daemon (AMI client, engine, SQLite, libnftables, control API, JSON
-// logs) under floods, in a private network namespace, watched from outside:
+// logs) under floods, in a private network namespace, watched from outside: the AMI server and its
+// events come from another process (as Asterisk is one), which also watches the kernel.
 //  A. 100 000 addresses × 3 failures: time until every ban is acknowledged (in the kernel and the
 //     database), the longest event-loop stall, and the control API's answer times (another process
 //     asks /v1/status every 25 ms);
 //  B. with those 100 000 bans active, a 10 000 events/s background flood and /metrics scraped every
 //     5 s: ban latency from the third failure written to the AMI socket to the element seen by
-//     `nft monitor` (another process), 500 sequential bans.
+//     `nft monitor`, 500 sequential bans.
+// Settings: BENCH_AMI_NODELAY=1 (the sender without Nagle's algorithm), BENCH_ADDRESSES (A's size),
+// BENCH_PHASES=A, BENCH_SETTLE=<s> (a pause between A and B), BENCH_FLOOD=0 and BENCH_SCRAPE=0 (B
+// without its background flood or without scrapes), BENCH_TRACE=1 (where B's time goes).
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -72,7 +76,7 @@ async function poll(socketPath: string): Promise<void> {
   let nextScrape = performance.now();
   while (state.running) {
     status.push(await get(socketPath, '/v1/status'));
-    if (process.env.BENCH_SCRAPE !== "0" && performance.now() >= nextScrape) {
+    if (process.env.BENCH_SCRAPE !== '0' && performance.now() >= nextScrape) {
       metrics.push(await get(socketPath, '/metrics'));
       nextScrape += 5000;
     }
@@ -161,7 +165,7 @@ async function driver(): Promise<void> {
     // 10 000 events/s: 100 every 10 ms, each from an address seen once (a distributed scan).
     let scan = 0;
     const flood = setInterval(() => {
-      if (process.env.BENCH_FLOOD === "0") return;
+      if (process.env.BENCH_FLOOD === '0') return;
       let chunk = '';
       for (let k = 0; k < 100; k++, scan++) chunk += event(`10.${(scan >> 16) & 255}.${(scan >> 8) & 255}.${scan & 255}`, n++);
       socket.write(chunk);

@@ -1,5 +1,6 @@
 // npm run bench:ingest — events per second through AMI parse → engine, over loopback TCP,
 // from a fake Asterisk in a child process, and the daemon side's peak RSS.
+import { tcpQuickAck } from '@ami2ban/nftables-napi';
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
@@ -90,7 +91,7 @@ async function measure(label: string, addresses: number, env: Record<string, str
   const engine = new Engine(config.ban);
   const client = new AmiClient({
     target: { host: '127.0.0.1', port: msg.port, username: USER, secret: SECRET },
-    connector: new AsteriskManagerConnector(),
+    connector: new AsteriskManagerConnector(process.env.BENCH_QUICKACK === '0' ? {} : { quickAck: tcpQuickAck() }),
     logger: silentLogger,
     pingIntervalMs: 60_000,
     pingTimeoutMs: 60_000,

@@ -99,6 +99,48 @@ describe('AmiClient against a fake AMI server', () => {
     expect(seen).toEqual([true]);
   });
 
+  it('acknowledges every read at once (TCP_QUICKACK on the session\'s own descriptor), and stops trying when it cannot', async () => {
+    const calls: number[] = [];
+    const withAck = (answer: boolean): AmiClient =>
+      new AmiClient({
+        target: { host: '127.0.0.1', port: server.port, username: USER, secret: SECRET },
+        connector: new AsteriskManagerConnector({ quickAck: (fd) => (calls.push(fd), answer) }),
+        logger: log,
+        pingIntervalMs: PING_INTERVAL,
+        pingTimeoutMs: PING_TIMEOUT,
+        reconnectMaxMs: 30_000,
+        random: () => 0.5,
+      });
+    const blocks = eventBlocks(fixture('ami-ami2ban-events-security.raw')).slice(0, 5);
+    const acking = withAck(true);
+    let got = 0;
+    acking.on('event', () => got++);
+    acking.start();
+    await server.nextSubscription();
+    await waitFor(acking, 'ready');
+    const afterLogin = calls.length;
+    expect(afterLogin).toBeGreaterThan(0);
+    for (const b of blocks) {
+      server.broadcast(b);
+      await vi.waitUntil(() => got === blocks.indexOf(b) + 1);
+    }
+    // One call per read, each with the same real descriptor.
+    expect(calls.length).toBeGreaterThanOrEqual(afterLogin + blocks.length);
+    expect(new Set(calls).size).toBe(1);
+    expect(calls[0]).toBeGreaterThan(2);
+    acking.stop();
+    // Refused once: never asked again on that connection.
+    calls.length = 0;
+    const refused = withAck(false);
+    refused.start();
+    await server.nextSubscription();
+    await waitFor(refused, 'ready');
+    server.broadcast(Buffer.concat(blocks));
+    await new Promise((r) => setImmediate(r));
+    expect(calls.length).toBe(1);
+    refused.stop();
+  });
+
   it('delivers security events and counts, without delivering, everything else', async () => {
     client.start();
     await server.nextSubscription();

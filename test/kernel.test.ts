@@ -7,7 +7,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Nftables, NftablesError, loadBinding } from '@ami2ban/nftables-napi';
+import { Nftables, NftablesError, loadBinding, tcpQuickAck } from '@ami2ban/nftables-napi';
+import { type AddressInfo, connect, createServer } from 'node:net';
 import { ControlClient } from '../src/control/client.js';
 import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
 import type { ExistingBan } from '../src/firewall/firewall.js';
@@ -82,6 +83,26 @@ describe('@ami2ban/nftables-napi', () => {
     expect(() => n.run({ nftables: 'x' } as never)).toThrow(TypeError);
     expect(() => n.run({ nftables: [1] } as never)).toThrow(TypeError);
     n.close();
+  });
+
+  it('sets TCP_QUICKACK on a connected TCP socket, and says false for anything else', async () => {
+    const quickAck = tcpQuickAck();
+    if (quickAck === undefined) throw new Error('the addon has no quickAck');
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    await once(client, 'connect');
+    const fd = (client as unknown as { _handle: { fd: number } })._handle.fd;
+    expect(quickAck(fd)).toBe(true);
+    const udp = createSocket('udp4');
+    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r));
+    const udpFd = (udp as unknown as { _handle: { fd: number } })._handle.fd;
+    expect(quickAck(udpFd)).toBe(false);
+    expect(quickAck(-1)).toBe(false);
+    expect(tcpQuickAck(() => ({ error: new Error('not built') }))).toBeUndefined();
+    udp.close();
+    client.destroy();
+    server.close();
   });
 
   it('serializes calls: many in flight complete in order', async () => {

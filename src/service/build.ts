@@ -1,4 +1,5 @@
 // Builds the daemon's parts from a Config.
+import { tcpQuickAck } from '@ami2ban/nftables-napi';
 import { AsteriskManagerConnector } from '../ami/asterisk-manager-connector.js';
 import { AmiClient } from '../ami/client.js';
 import type { AmiConnector } from '../ami/connector.js';
@@ -77,7 +78,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
       username: config.ami.username,
       secret: config.ami.secret.reveal(),
     },
-    connector: overrides.connector ?? new AsteriskManagerConnector(),
+    connector: overrides.connector ?? new AsteriskManagerConnector({ quickAck: tcpQuickAck() }),
     logger: logger.child({ component: 'ami' }),
     pingIntervalMs: config.ami.pingInterval * 1000,
     pingTimeoutMs: config.ami.pingTimeout * 1000,

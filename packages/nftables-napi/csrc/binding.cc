@@ -3,6 +3,10 @@
 
 #include <cstdlib>
 #include <cstring>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <string>
 
 #include "nl_exchange.h"
@@ -132,8 +136,22 @@ class Context : public Napi::ObjectWrap<Context> {
   size_t replies_cap_ = 0;
 };
 
+// quickAck(fd): TCP_QUICKACK on a connected TCP socket, once (the kernel goes back to delayed
+// acknowledgements by itself, so it is set again after each read). false when it cannot be set.
+Napi::Value QuickAck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "quickAck(fd) expects a file descriptor").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int one = 1;
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  return Napi::Boolean::New(env, fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one)) == 0);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Context", Context::Init(env));
+  exports.Set("quickAck", Napi::Function::New(env, QuickAck));
   return exports;
 }
 

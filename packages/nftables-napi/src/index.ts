@@ -12,6 +12,8 @@ export interface NativeContext {
 
 export interface NativeBinding {
   readonly Context: new () => NativeContext;
+  /** TCP_QUICKACK on a connected TCP socket's descriptor, once; false when it cannot be set. */
+  readonly quickAck?: (fd: number) => boolean;
 }
 
 /** A libnftables JSON command list: `{ "nftables": [ { "add": { … } }, … ] }`. */
@@ -48,6 +50,15 @@ export function loadBinding(): BindingLoad {
       ),
     };
   }
+}
+
+/**
+ * The addon's TCP_QUICKACK (one setsockopt) for the AMI connection, or undefined when the addon is
+ * not built. Not nftables, but the one other thing ami2ban needs from native code.
+ */
+export function tcpQuickAck(load: () => BindingLoad = loadBinding): ((fd: number) => boolean) | undefined {
+  const loaded = load();
+  return 'binding' in loaded ? loaded.binding.quickAck : undefined;
 }
 
 function validate(commands: unknown): asserts commands is NftCommands {
