@@ -1,5 +1,6 @@
 // npm run bench:ingest — events per second through AMI parse → engine, over loopback TCP,
-// from a fake Asterisk in a child process, and the daemon side's peak RSS.
+// from a fake Asterisk in a child process, and the daemon side's peak RSS. BENCH_QUICKACK=0: the
+// AMI connection without its TCP_QUICKACK after each read.
 import { tcpQuickAck } from '@ami2ban/nftables-napi';
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
