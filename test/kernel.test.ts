@@ -166,7 +166,7 @@ describe('@ami2ban/nftables-napi: element transactions by netlink', () => {
     ];
     for (const b of batches(T)) expect(await fast.run({ nftables: b })).toBeNull();
     for (const b of batches('napi_ref')) await ref.run({ nftables: b });
-    expect(fast.fastPath).toEqual({ committed: 3, declined: 0 });
+    expect(fast.fastPath).toEqual({ committed: 3, read: 0, declined: 0 });
     expect(ref.fastPath.committed).toBe(0);
     for (const set of ['a4', 'a6', 'plain']) {
       const rounded = (m: Map<string, number>): [string, number][] => [...m].map(([ip, left]) => [ip, Math.round(left / 10)]);
@@ -214,7 +214,7 @@ describe('@ami2ban/nftables-napi: element transactions by netlink', () => {
     expect(n.fastPath.committed).toBe(1);
     await n.run({ nftables: [{ delete: { set: { family: 'inet', table: T, name: 'a4' } } }, { add: { set: { family: 'inet', table: T, name: 'a4', type: 'ipv4_addr', flags: ['interval', 'timeout'] } } }] });
     await n.run({ nftables: [cmd('add', 'a4', [el('192.0.2.0', 60)])] });
-    expect(n.fastPath).toEqual({ committed: 1, declined: 1 });
+    expect(n.fastPath).toEqual({ committed: 1, read: 0, declined: 1 });
     expect(nft('list', 'set', 'inet', T, 'a4')).toContain('192.0.2.0');
     n.close();
   });
@@ -228,13 +228,98 @@ describe('@ami2ban/nftables-napi: element transactions by netlink', () => {
     // 30 000 elements: ~1.3 MB in one datagram (the default send buffer holds ~200 kB).
     await n.run({ nftables: [cmd('add', 'a4', Array.from({ length: 30_000 }, (_, i) => el(addr(10_000 + i), 600)))] });
     expect(setElements(T, 'a4').size).toBe(33_000);
-    expect(n.fastPath).toEqual({ committed: 2, declined: 0 });
+    expect(n.fastPath).toEqual({ committed: 2, read: 0, declined: 0 });
     // One bad element among 2 500 (its delete finds nothing): none of the batch is applied.
     const bad: unknown = await n
       .run({ nftables: [cmd('add', 'a4', Array.from({ length: 2_500 }, (_, i) => el(addr(100_000 + i), 600))), cmd('delete', 'a4', ['192.0.2.99'])] })
       .catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(NftablesError);
     expect(setElements(T, 'a4').size).toBe(33_000);
+    n.close();
+  });
+
+  it('answers `list set` of an address set and `list counter` by netlink with the JSON libnftables gives, and leaves it the rest', async () => {
+    tables(T);
+    nft('add', 'counter', 'inet', T, 'c');
+    nft('add', 'chain', 'inet', T, 'ch', '{ type filter hook prerouting priority raw; }');
+    nft('add', 'rule', 'inet', T, 'ch', 'ip', 'saddr', '@a4', 'counter', 'name', 'c', 'drop');
+    const n = new Nftables();
+    const ref = libnftablesOnly();
+    const many = Array.from({ length: 5_000 }, (_, i) => el(`10.0.${i >> 8}.${i & 255}`, 3600));
+    await n.run({ nftables: [cmd('add', 'a4', [...many, el('192.0.2.1')])] });
+    const v6 = ['2001:db8::1', '::ffff:192.0.2.9', '::1', '::', '1:0:0:2::', 'fe80::1:0:0:5', '2001:db8:1:2:3:4:5:6', '::0.0.0.1'];
+    await n.run({ nftables: [cmd('add', 'a6', v6.map((v, i) => (i % 2 === 0 ? el(v, 600) : v)))] });
+    await n.run({ nftables: [cmd('add', 'plain', ['203.0.113.7'])] });
+    // Packets counted by the rule: datagrams from a banned source, dropped.
+    await n.run({ nftables: [cmd('add', 'a4', [el('127.0.0.9', 600)])] });
+    const probe = createSocket('udp4');
+    await new Promise<void>((r) => probe.bind(0, '127.0.0.9', r));
+    for (let i = 0; i < 3; i++) {
+      await new Promise<void>((r) => {
+        probe.send('x', 9, '127.0.0.1', () => {
+          r();
+        });
+      });
+    }
+    probe.close();
+    const list = (what: string, name: string): { nftables: object[] } => ({ nftables: [{ list: { [what]: { family: 'inet', table: T, name } } }] });
+    // Elements in any order, the rest equal; expiries (seconds left, read a moment apart) within 5 s.
+    const expiries = new Map<string, number[]>();
+    const norm = (out: unknown): unknown => {
+      const items = (out as { nftables: Record<string, Record<string, unknown>>[] }).nftables.filter((i) => i.set !== undefined || i.counter !== undefined);
+      return items.map((i) => {
+        const o = { ...(i.set ?? i.counter) };
+        const one = (e: unknown): string => {
+          const inner = (e as { elem?: { val?: unknown; expires?: number } } | null)?.elem;
+          if (inner?.expires === undefined) return JSON.stringify(e);
+          const key = JSON.stringify(inner.val);
+          expiries.set(key, [...(expiries.get(key) ?? []), inner.expires]);
+          return JSON.stringify({ ...inner, expires: 'some' });
+        };
+        if (Array.isArray(o.elem)) o.elem = (o.elem as unknown[]).map(one).sort();
+        return o;
+      });
+    };
+    for (const [what, name] of [['set', 'a4'], ['set', 'a6'], ['set', 'plain'], ['counter', 'c']] as const) {
+      const before = n.fastPath.read;
+      const mine = await n.run(list(what, name));
+      expect(n.fastPath.read, `${what} ${name} by netlink`).toBe(before + 1);
+      expect(norm(mine), `${what} ${name}`).toEqual(norm(await ref.run(list(what, name))));
+    }
+    for (const [val, [a, b]] of expiries) expect(Math.abs((a ?? 0) - (b ?? 0)), val).toBeLessThanOrEqual(5);
+    expect(expiries.size).toBeGreaterThan(5_000);
+    // An interval set, a missing set or counter: libnftables (and its message).
+    nft('add', 'element', 'inet', T, 'n4', '{ 198.51.100.0/24 }');
+    expect(norm(await n.run(list('set', 'n4')))).toEqual(norm(await ref.run(list('set', 'n4'))));
+    const missing: unknown = await n.run(list('set', 'nope')).catch((e: unknown) => e);
+    expect((missing as Error).message).toContain('No such file or directory');
+    const noCounter: unknown = await n.run(list('counter', 'nope')).catch((e: unknown) => e);
+    expect(noCounter).toBeInstanceOf(NftablesError);
+    expect(n.fastPath.read).toBe(4);
+    expect(((await n.run(list('counter', 'c'))) as { nftables: { counter: { packets: number } }[] }).nftables[0]?.counter.packets).toBe(3);
+    n.close();
+    ref.close();
+  });
+
+  it('reads table names and a chain\'s rule comments without listing elements, as libnftables would list them', () => {
+    tables(T, 'napi_other');
+    nft('add', 'table', 'ip', 'napi_v4only');
+    nft('add', 'chain', 'inet', T, 'ch', '{ type filter hook prerouting priority raw; }');
+    nft('add', 'rule', 'inet', T, 'ch', 'ip', 'saddr', '@a4', 'drop', 'comment', '"first one"');
+    nft('add', 'rule', 'inet', T, 'ch', 'ip6', 'saddr', '@a6', 'drop');
+    nft('add', 'rule', 'inet', T, 'ch', 'counter', 'comment', '"third"');
+    nft('add', 'chain', 'inet', T, 'empty');
+    const n = new Nftables();
+    expect(n.tableNames('inet')?.sort()).toEqual([T, 'napi_other']);
+    expect(n.tableNames('ip')).toEqual(['napi_v4only']);
+    expect(n.tableNames('bridge-or-not')).toBeUndefined();
+    expect(n.ruleComments('inet', T, 'ch')).toEqual(['first one', '', 'third']);
+    const listed = nftJson('list', 'chain', 'inet', T, 'ch') as { nftables: { rule?: { comment?: string } }[] };
+    expect(listed.nftables.filter((i) => i.rule !== undefined).map((i) => i.rule?.comment ?? '')).toEqual(['first one', '', 'third']);
+    expect(n.ruleComments('inet', T, 'empty')).toEqual([]);
+    expect(n.ruleComments('inet', T, 'nope')).toBeNull();
+    expect(n.ruleComments('inet', 'no_such_table', 'ch')).toBeNull();
+    expect(n.fastPath.declined).toBe(0);
     n.close();
   });
 

@@ -2,7 +2,7 @@
 // addresses become keys.
 import { isIP } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { addressBytes, decodeReplies, elementBatch, encodeBatch } from '../packages/nftables-napi/src/netlink.js';
+import { addressBytes, addressText, decodeReplies, elementBatch, encodeBatch, readQuery } from '../packages/nftables-napi/src/netlink.js';
 
 const add = (elem: unknown[], name = 's'): object => ({ add: { element: { family: 'inet', table: 't', name, elem } } });
 
@@ -58,5 +58,38 @@ describe('netlink element batches', () => {
     // The timeout travels in milliseconds, big-endian.
     expect(wire.includes(Buffer.from('000000000000ea60', 'hex'))).toBe(true);
     expect(decodeReplies(wire.subarray(0, wire.length - 3))).toBeUndefined();
+  });
+
+  it('writes addresses back as inet_ntop (and nft) writes them', () => {
+    const cases: [string, string][] = [
+      ['192.0.2.1', '192.0.2.1'],
+      ['2001:DB8:0:0:0:0:0:1', '2001:db8::1'],
+      ['::ffff:192.0.2.9', '::ffff:192.0.2.9'],
+      ['::192.0.2.9', '::192.0.2.9'],
+      ['::1', '::1'],
+      ['::', '::'],
+      ['1::', '1::'],
+      ['fe80:0:0:0:1:0:0:5', 'fe80::1:0:0:5'],
+      ['1:0:0:2:0:0:0:3', '1:0:0:2::3'],
+      ['1:0:0:2:0:0:3:4', '1::2:0:0:3:4'],
+      ['1:2:3:4:5:6:0:8', '1:2:3:4:5:6:0:8'],
+      ['2001:db8:1:2:3:4:5:6', '2001:db8:1:2:3:4:5:6'],
+    ];
+    for (const [input, text] of cases) expect(addressText(addressBytes(input) ?? Buffer.alloc(0)), input).toBe(text);
+  });
+
+  it('takes `list set` and `list counter` of one named object, nothing else', () => {
+    expect(readQuery([{ list: { set: { family: 'inet', table: 't', name: 's' } } }])).toMatchObject({ what: 'set', family: 1 });
+    expect(readQuery([{ list: { counter: { family: 'inet', table: 't', name: 'c' } } }])).toMatchObject({ what: 'counter' });
+    for (const c of [
+      [{ list: { chain: { family: 'inet', table: 't', name: 'c' } } }],
+      [{ list: { sets: { family: 'inet' } } }],
+      [{ list: { set: { family: 'inet', table: 't', name: 's', handle: 1 } } }],
+      [{ list: { set: { family: 'netdev', table: 't', name: 's' } } }],
+      [{ list: { set: { family: 'inet', table: 't', name: 's' } } }, { list: { set: { family: 'inet', table: 't', name: 's' } } }],
+      [{ add: { set: { family: 'inet', table: 't', name: 's' } } }],
+    ]) {
+      expect(readQuery(c), JSON.stringify(c)).toBeUndefined();
+    }
   });
 });

@@ -9,6 +9,13 @@ import { FirewallError } from '../errors.js';
 export interface NftRunner {
   readonly backend: 'libnftables' | 'nft-cli';
   run(commands: NftCommands): Promise<unknown>;
+  /**
+   * Reads of the ruleset's shape that libnftables 1.0.6 makes cost every set element, done
+   * without them when the backend can (undefined: list through run()).
+   */
+  tableNames?(family: string): string[] | undefined;
+  /** A chain's rule comments in order; null when there is no such chain. */
+  ruleComments?(family: string, table: string, chain: string): string[] | null | undefined;
   close(): void;
 }
 
@@ -20,6 +27,14 @@ export class AddonRunner implements NftRunner {
     return this.nft.run(commands).catch((err: unknown) => {
       throw new FirewallError(err instanceof Error ? err.message : String(err), err);
     });
+  }
+
+  tableNames(family: string): string[] | undefined {
+    return this.nft.tableNames(family);
+  }
+
+  ruleComments(family: string, table: string, chain: string): string[] | null | undefined {
+    return this.nft.ruleComments(family, table, chain);
   }
 
   close(): void {

@@ -1,7 +1,29 @@
 // Typed loader for the libnftables binding. Commands are libnftables JSON objects, validated here
 // before they cross into native code; one call is in flight per context.
 import { createRequire } from 'node:module';
-import { type ElementBatch, Writer, batchDone, decodeReplies, elementBatch, encodeBatch, encodeSetQueries, setKey, setsArePlain } from './netlink.js';
+import {
+  type ElementBatch,
+  type ReadRef,
+  type Reply,
+  Writer,
+  batchDone,
+  counterListing,
+  decodeReplies,
+  elementBatch,
+  encodeBatch,
+  encodeChainRules,
+  encodeListTables,
+  familyNumber,
+  encodeGetCounter,
+  encodeListSet,
+  encodeSetQueries,
+  readQuery,
+  ruleComments,
+  setKey,
+  setListing,
+  setsArePlain,
+  tableNames,
+} from './netlink.js';
 
 export interface NativeContext {
   run(json: string): Promise<string>;
@@ -79,8 +101,8 @@ export class Nftables {
   /** Sets the kernel said hold plain addresses; forgotten on any other command or a failure. */
   private readonly plainSets = new Set<string>();
   private readonly writer = new Writer();
-  /** Transactions committed by the fast path, and those it handed to libnftables. */
-  readonly fastPath = { committed: 0, declined: 0 };
+  /** Transactions committed and reads answered by netlink, and those handed to libnftables. */
+  readonly fastPath = { committed: 0, read: 0, declined: 0 };
 
   /** Throws when the addon is not built; pass a binding to substitute it (tests). */
   constructor(binding?: NativeBinding) {
@@ -97,15 +119,20 @@ export class Nftables {
   run(commands: NftCommands): Promise<unknown> {
     validate(commands);
     if (this.closed) return Promise.reject(new NftablesError('the libnftables context is closed'));
-    const batch = elementBatch(commands.nftables);
-    if (batch === undefined) this.plainSets.clear();
-    // Element commands on plain sets go straight to the kernel, now if nothing is in flight (order
-    // is kept), else in their turn.
-    const now = batch !== undefined && this.inFlight === 0;
-    if (now && this.tryNetlink(batch)) return Promise.resolve(null);
+    const fast = this.netlinkFor(commands.nftables);
+    // Element commands on plain sets, and reads of a counter or of a plain set, go straight to the
+    // kernel: now if nothing is in flight (order is kept), else in their turn.
+    const now = fast !== undefined && this.inFlight === 0;
+    if (now) {
+      const done = fast();
+      if (done !== undefined) return Promise.resolve(done.value);
+    }
     const json = JSON.stringify(commands);
     this.inFlight++;
-    const call = (): Promise<unknown> => (batch !== undefined && !now && this.tryNetlink(batch) ? Promise.resolve(null) : this.call(json));
+    const call = (): Promise<unknown> => {
+      const done = fast !== undefined && !now ? fast() : undefined;
+      return done !== undefined ? Promise.resolve(done.value) : this.call(json);
+    };
     const next = this.tail.then(call, call);
     this.tail = next
       .catch(() => undefined)
@@ -113,6 +140,60 @@ export class Nftables {
         this.inFlight--;
       });
     return next;
+  }
+
+  /**
+   * The names of a family's tables, read from the kernel now (libnftables 1.0.6 reads every set
+   * element for `list tables`); undefined when it cannot be done here (then ask libnftables).
+   */
+  tableNames(family: string): string[] | undefined {
+    const f = familyNumber(family);
+    return f === undefined ? undefined : this.read((seq) => encodeListTables(f, seq, this.writer.reset()), (replies, seq) => tableNames(replies, seq));
+  }
+
+  /**
+   * The comments of a chain's rules in order ('' for a rule without one), read from the kernel
+   * now; null when the chain does not exist; undefined when it cannot be done here.
+   */
+  ruleComments(family: string, table: string, chain: string): string[] | null | undefined {
+    const f = familyNumber(family);
+    return f === undefined ? undefined : this.read((seq) => encodeChainRules(f, table, chain, seq, this.writer.reset()), (replies, seq) => ruleComments(replies, seq));
+  }
+
+  private read<T>(request: (seq: number) => Buffer, answer: (replies: Reply[], seq: number) => T | undefined): T | undefined {
+    const send = this.ctx.netlink?.bind(this.ctx);
+    if (send === undefined || this.closed) return undefined;
+    try {
+      const seq = this.nextSeq(2);
+      const replies = decodeReplies(send(request(seq)));
+      const value = replies === undefined ? undefined : answer(replies, seq);
+      if (value === undefined) this.fastPath.declined++;
+      else this.fastPath.read++;
+      return value;
+    } catch {
+      this.fastPath.declined++;
+      return undefined;
+    }
+  }
+
+  /** How these commands can be done by netlink (undefined: only by libnftables). */
+  private netlinkFor(commands: readonly object[]): (() => { value: unknown } | undefined) | undefined {
+    const batch = elementBatch(commands);
+    if (batch !== undefined) return () => (this.tryNetlink(batch) ? { value: null } : undefined);
+    const read = readQuery(commands);
+    if (read !== undefined) return () => this.tryRead(read);
+    // Anything else may change what sets are.
+    this.plainSets.clear();
+    return undefined;
+  }
+
+  /** libnftables' JSON answer to a read, made from the kernel's; undefined when it cannot, for libnftables to answer. */
+  private tryRead(ref: ReadRef): { value: unknown } | undefined {
+    const value = this.read(
+      (seq) => (ref.what === 'counter' ? encodeGetCounter(ref, seq, this.writer.reset()) : encodeListSet(ref, seq, this.writer.reset())),
+      (replies, seq) => (ref.what === 'counter' ? counterListing(ref, replies, seq) : setListing(ref, replies, seq)),
+    );
+    return value === undefined ? undefined : { value };
   }
 
   /** Commits the batch by netlink; false (nothing committed) when it cannot, for libnftables to run it and tell why. */

@@ -302,6 +302,7 @@ export function encodeBatch(batch: ElementBatch, seq: number, w = new Writer()):
 export interface Reply {
   readonly seq: number;
   readonly type: number;
+  readonly flags: number;
   /** For an acknowledgement or error: 0 or -errno. */
   readonly error: number | undefined;
   readonly attrs: ReadonlyMap<number, Buffer>;
@@ -314,10 +315,14 @@ export function decodeReplies(buf: Buffer): Reply[] | undefined {
     const len = buf.readUInt32LE(at);
     if (len < 16 || at + len > buf.length) return undefined;
     const type = buf.readUInt16LE(at + 4);
+    const flags = buf.readUInt16LE(at + 6);
     const seq = buf.readUInt32LE(at + 8);
     if (type === NLMSG_ERROR) {
       if (len < 20) return undefined;
-      out.push({ seq, type, error: buf.readInt32LE(at + 16), attrs: new Map() });
+      out.push({ seq, type, flags, error: buf.readInt32LE(at + 16), attrs: new Map() });
+    } else if (type === 3) {
+      // NLMSG_DONE: the end of a dump.
+      out.push({ seq, type, flags, error: undefined, attrs: new Map() });
     } else {
       const attrs = new Map<number, Buffer>();
       let a = at + 20;
@@ -327,7 +332,7 @@ export function decodeReplies(buf: Buffer): Reply[] | undefined {
         attrs.set(buf.readUInt16LE(a + 2) & 0x3fff, buf.subarray(a + 4, a + alen));
         a += (alen + 3) & ~3;
       }
-      out.push({ seq, type, error: undefined, attrs });
+      out.push({ seq, type, flags, error: undefined, attrs });
     }
     at += (len + 3) & ~3;
   }
@@ -361,4 +366,264 @@ export function batchDone(batch: ElementBatch, replies: readonly Reply[], seq: n
   }
   for (let i = 0; i < batch.messages.length; i++) if (!acked.has(seq + 1 + i)) return false;
   return true;
+}
+
+// ---- reads: a named counter, the elements of a plain address set ----
+
+const NFT_MSG_NEWOBJ = 18;
+const NFT_MSG_GETOBJ = 19;
+const NFT_MSG_GETSETELEM = 13;
+const NLMSG_DONE = 3;
+const NLM_F_DUMP = 0x300;
+const NLM_F_DUMP_INTR = 0x10;
+const NFTA_OBJ_TABLE = 1;
+const NFTA_OBJ_NAME = 2;
+const NFTA_OBJ_TYPE = 3;
+const NFTA_OBJ_DATA = 4;
+const NFTA_OBJ_HANDLE = 6;
+const NFT_OBJECT_COUNTER = 1;
+const NFTA_COUNTER_BYTES = 1;
+const NFTA_COUNTER_PACKETS = 2;
+const NFTA_SET_KEY_TYPE = 4;
+const NFTA_SET_HANDLE = 16;
+const NFTA_SET_ELEM_EXPIRATION = 5;
+/** nftables' datatypes of the keys it prints as addresses. */
+const KEY_TYPES: Readonly<Record<number, { name: string; len: number }>> = { 7: { name: 'ipv4_addr', len: 4 }, 8: { name: 'ipv6_addr', len: 16 } };
+
+/** `list counter` or `list set` of one named object, as libnftables JSON names it. */
+export interface ReadRef {
+  readonly what: 'counter' | 'set';
+  readonly family: number;
+  readonly familyName: string;
+  readonly table: string;
+  readonly name: string;
+}
+
+/** The command when it is a read this path answers; undefined otherwise. */
+export function readQuery(commands: readonly object[]): ReadRef | undefined {
+  if (!NETLINK_AVAILABLE || commands.length !== 1) return undefined;
+  const list = (commands[0] as { list?: unknown }).list;
+  if (Object.keys(commands[0] as object).length !== 1 || typeof list !== 'object' || list === null || Object.keys(list).length !== 1) return undefined;
+  const what = Object.keys(list)[0];
+  if (what !== 'counter' && what !== 'set') return undefined;
+  const o = (list as Record<string, unknown>)[what] as { family?: unknown; table?: unknown; name?: unknown } | null;
+  if (typeof o !== 'object' || o === null || Object.keys(o).length !== 3) return undefined;
+  if (typeof o.family !== 'string' || typeof o.table !== 'string' || typeof o.name !== 'string') return undefined;
+  const family = FAMILIES[o.family];
+  if (family === undefined || !nameOk(o.table) || !nameOk(o.name)) return undefined;
+  return { what, family, familyName: o.family, table: o.table, name: o.name };
+}
+
+export function encodeGetCounter(ref: ReadRef, seq: number, w = new Writer()): Buffer {
+  const at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ, NLM_F_REQUEST | NLM_F_ACK, seq, ref.family, 0);
+  w.string(NFTA_OBJ_TABLE, ref.table);
+  w.string(NFTA_OBJ_NAME, ref.name);
+  const type = Buffer.alloc(4);
+  type.writeUInt32BE(NFT_OBJECT_COUNTER);
+  w.attr(NFTA_OBJ_TYPE, type);
+  w.end(at);
+  return w.done();
+}
+
+/** libnftables' JSON for `list counter`, from the kernel's answer; undefined when it is not one. */
+export function counterListing(ref: ReadRef, replies: readonly Reply[], seq: number): object | undefined {
+  const mine = replies.filter((r) => r.seq === seq);
+  const obj = mine.find((r) => r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ));
+  if (obj === undefined || mine.find((r) => r.error !== undefined)?.error !== 0) return undefined;
+  const data = obj.attrs.get(NFTA_OBJ_DATA);
+  const handle = obj.attrs.get(NFTA_OBJ_HANDLE);
+  if (data === undefined || handle?.length !== 8 || obj.attrs.get(NFTA_OBJ_TYPE)?.readUInt32BE(0) !== NFT_OBJECT_COUNTER) return undefined;
+  const values = new Map(nested(data));
+  const bytes = values.get(NFTA_COUNTER_BYTES);
+  const packets = values.get(NFTA_COUNTER_PACKETS);
+  if (bytes?.length !== 8 || packets?.length !== 8) return undefined;
+  const counter = { family: ref.familyName, name: ref.name, table: ref.table, handle: u64(handle), packets: u64(packets), bytes: u64(bytes) };
+  return { nftables: [{ counter }] };
+}
+
+/** The set's description (GETSET, acknowledged), then a dump of its elements (GETSETELEM). */
+export function encodeListSet(ref: ReadRef, seq: number, w = new Writer()): Buffer {
+  let at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_ACK, seq, ref.family, 0);
+  w.string(NFTA_SET_TABLE, ref.table);
+  w.string(NFTA_SET_NAME, ref.name);
+  w.end(at);
+  at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM, NLM_F_REQUEST | NLM_F_DUMP, seq + 1, ref.family, 0);
+  w.string(NFTA_SET_ELEM_LIST_TABLE, ref.table);
+  w.string(NFTA_SET_ELEM_LIST_SET, ref.name);
+  w.end(at);
+  return w.done();
+}
+
+/**
+ * libnftables' JSON for `list set` of a set of addresses with no flag but `timeout`, from the
+ * kernel's answers; undefined for any other set, an error, or a dump the kernel says was disturbed.
+ */
+export function setListing(ref: ReadRef, replies: readonly Reply[], seq: number): object | undefined {
+  const head = replies.filter((r) => r.seq === seq);
+  const desc = head.find((r) => r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET));
+  if (desc === undefined || head.find((r) => r.error !== undefined)?.error !== 0) return undefined;
+  const flags = desc.attrs.get(NFTA_SET_FLAGS)?.readUInt32BE(0) ?? 0;
+  const keyType = KEY_TYPES[desc.attrs.get(NFTA_SET_KEY_TYPE)?.readUInt32BE(0) ?? -1];
+  const handle = desc.attrs.get(NFTA_SET_HANDLE);
+  if (keyType === undefined || (flags & ~NFT_SET_TIMEOUT) !== 0 || handle?.length !== 8 || desc.attrs.get(NFTA_SET_KEY_LEN)?.readUInt32BE(0) !== keyType.len) return undefined;
+  const elem: unknown[] = [];
+  let done = false;
+  for (const r of replies) {
+    if (r.seq !== seq + 1) continue;
+    if (r.type === NLMSG_DONE) done = true;
+    else if (r.error !== undefined) return undefined;
+    else if ((r.flags & NLM_F_DUMP_INTR) !== 0) return undefined;
+    else if (r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM)) {
+      const list = r.attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS);
+      for (const [type, item] of list === undefined ? [] : nested(list)) {
+        if (type !== NFTA_LIST_ELEM) continue;
+        const e = new Map(nested(item));
+        const key = e.get(NFTA_SET_ELEM_KEY);
+        const value = key === undefined ? undefined : new Map(nested(key)).get(NFTA_DATA_VALUE);
+        if (value?.length !== keyType.len) return undefined;
+        const val = addressText(value);
+        const timeout = e.get(NFTA_SET_ELEM_TIMEOUT);
+        const expiration = e.get(NFTA_SET_ELEM_EXPIRATION);
+        if (timeout?.length !== 8) elem.push(val);
+        else elem.push({ elem: { val, timeout: Math.floor(u64(timeout) / 1000), expires: Math.floor(u64(expiration ?? timeout) / 1000) } });
+      }
+    }
+  }
+  if (!done) return undefined;
+  const set: Record<string, unknown> = { family: ref.familyName, name: ref.name, table: ref.table, type: keyType.name, handle: u64(handle) };
+  if (flags !== 0) set.flags = ['timeout'];
+  if (elem.length > 0) set.elem = elem;
+  return { nftables: [{ set }] };
+}
+
+function u64(b: Buffer): number {
+  return Number(b.readBigUInt64BE(0));
+}
+
+/** The attributes inside a nested one, in order. */
+function nested(buf: Buffer): [number, Buffer][] {
+  const out: [number, Buffer][] = [];
+  let a = 0;
+  while (a + 4 <= buf.length) {
+    const len = buf.readUInt16LE(a);
+    if (len < 4 || a + len > buf.length) break;
+    out.push([buf.readUInt16LE(a + 2) & 0x3fff, buf.subarray(a + 4, a + len)]);
+    a += (len + 3) & ~3;
+  }
+  return out;
+}
+
+/** An address as inet_ntop writes it (as nft prints it): IPv6 with the longest zero run as `::`, IPv4-mapped dotted. */
+export function addressText(b: Buffer): string {
+  if (b.length === 4) return `${b[0] ?? 0}.${b[1] ?? 0}.${b[2] ?? 0}.${b[3] ?? 0}`;
+  const words: number[] = [];
+  for (let i = 0; i < 8; i++) words.push(b.readUInt16BE(2 * i));
+  let best = { base: -1, len: 0 };
+  for (let i = 0; i < 8; ) {
+    if (words[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > best.len) best = { base: i, len: j - i };
+    i = j;
+  }
+  const hex = (from: number, to: number): string => words.slice(from, to).map((w) => w.toString(16)).join(':');
+  if (best.len < 2) return hex(0, 8);
+  // ::ffff:a.b.c.d and ::a.b.c.d are written with the IPv4 part dotted, as glibc does.
+  if (best.base === 0 && (best.len === 6 || (best.len === 5 && words[5] === 0xffff))) {
+    return `::${best.len === 5 ? 'ffff:' : ''}${b[12] ?? 0}.${b[13] ?? 0}.${b[14] ?? 0}.${b[15] ?? 0}`;
+  }
+  return `${hex(0, best.base)}::${hex(best.base + best.len, 8)}`;
+}
+
+// ---- the ruleset's shape without its elements: table names, a chain's rule comments ----
+
+const NFT_MSG_NEWTABLE = 0;
+const NFT_MSG_GETTABLE = 1;
+const NFT_MSG_NEWCHAIN = 3;
+const NFT_MSG_GETCHAIN = 4;
+const NFT_MSG_NEWRULE = 6;
+const NFT_MSG_GETRULE = 7;
+const NFTA_TABLE_NAME = 1;
+const NFTA_CHAIN_TABLE = 1;
+const NFTA_CHAIN_NAME = 3;
+const NFTA_RULE_TABLE = 1;
+const NFTA_RULE_CHAIN = 2;
+const NFTA_RULE_USERDATA = 7;
+/** libnftnl's type of a rule comment inside the rule's user data. */
+const UDATA_RULE_COMMENT = 0;
+const ENOENT = 2;
+
+export function familyNumber(name: string): number | undefined {
+  return FAMILIES[name];
+}
+
+export function encodeListTables(family: number, seq: number, w = new Writer()): Buffer {
+  w.end(w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0));
+  return w.done();
+}
+
+/** The table names of a complete dump; undefined when it is not one. */
+export function tableNames(replies: readonly Reply[], seq: number): string[] | undefined {
+  const names: string[] = [];
+  for (const r of replies) {
+    if (r.seq !== seq) continue;
+    if (r.type === NLMSG_DONE) return names;
+    if (r.error !== undefined || (r.flags & NLM_F_DUMP_INTR) !== 0) return undefined;
+    const name = r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE) ? r.attrs.get(NFTA_TABLE_NAME) : undefined;
+    if (name !== undefined) names.push(cString(name));
+  }
+  return undefined;
+}
+
+/** Asks whether the chain exists (acknowledged), then for a dump of its rules. */
+export function encodeChainRules(family: number, table: string, chain: string, seq: number, w = new Writer()): Buffer {
+  let at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN, NLM_F_REQUEST | NLM_F_ACK, seq, family, 0);
+  w.string(NFTA_CHAIN_TABLE, table);
+  w.string(NFTA_CHAIN_NAME, chain);
+  w.end(at);
+  at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, seq + 1, family, 0);
+  w.string(NFTA_RULE_TABLE, table);
+  w.string(NFTA_RULE_CHAIN, chain);
+  w.end(at);
+  return w.done();
+}
+
+/**
+ * The comments of the chain's rules in order (a rule without one counts as ''), null when the
+ * chain does not exist, undefined when the answers are not complete.
+ */
+export function ruleComments(replies: readonly Reply[], seq: number): string[] | null | undefined {
+  const head = replies.filter((r) => r.seq === seq);
+  const ack = head.find((r) => r.error !== undefined)?.error;
+  if (ack === -ENOENT) return null;
+  if (ack !== 0 || !head.some((r) => r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN))) return undefined;
+  const comments: string[] = [];
+  for (const r of replies) {
+    if (r.seq !== seq + 1) continue;
+    if (r.type === NLMSG_DONE) return comments;
+    if (r.error !== undefined || (r.flags & NLM_F_DUMP_INTR) !== 0) return undefined;
+    if (r.type !== ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE)) continue;
+    comments.push(commentOf(r.attrs.get(NFTA_RULE_USERDATA)));
+  }
+  return undefined;
+}
+
+/** A rule's comment from its user data (type, length, value; the value NUL-terminated). */
+function commentOf(udata: Buffer | undefined): string {
+  for (let i = 0; udata !== undefined && i + 2 <= udata.length; ) {
+    const type = udata[i] ?? 0;
+    const len = udata[i + 1] ?? 0;
+    if (i + 2 + len > udata.length) break;
+    if (type === UDATA_RULE_COMMENT) return cString(udata.subarray(i + 2, i + 2 + len));
+    i += 2 + len;
+  }
+  return '';
+}
+
+function cString(b: Buffer): string {
+  const end = b.indexOf(0);
+  return b.toString('utf8', 0, end === -1 ? b.length : end);
 }
