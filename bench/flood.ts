@@ -9,7 +9,8 @@
 //     `nft monitor`, 500 sequential bans.
 // Settings: BENCH_AMI_NODELAY=1 (the sender without Nagle's algorithm), BENCH_ADDRESSES (A's size),
 // BENCH_PHASES=A, BENCH_SETTLE=<s> (a pause between A and B), BENCH_FLOOD=0 and BENCH_SCRAPE=0 (B
-// without its background flood or without scrapes), BENCH_TRACE=1 (where B's time goes).
+// without its background flood or without scrapes), BENCH_TRACE=1 (where B's time goes),
+// BENCH_STALLS=<ms> (print each event-loop stall longer than that, with when).
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -290,6 +291,7 @@ async function main(): Promise<void> {
   let last = performance.now();
   const stallTimer = setInterval(() => {
     const t = performance.now();
+    if (process.env.BENCH_STALLS !== undefined && t - last - 5 > Number(process.env.BENCH_STALLS)) console.error(`stall ${(t - last - 5).toFixed(1)} ms ending at ${t.toFixed(0)}`);
     maxStall = Math.max(maxStall, t - last - 5);
     last = t;
   }, 5);
