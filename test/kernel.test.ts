@@ -369,6 +369,20 @@ describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) =>
     expect(nft('list', 'tables')).toContain(`table inet ${TABLE}`);
   });
 
+  it('an uncommented rule an operator added to our chain is not taken for a change of ours: a restart leaves the rules alone', async () => {
+    const fw = firewall(makeRunner());
+    await fw.start();
+    await fw.stop();
+    nft('add', 'rule', 'inet', TABLE, 'prerouting', 'tcp', 'dport', '4569', 'counter');
+    const handles = (): string[] => [...nft('-a', 'list', 'chain', 'inet', TABLE, 'prerouting').matchAll(/# handle (\d+)/g)].map((m) => m[1] ?? '');
+    const before = handles();
+    const again = firewall(makeRunner());
+    await again.start();
+    expect(handles()).toEqual(before);
+    expect(nft('list', 'chain', 'inet', TABLE, 'prerouting')).toContain('tcp dport 4569 counter');
+    await again.stop();
+  });
+
   it('bans v4 and v6 with timeouts, permanent bans without, lists remaining time, extends and unbans', async () => {
     const fw = firewall(makeRunner());
     await fw.start();

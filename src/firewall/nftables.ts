@@ -189,8 +189,9 @@ export class NftablesFirewall implements Firewall {
 
   /**
    * Packets and bytes dropped (or rejected) per family. libnftables 1.0.6 dumps every set element
-   * to read a counter (0.4–0.7 s with 100 000 bans; the addon reads it by netlink instead), so a scrape gets the last values at once and
-   * a read is started in the background when they are older than COUNTERS_MAX_AGE_MS.
+   * to read a counter (0.4–0.7 s with 100 000 bans; the addon reads it by netlink instead), so a
+   * scrape gets the last values at once and a read is started in the background when they are
+   * older than COUNTERS_MAX_AGE_MS.
    */
   counters(): Promise<Record<IpFamily, CounterValues>> {
     const now = this.now();
@@ -364,10 +365,10 @@ export class NftablesFirewall implements Firewall {
     return out;
   }
 
-  /** The comments of a chain's rules; null when it does not exist (or the table does not). */
+  /** The comments of a chain's commented rules; null when it does not exist (or the table does not). */
   private async chainRuleComments(runner: NftRunner, chain: string): Promise<string[] | null> {
     const read = runner.ruleComments?.('inet', this.o.table, chain);
-    if (read !== undefined) return read;
+    if (read !== undefined) return read?.filter((c) => c !== '') ?? null;
     try {
       const listed = await runner.run({ nftables: [{ list: { chain: { family: 'inet', table: this.o.table, name: chain } } }] });
       return listedChains(listed).get(chain) ?? [];
