@@ -1100,7 +1100,13 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       await subscribed;
       m.freeze();
       const ips = attack(20);
-      await vi.waitUntil(() => ips.every((ip) => setElements(TABLE, 'ipv4_addr').has(ip)), { timeout: 10_000, interval: 20 });
+      await vi.waitUntil(
+        () => {
+          const inKernel = setElements(TABLE, 'ipv4_addr');
+          return ips.every((ip) => inKernel.has(ip));
+        },
+        { timeout: 10_000, interval: 20 },
+      );
       // In the kernel, not yet durable: not acknowledged, and the store says it is behind.
       expect(acks(d)).toBe(0);
       expect((await storeOf()).pending).toBeGreaterThanOrEqual(20);
@@ -1130,7 +1136,8 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       spawnSync('dd', ['if=/dev/zero', `of=${join(m.dir, 'filler')}`, 'bs=4k'], { stdio: 'ignore' });
       const ips = attack(500);
       await vi.waitUntil(() => setElements(TABLE, 'ipv4_addr').size >= 500, { timeout: 15_000, interval: 50 });
-      expect(ips.every((ip) => setElements(TABLE, 'ipv4_addr').has(ip))).toBe(true);
+      const inKernel = setElements(TABLE, 'ipv4_addr');
+      expect(ips.every((ip) => inKernel.has(ip))).toBe(true);
       await vi.waitUntil(async () => !(await storeOf()).healthy, { timeout: 10_000, interval: 50 });
       const store = await storeOf();
       expect(store.lastError).toContain(join(m.dir, 'state', 'ami2ban.sqlite'));
