@@ -42,6 +42,11 @@ const MAX_TIMEOUT_S = 2 ** 40;
 
 export const NETLINK_AVAILABLE = endianness() === 'LE';
 
+/** The message type of an nf_tables request or answer. */
+function nfTables(type: number): number {
+  return (NFNL_SUBSYS_NFTABLES << 8) | type;
+}
+
 interface SetRef {
   readonly family: number;
   readonly table: string;
@@ -264,7 +269,7 @@ export class Writer {
 /** GETSET requests for the sets, with acknowledgements; sequence numbers from seq on. */
 export function encodeSetQueries(sets: readonly SetRef[], seq: number, w = new Writer()): Buffer {
   sets.forEach((s, i) => {
-    const at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_ACK, seq + i, s.family, 0);
+    const at = w.header(nfTables(NFT_MSG_GETSET), NLM_F_REQUEST | NLM_F_ACK, seq + i, s.family, 0);
     w.string(NFTA_SET_TABLE, s.table);
     w.string(NFTA_SET_NAME, s.name);
     w.end(at);
@@ -277,7 +282,7 @@ export function encodeBatch(batch: ElementBatch, seq: number, w = new Writer()):
   w.end(w.header(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES));
   batch.messages.forEach((m, i) => {
     const create = m.type === NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0;
-    const at = w.header((NFNL_SUBSYS_NFTABLES << 8) | m.type, NLM_F_REQUEST | NLM_F_ACK | create, seq + 1 + i, m.set.family, 0);
+    const at = w.header(nfTables(m.type), NLM_F_REQUEST | NLM_F_ACK | create, seq + 1 + i, m.set.family, 0);
     w.string(NFTA_SET_ELEM_LIST_TABLE, m.set.table);
     w.string(NFTA_SET_ELEM_LIST_SET, m.set.name);
     const list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -339,13 +344,36 @@ export function decodeReplies(buf: Buffer): Reply[] | undefined {
   return out;
 }
 
+const NLMSG_DONE = 3;
+const NLM_F_DUMP_INTR = 0x10;
+
+/**
+ * The answer of type `type` to the acknowledged request `seq`; undefined when there is none or
+ * the request failed (its errno, negative, in `error`).
+ */
+function answer(replies: readonly Reply[], seq: number, type: number): { reply: Reply | undefined; error: number | undefined } {
+  const mine = replies.filter((r) => r.seq === seq);
+  const error = mine.find((r) => r.error !== undefined)?.error;
+  return { reply: error === 0 ? mine.find((r) => r.type === type) : undefined, error };
+}
+
+/** The messages of type `type` of the dump `seq`; undefined unless it is complete and undisturbed. */
+function dump(replies: readonly Reply[], seq: number, type: number): Reply[] | undefined {
+  const out: Reply[] = [];
+  for (const r of replies) {
+    if (r.seq !== seq) continue;
+    if (r.type === NLMSG_DONE) return out;
+    if (r.error !== undefined || (r.flags & NLM_F_DUMP_INTR) !== 0) return undefined;
+    if (r.type === type) out.push(r);
+  }
+  return undefined;
+}
+
 /** Whether the kernel's answers to encodeSetQueries say every set holds plain addresses. */
 export function setsArePlain(sets: readonly SetRef[], replies: readonly Reply[], seq: number): boolean {
   return sets.every((s, i) => {
-    const mine = replies.filter((r) => r.seq === seq + i);
-    const desc = mine.find((r) => r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET));
-    const ack = mine.find((r) => r.error !== undefined);
-    if (desc === undefined || ack?.error !== 0) return false;
+    const desc = answer(replies, seq + i, nfTables(NFT_MSG_NEWSET)).reply;
+    if (desc === undefined) return false;
     const flags = desc.attrs.get(NFTA_SET_FLAGS);
     const keyLen = desc.attrs.get(NFTA_SET_KEY_LEN);
     // The kernel leaves the flags out when there are none.
@@ -373,9 +401,7 @@ export function batchDone(batch: ElementBatch, replies: readonly Reply[], seq: n
 const NFT_MSG_NEWOBJ = 18;
 const NFT_MSG_GETOBJ = 19;
 const NFT_MSG_GETSETELEM = 13;
-const NLMSG_DONE = 3;
 const NLM_F_DUMP = 0x300;
-const NLM_F_DUMP_INTR = 0x10;
 const NFTA_OBJ_TABLE = 1;
 const NFTA_OBJ_NAME = 2;
 const NFTA_OBJ_TYPE = 3;
@@ -415,7 +441,7 @@ export function readQuery(commands: readonly object[]): ReadRef | undefined {
 }
 
 export function encodeGetCounter(ref: ReadRef, seq: number, w = new Writer()): Buffer {
-  const at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ, NLM_F_REQUEST | NLM_F_ACK, seq, ref.family, 0);
+  const at = w.header(nfTables(NFT_MSG_GETOBJ), NLM_F_REQUEST | NLM_F_ACK, seq, ref.family, 0);
   w.string(NFTA_OBJ_TABLE, ref.table);
   w.string(NFTA_OBJ_NAME, ref.name);
   const type = Buffer.alloc(4);
@@ -427,9 +453,8 @@ export function encodeGetCounter(ref: ReadRef, seq: number, w = new Writer()): B
 
 /** libnftables' JSON for `list counter`, from the kernel's answer; undefined when it is not one. */
 export function counterListing(ref: ReadRef, replies: readonly Reply[], seq: number): object | undefined {
-  const mine = replies.filter((r) => r.seq === seq);
-  const obj = mine.find((r) => r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ));
-  if (obj === undefined || mine.find((r) => r.error !== undefined)?.error !== 0) return undefined;
+  const obj = answer(replies, seq, nfTables(NFT_MSG_NEWOBJ)).reply;
+  if (obj === undefined) return undefined;
   const data = obj.attrs.get(NFTA_OBJ_DATA);
   const handle = obj.attrs.get(NFTA_OBJ_HANDLE);
   if (data === undefined || handle?.length !== 8 || obj.attrs.get(NFTA_OBJ_TYPE)?.readUInt32BE(0) !== NFT_OBJECT_COUNTER) return undefined;
@@ -443,11 +468,11 @@ export function counterListing(ref: ReadRef, replies: readonly Reply[], seq: num
 
 /** The set's description (GETSET, acknowledged), then a dump of its elements (GETSETELEM). */
 export function encodeListSet(ref: ReadRef, seq: number, w = new Writer()): Buffer {
-  let at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_ACK, seq, ref.family, 0);
+  let at = w.header(nfTables(NFT_MSG_GETSET), NLM_F_REQUEST | NLM_F_ACK, seq, ref.family, 0);
   w.string(NFTA_SET_TABLE, ref.table);
   w.string(NFTA_SET_NAME, ref.name);
   w.end(at);
-  at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM, NLM_F_REQUEST | NLM_F_DUMP, seq + 1, ref.family, 0);
+  at = w.header(nfTables(NFT_MSG_GETSETELEM), NLM_F_REQUEST | NLM_F_DUMP, seq + 1, ref.family, 0);
   w.string(NFTA_SET_ELEM_LIST_TABLE, ref.table);
   w.string(NFTA_SET_ELEM_LIST_SET, ref.name);
   w.end(at);
@@ -459,37 +484,30 @@ export function encodeListSet(ref: ReadRef, seq: number, w = new Writer()): Buff
  * kernel's answers; undefined for any other set, an error, or a dump the kernel says was disturbed.
  */
 export function setListing(ref: ReadRef, replies: readonly Reply[], seq: number): object | undefined {
-  const head = replies.filter((r) => r.seq === seq);
-  const desc = head.find((r) => r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET));
-  if (desc === undefined || head.find((r) => r.error !== undefined)?.error !== 0) return undefined;
+  const desc = answer(replies, seq, nfTables(NFT_MSG_NEWSET)).reply;
+  if (desc === undefined) return undefined;
   const flags = desc.attrs.get(NFTA_SET_FLAGS)?.readUInt32BE(0) ?? 0;
   const keyType = KEY_TYPES[desc.attrs.get(NFTA_SET_KEY_TYPE)?.readUInt32BE(0) ?? -1];
   const handle = desc.attrs.get(NFTA_SET_HANDLE);
   if (keyType === undefined || (flags & ~NFT_SET_TIMEOUT) !== 0 || handle?.length !== 8 || desc.attrs.get(NFTA_SET_KEY_LEN)?.readUInt32BE(0) !== keyType.len) return undefined;
+  const messages = dump(replies, seq + 1, nfTables(NFT_MSG_NEWSETELEM));
+  if (messages === undefined) return undefined;
   const elem: unknown[] = [];
-  let done = false;
-  for (const r of replies) {
-    if (r.seq !== seq + 1) continue;
-    if (r.type === NLMSG_DONE) done = true;
-    else if (r.error !== undefined) return undefined;
-    else if ((r.flags & NLM_F_DUMP_INTR) !== 0) return undefined;
-    else if (r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM)) {
-      const list = r.attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS);
-      for (const [type, item] of list === undefined ? [] : nested(list)) {
-        if (type !== NFTA_LIST_ELEM) continue;
-        const e = new Map(nested(item));
-        const key = e.get(NFTA_SET_ELEM_KEY);
-        const value = key === undefined ? undefined : new Map(nested(key)).get(NFTA_DATA_VALUE);
-        if (value?.length !== keyType.len) return undefined;
-        const val = addressText(value);
-        const timeout = e.get(NFTA_SET_ELEM_TIMEOUT);
-        const expiration = e.get(NFTA_SET_ELEM_EXPIRATION);
-        if (timeout?.length !== 8) elem.push(val);
-        else elem.push({ elem: { val, timeout: Math.floor(u64(timeout) / 1000), expires: Math.floor(u64(expiration ?? timeout) / 1000) } });
-      }
+  for (const r of messages) {
+    const list = r.attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (const [type, item] of list === undefined ? [] : nested(list)) {
+      if (type !== NFTA_LIST_ELEM) continue;
+      const e = new Map(nested(item));
+      const key = e.get(NFTA_SET_ELEM_KEY);
+      const value = key === undefined ? undefined : new Map(nested(key)).get(NFTA_DATA_VALUE);
+      if (value?.length !== keyType.len) return undefined;
+      const val = addressText(value);
+      const timeout = e.get(NFTA_SET_ELEM_TIMEOUT);
+      const expiration = e.get(NFTA_SET_ELEM_EXPIRATION);
+      if (timeout?.length !== 8) elem.push(val);
+      else elem.push({ elem: { val, timeout: Math.floor(u64(timeout) / 1000), expires: Math.floor(u64(expiration ?? timeout) / 1000) } });
     }
   }
-  if (!done) return undefined;
   const set: Record<string, unknown> = { family: ref.familyName, name: ref.name, table: ref.table, type: keyType.name, handle: u64(handle) };
   if (flags !== 0) set.flags = ['timeout'];
   if (elem.length > 0) set.elem = elem;
@@ -561,30 +579,25 @@ export function familyNumber(name: string): number | undefined {
 }
 
 export function encodeListTables(family: number, seq: number, w = new Writer()): Buffer {
-  w.end(w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0));
+  w.end(w.header(nfTables(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0));
   return w.done();
 }
 
 /** The table names of a complete dump; undefined when it is not one. */
 export function tableNames(replies: readonly Reply[], seq: number): string[] | undefined {
-  const names: string[] = [];
-  for (const r of replies) {
-    if (r.seq !== seq) continue;
-    if (r.type === NLMSG_DONE) return names;
-    if (r.error !== undefined || (r.flags & NLM_F_DUMP_INTR) !== 0) return undefined;
-    const name = r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE) ? r.attrs.get(NFTA_TABLE_NAME) : undefined;
-    if (name !== undefined) names.push(cString(name));
-  }
-  return undefined;
+  return dump(replies, seq, nfTables(NFT_MSG_NEWTABLE))?.flatMap((r) => {
+    const name = r.attrs.get(NFTA_TABLE_NAME);
+    return name === undefined ? [] : [cString(name)];
+  });
 }
 
 /** Asks whether the chain exists (acknowledged), then for a dump of its rules. */
 export function encodeChainRules(family: number, table: string, chain: string, seq: number, w = new Writer()): Buffer {
-  let at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN, NLM_F_REQUEST | NLM_F_ACK, seq, family, 0);
+  let at = w.header(nfTables(NFT_MSG_GETCHAIN), NLM_F_REQUEST | NLM_F_ACK, seq, family, 0);
   w.string(NFTA_CHAIN_TABLE, table);
   w.string(NFTA_CHAIN_NAME, chain);
   w.end(at);
-  at = w.header((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, seq + 1, family, 0);
+  at = w.header(nfTables(NFT_MSG_GETRULE), NLM_F_REQUEST | NLM_F_DUMP, seq + 1, family, 0);
   w.string(NFTA_RULE_TABLE, table);
   w.string(NFTA_RULE_CHAIN, chain);
   w.end(at);
@@ -596,19 +609,10 @@ export function encodeChainRules(family: number, table: string, chain: string, s
  * chain does not exist, undefined when the answers are not complete.
  */
 export function ruleComments(replies: readonly Reply[], seq: number): string[] | null | undefined {
-  const head = replies.filter((r) => r.seq === seq);
-  const ack = head.find((r) => r.error !== undefined)?.error;
-  if (ack === -ENOENT) return null;
-  if (ack !== 0 || !head.some((r) => r.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN))) return undefined;
-  const comments: string[] = [];
-  for (const r of replies) {
-    if (r.seq !== seq + 1) continue;
-    if (r.type === NLMSG_DONE) return comments;
-    if (r.error !== undefined || (r.flags & NLM_F_DUMP_INTR) !== 0) return undefined;
-    if (r.type !== ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE)) continue;
-    comments.push(commentOf(r.attrs.get(NFTA_RULE_USERDATA)));
-  }
-  return undefined;
+  const chain = answer(replies, seq, nfTables(NFT_MSG_NEWCHAIN));
+  if (chain.error === -ENOENT) return null;
+  if (chain.reply === undefined) return undefined;
+  return dump(replies, seq + 1, nfTables(NFT_MSG_NEWRULE))?.map((r) => commentOf(r.attrs.get(NFTA_RULE_USERDATA)));
 }
 
 /** A rule's comment from its user data (type, length, value; the value NUL-terminated). */
