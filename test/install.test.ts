@@ -1,14 +1,14 @@
 // The bare-metal install (scripts/install.sh) in a scratch root, and its systemd unit checked by
 // systemd itself. Everything but starting systemd: the installed program is run as the unit runs
-// it, by an unprivileged user holding only CAP_NET_ADMIN, against the real kernel.
+// it, by an unprivileged user holding only CAP_NET_ADMIN, against the real kernel (in a network
+// namespace of its own, so that the kernel tests' ruleset flushes running beside it do not touch it).
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { FakeAmiServer } from '../src/demo/fake-ami-server.js';
 import { ROOT, runCli } from './helpers/cli.js';
-import { assertPrivateNetns, setElements } from './helpers/kernel.js';
+import { OwnNetns, assertPrivateNetns, setElements } from './helpers/kernel.js';
 
 const INSTALL = `${ROOT}scripts/install.sh`;
 const UNIT = `${ROOT}deploy/systemd/ami2ban.service`;
@@ -69,10 +69,11 @@ describe('deploy/systemd/ami2ban.service', () => {
 describe('scripts/install.sh in a scratch root', () => {
   let root: string;
   let out: string;
-  const server = new FakeAmiServer({ username: 'ami2ban', secret: 'unused' });
+  let netns: OwnNetns;
 
-  beforeAll(() => {
+  beforeAll(async () => {
     assertPrivateNetns();
+    netns = await new OwnNetns().ready();
     root = mkdtempSync(join(tmpdir(), 'ami2ban-root-'));
     // The unprivileged user must be able to reach the program through the scratch root.
     chmodSync(root, 0o755);
@@ -83,8 +84,8 @@ describe('scripts/install.sh in a scratch root', () => {
     expect(r.code, out).toBe(0);
   });
 
-  afterAll(async () => {
-    await server.stop();
+  afterAll(() => {
+    netns.close();
   });
 
   it('installs the program, the command, the user, a root-only env file with a fresh secret, and the unit', () => {
@@ -134,12 +135,16 @@ describe('scripts/install.sh in a scratch root', () => {
 
     const settings = envFile(envPath);
     const secret = settings.AMI_SECRET ?? '';
-    const ami = new FakeAmiServer({ username: 'ami2ban', secret });
-    await ami.start();
+    // Asterisk's stand-in, inside the daemon's namespace.
+    const ami = spawn(...netns.command(process.execPath, `${ROOT}dist/src/demo/fake-ami.js`, '5038', 'ami2ban', secret), { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      ami.stdout.on('data', (d: Buffer) => { if (d.toString().includes('listening')) resolve(); });
+      ami.once('exit', () => { reject(new Error('the fake AMI exited')); });
+    });
     const socket = join(run, 'control.sock');
     // What systemd does for the unit: the env file, then the user, group and ambient capability.
-    const child: ChildProcess = spawn('setpriv', [...asUnit, process.execPath, join(prefix, 'bin/ami2ban.js'), 'run'], {
-      env: { PATH: process.env.PATH, ...settings, STATE_DIR: state, CONTROL_LISTEN: socket, AMI_PORT: String(ami.port), NFT_TABLE: 'ami2ban_installed', BAN_IGNORESELF: 'false', LOG_FORMAT: 'json' },
+    const child: ChildProcess = spawn(...netns.command('setpriv', ...asUnit, process.execPath, join(prefix, 'bin/ami2ban.js'), 'run'), {
+      env: { PATH: process.env.PATH, ...settings, STATE_DIR: state, CONTROL_LISTEN: socket, AMI_PORT: '5038', NFT_TABLE: 'ami2ban_installed', BAN_IGNORESELF: 'false', LOG_FORMAT: 'json' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let log = '';
@@ -151,7 +156,7 @@ describe('scripts/install.sh in a scratch root', () => {
       expect(child.exitCode, log).toBeNull();
       const ban = await ctl(['ban', '198.51.100.77', '--for', '10m']);
       expect(ban.stdout.trim(), ban.stderr).toBe('banned 198.51.100.77 for 10m');
-      expect(setElements('ami2ban_installed', 'ipv4_addr').has('198.51.100.77')).toBe(true);
+      expect(setElements('ami2ban_installed', 'ipv4_addr', netns).has('198.51.100.77')).toBe(true);
       // the database and the socket belong to the unprivileged user; the socket is theirs alone
       expect(statSync(join(state, 'ami2ban.sqlite')).uid).toBe(Number(uid));
       expect(lstatSync(socket).mode & 0o777).toBe(0o600);
@@ -161,7 +166,7 @@ describe('scripts/install.sh in a scratch root', () => {
         child.kill('SIGTERM');
         await exited;
       }
-      await ami.stop();
+      ami.kill('SIGKILL');
     }
   });
 
@@ -177,7 +182,7 @@ describe('scripts/install.sh in a scratch root', () => {
     for (const gone of ['opt/ami2ban', 'usr/local/bin/ami2ban', 'etc/systemd/system/ami2ban.service']) expect(existsSync(join(root, gone)), gone).toBe(false);
     for (const kept of ['etc/ami2ban/ami2ban.env', 'var/lib/ami2ban/ami2ban.sqlite']) expect(existsSync(join(root, kept)), kept).toBe(true);
     expect(readFileSync(join(root, 'etc/passwd'), 'utf8')).toMatch(/^ami2ban:/m);
-    expect(setElements('ami2ban_installed', 'ipv4_addr').has('198.51.100.77')).toBe(true);
+    expect(setElements('ami2ban_installed', 'ipv4_addr', netns).has('198.51.100.77')).toBe(true);
 
     const p = install(root, '--uninstall', '--purge');
     expect(p.code, p.out).toBe(0);

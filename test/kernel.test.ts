@@ -925,7 +925,7 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       const subscribed = server.nextSubscription();
       const d1 = await startDaemon(burstEnv);
       await subscribed;
-      const ip = (i: number): string => `10.77.${i >> 8}.${i & 255}`;
+      const ip = (i: number): string => `198.18.${i >> 8}.${i & 255}`;
       const blocks: string[] = [];
       for (let i = 0; i < 5000; i++) {
         blocks.push(`Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${i}\r\nRemoteAddress: IPV4/TCP/${ip(i)}/5038\r\n\r\n`);
