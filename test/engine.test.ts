@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { nextBanSeconds } from '../src/engine/ban-time.js';
+import { FailureAccounts } from '../src/engine/details.js';
 import { Engine, type EngineEvent, type Outcome } from '../src/engine/engine.js';
 import { policy } from './helpers/policy.js';
 
@@ -619,6 +620,26 @@ describe('the failures behind a ban (explain)', () => {
     expect(d?.details.length).toBe(32);
     expect(d?.details[0]?.account).toBe('u8');
     expect(d?.details[31]?.account).toBe('u39');
+  });
+
+  it('keeps the accounts of the most recently failing addresses: past the cap the least recent goes, through many evictions', () => {
+    const accounts = new FailureAccounts(3);
+    const t = (ip: string): string => accounts.take(ip).map((n) => n.account).join();
+    for (const ip of ['a', 'b', 'c']) accounts.note(ip, 1, 0, `${ip}1`);
+    accounts.note('a', 2, 0, 'a2'); // a fails again: b is now the least recent
+    accounts.note('d', 3, 0, 'd1');
+    expect(t('b')).toBe('');
+    expect(t('a')).toBe('a1,a2');
+    // Thousands of evictions later (each address once), the order still holds.
+    for (let i = 0; i < 5000; i++) accounts.note(`x${String(i)}`, 4, 0, 'x');
+    accounts.note('x4997', 5, 0, 'again');
+    accounts.note('y', 6, 0, 'y1');
+    expect(t('x4998')).toBe('');
+    expect(t('x4997')).toBe('x,again');
+    expect(t('x4999')).toBe('x');
+    expect(t('y')).toBe('y1');
+    accounts.note('z', 7, 0, 'z1'); // emptied by take(): it starts again
+    expect(t('z')).toBe('z1');
   });
 
   it('a manual ban has none', () => {

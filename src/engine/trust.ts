@@ -35,6 +35,8 @@ const NONE: readonly TrustedPair[] = [];
 
 export class TrustTable {
   private readonly entries = new Map<string, Entry>();
+  /** Walks entries from the oldest key (see evictOldest). */
+  private oldest = this.entries.keys();
   /** Pairs per trusted address: a failure from any other address is ruled out without a key built. */
   private readonly perIp = new Map<string, number>();
   /** New or moved expiries not yet taken by the service. */
@@ -152,7 +154,13 @@ export class TrustTable {
   }
 
   private evictOldest(): void {
-    const first = this.entries.keys().next();
+    // A walk kept from eviction to eviction: a fresh keys().next() steps over every deleted slot
+    // at the front of the Map's table (O(n) each time).
+    let first = this.oldest.next();
+    if (first.done === true) {
+      this.oldest = this.entries.keys();
+      first = this.oldest.next();
+    }
     if (first.done !== true) this.remove(first.value);
   }
 }
