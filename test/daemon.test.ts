@@ -1,10 +1,14 @@
+import { EventEmitter } from 'node:events';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
 import { MemoryFirewall } from '../src/firewall/memory.js';
+import type { BusStatus, DecisionBus } from '../src/fleet/bus.js';
+import type { FleetBan } from '../src/fleet/decision.js';
 import { buildDaemon } from '../src/service/build.js';
+import { FleetLink } from '../src/service/fleet-link.js';
 import { BanStore } from '../src/store/store.js';
 import type { Daemon } from '../src/service/daemon.js';
 import { EXPECTED_BANS, fixture } from './helpers/fixtures.js';
@@ -233,6 +237,67 @@ describe("daemon: other hosts' bans (the fleet's path)", () => {
       await expectEventually(() => firewall.elements.has('203.0.113.11'));
       await expectEventually(() => log.lines.some((l) => l.message === 'ban' && l.meta.ip === '203.0.113.11'));
       expect(daemon.status().firewall.unenforced).toBe(0);
+    } finally {
+      await daemon.stop();
+      await server.stop();
+    }
+  });
+});
+
+/** A bus that emits what the test tells it to. */
+class ScriptedBus extends EventEmitter implements DecisionBus {
+  start(): void {}
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
+  publish(): void {}
+  countFailures(): void {}
+  status(): BusStatus {
+    return { state: 'connected', server: 'test', hostId: 'pbx-b', lastError: null, connectedSince: 0, outbox: 0, outboxDropped: 0, lagMs: 0, cursor: null, published: { ban: 0, unban: 0 }, snapshots: 0, reconnects: 0, hosts: [] };
+  }
+}
+
+describe("daemon: the fleet's snapshot, applied part by part as it is read", () => {
+  it('applies each part as it comes, lifts what the last part leaves out, and starts over at a first part (a snapshot cut short)', async () => {
+    const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
+    const port = await server.start();
+    const firewall = new MemoryFirewall();
+    const log = new MemoryLogger([], false);
+    const cfg = config({ AMI_PORT: String(port), BAN_IGNOREIP: '', BAN_IGNORESELF: 'false', STATE_DIR: mkdtempSync(join(tmpdir(), 'ami2ban-')) });
+    const { daemon, metrics } = buildDaemon(cfg, log, 'test', { firewall });
+    const bus = new ScriptedBus();
+    const link = new FleetLink({ bus, hostId: 'pbx-b', apply: true, publish: false, rate: 1000, burst: 1000, metrics, logger: log });
+    try {
+      await daemon.start();
+      link.start(daemon);
+      const until = Date.now() + 3_600_000;
+      const ban = (ip: string): FleetBan => ({ op: 'ban', ip, until, at: Date.now(), origin: 'pbx-a', reason: 'threshold' });
+      const inKernel = (): string[] => [...firewall.elements.keys()].sort();
+      const part = (ips: string[], first: boolean, last: boolean): void => {
+        bus.emit('snapshot', ips.map(ban), true, first, last);
+      };
+
+      part(['192.0.2.1', '192.0.2.2'], true, true);
+      await expectEventually(() => inKernel().join() === '192.0.2.1,192.0.2.2');
+
+      // Three parts: the first two are applied before the last comes; nothing is lifted until then.
+      part(['192.0.2.2'], true, false);
+      part(['192.0.2.3'], false, false);
+      await expectEventually(() => inKernel().includes('192.0.2.3'));
+      await daemon.idle();
+      expect(inKernel()).toEqual(['192.0.2.1', '192.0.2.2', '192.0.2.3']);
+      part([], false, true);
+      await expectEventually(() => inKernel().join() === '192.0.2.2,192.0.2.3');
+      expect(log.lines.filter((l) => l.message === 'fleet snapshot applied').map((l) => l.meta)).toEqual([
+        { bansInFleet: 2, remoteLiftedHere: 0 },
+        { bansInFleet: 2, remoteLiftedHere: 1 },
+      ]);
+
+      // A snapshot cut short (its connection lost): the next one starts over, and only it counts.
+      part(['192.0.2.4'], true, false);
+      await expectEventually(() => inKernel().includes('192.0.2.4'));
+      part(['192.0.2.3'], true, true);
+      await expectEventually(() => inKernel().join() === '192.0.2.3');
     } finally {
       await daemon.stop();
       await server.stop();

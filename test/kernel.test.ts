@@ -323,6 +323,24 @@ describe('@ami2ban/nftables-napi: element transactions by netlink', () => {
     n.close();
   });
 
+  it('asks the kernel for one element by its key: present, absent, or no such set', () => {
+    tables(T);
+    nft('add', 'element', 'inet', T, 'a4', '{ 192.0.2.7 timeout 1m }');
+    nft('add', 'element', 'inet', T, 'a6', '{ 2001:db8::7 }');
+    const n = new Nftables();
+    expect(n.hasElement('inet', T, 'a4', '192.0.2.7')).toBe(true);
+    expect(n.hasElement('inet', T, 'a4', '192.0.2.8')).toBe(false);
+    expect(n.hasElement('inet', T, 'a6', '2001:db8::7')).toBe(true);
+    expect(n.hasElement('inet', T, 'a6', '2001:db8::8')).toBe(false);
+    expect(n.hasElement('inet', T, 'nope', '192.0.2.7')).toBe(false);
+    expect(n.hasElement('inet', 'no_such_table', 'a4', '192.0.2.7')).toBe(false);
+    expect(n.hasElement('inet', T, 'a4', 'not an address')).toBeUndefined();
+    expect(n.hasElement('bridge-or-not', T, 'a4', '192.0.2.7')).toBeUndefined();
+    nft('delete', 'element', 'inet', T, 'a4', '{ 192.0.2.7 }');
+    expect(n.hasElement('inet', T, 'a4', '192.0.2.7')).toBe(false);
+    n.close();
+  });
+
   it('keeps the order of transactions when one is in flight on a worker', async () => {
     tables(T);
     const n = new Nftables();

@@ -78,7 +78,7 @@ export class RedisServer {
   /** redis-cli against it. */
   cli(...args: string[]): string {
     const tls = this.tls === undefined ? [] : ['--tls', '--cacert', this.tls.ca];
-    return execFileSync('redis-cli', ['-p', String(this.port), ...tls, ...args], { encoding: 'utf8' }).trim();
+    return execFileSync('redis-cli', ['-p', String(this.port), ...tls, ...args], { encoding: 'utf8', maxBuffer: 256 << 20 }).trim();
   }
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {

@@ -35,11 +35,12 @@ export interface BusEvents {
   /** Others' decisions from the stream, in order (this host's own are skipped). */
   decisions: [decisions: readonly FleetDecision[]];
   /**
-   * Every ban in force in the fleet (a catch-up). complete: what is not in it is no longer banned
-   * anywhere; false when the bus lost its data (Redis restarted empty, a failover): then absence
-   * says nothing, and the hosts re-assert their bans.
+   * Every ban in force in the fleet (a catch-up), in parts as they are read (applied while the
+   * rest is read); `first` and `last` mark the first and the final part (one part may be both).
+   * complete: what is not in it is no longer banned anywhere; false when the bus lost its data
+   * (Redis restarted empty, a failover): then absence says nothing, and the hosts re-assert their bans.
    */
-  snapshot: [bans: readonly FleetBan[], complete: boolean];
+  snapshot: [bans: readonly FleetBan[], complete: boolean, first: boolean, last: boolean];
   /** This host won the fleet-wide threshold for an address: it bans it for everyone. */
   threshold: [ip: string, failures: number];
   state: [state: BusState, error: string | null];

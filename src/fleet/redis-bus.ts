@@ -395,24 +395,30 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   /** Every ban in force, then the stream from an id taken before it was read. */
   private async snapshot(conn: Connection, from: string, complete: boolean): Promise<void> {
     const members = await conn.cmd.sendCommand<string[]>(['ZRANGE', this.keys.bans, String(this.now()), '+inf', 'BYSCORE']);
-    const bans: FleetBan[] = [];
     const chunks: string[][] = [];
     for (let i = 0; i < members.length; i += CHUNK) chunks.push(members.slice(i, i + CHUNK));
-    // Ten reads in flight at a time; each chunk decoded in its own loop turn.
+    // Ten reads in flight at a time, handed over as one part: the host applies a part while the
+    // next is read.
     const pending = chunks.map((c) => () => conn.cmd.sendCommand<(string | null)[]>(['MGET', ...c.map((ip) => this.banKey(ip))]));
-    for (let i = 0; i < pending.length; i += 10) {
+    let i = 0;
+    do {
       const replies = await Promise.all(pending.slice(i, i + 10).map((read) => read()));
+      const bans: FleetBan[] = [];
       for (const v of replies.flat()) {
         if (v === null) continue; // ended since the range was read
         const d = decode(v);
         if (typeof d === 'string') this.refuse(d);
         else if (d.op === 'ban' && d.origin !== this.o.hostId) bans.push(d);
       }
-    }
-    this.snapshots++;
-    this.setCursor(from);
-    this.lagMs = 0;
-    this.emit('snapshot', bans, complete);
+      const last = i + 10 >= pending.length;
+      if (last) {
+        this.snapshots++;
+        this.setCursor(from);
+        this.lagMs = 0;
+      }
+      this.emit('snapshot', bans, complete, i === 0, last);
+      i += 10;
+    } while (i < pending.length);
   }
 
   private refuse(reason: DecodeError): void {

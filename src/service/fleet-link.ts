@@ -26,7 +26,9 @@ export interface FleetLinkOptions {
 export const FLEET_REFUSALS = ['ignore-list', 'self', 'too-wide', 'holds-excluded', 'unbannable', 'invalid-address', 'expired', 'rate-cap', 'malformed'] as const;
 
 /** What the bus handed over, applied in order, a slice per loop turn. */
-type Inbox = { readonly kind: 'decisions'; readonly ds: readonly FleetDecision[] } | { readonly kind: 'snapshot'; readonly bans: readonly FleetBan[]; readonly complete: boolean };
+type Inbox =
+  | { readonly kind: 'decisions'; readonly ds: readonly FleetDecision[] }
+  | { readonly kind: 'snapshot'; readonly bans: readonly FleetBan[]; readonly complete: boolean; readonly first: boolean; readonly last: boolean };
 
 /** Remote decisions applied per loop turn: a burst or a snapshot of 100 000 never stalls the loop (AMI events wait meanwhile). */
 const SLICE = 250;
@@ -43,6 +45,10 @@ export class FleetLink implements FleetPort {
   private lastRateWarning = 0;
   private inbox: Inbox[] = [];
   private draining = false;
+  /** The addresses of the snapshot being applied, part after part. */
+  private snapshotSeen = new Set<string>();
+  /** Its slices in the kernel (or on their way), not recorded yet. */
+  private snapshotDecided: [readonly FleetBan[], RemoteDecided][] = [];
 
   constructor(private readonly o: FleetLinkOptions) {
     this.now = o.now ?? Date.now;
@@ -65,8 +71,8 @@ export class FleetLink implements FleetPort {
       bus.on('decisions', (ds) => {
         this.queue({ kind: 'decisions', ds });
       });
-      bus.on('snapshot', (bans, complete) => {
-        this.queue({ kind: 'snapshot', bans, complete });
+      bus.on('snapshot', (bans, complete, first, last) => {
+        this.queue({ kind: 'snapshot', bans, complete, first, last });
       });
     }
     bus.on('threshold', (ip, failures) => {
@@ -139,7 +145,7 @@ export class FleetLink implements FleetPort {
     try {
       for (let item = this.inbox.shift(); item !== undefined; item = this.inbox.shift()) {
         if (item.kind === 'snapshot') {
-          await this.converge(item.bans, item.complete);
+          await this.converge(item);
           continue;
         }
         for (let i = 0; i < item.ds.length; i += SLICE) {
@@ -175,33 +181,48 @@ export class FleetLink implements FleetPort {
   }
 
   /**
-   * A snapshot: every ban in force in the fleet is applied; when it is complete, remote bans no
-   * longer in it are lifted (unbanned while we were away); when the bus lost its data, none is.
+   * A snapshot, one part at a time: every ban in force in the fleet is applied; after its last
+   * part, when it is complete, remote bans no longer in it are lifted (unbanned while we were
+   * away); when the bus lost its data, none is.
    */
-  private async converge(bans: readonly FleetBan[], complete: boolean): Promise<void> {
+  private async converge(part: Extract<Inbox, { kind: 'snapshot' }>): Promise<void> {
     const daemon = this.daemon;
     if (daemon === undefined) return;
-    const present = new Set<string>();
-    // Every slice decided and sent to the kernel first (a few large batches), the records after.
-    const decided: [readonly FleetBan[], RemoteDecided][] = [];
-    for (let i = 0; i < bans.length; i += SLICE) {
-      const slice = bans.slice(i, i + SLICE);
+    if (part.first) {
+      // One cut short before its last part: what it sent to the kernel is recorded all the same.
+      await this.recordDecided(daemon);
+      this.snapshotSeen = new Set();
+    }
+    const present = this.snapshotSeen;
+    // Every slice of every part decided and sent to the kernel first (large batches), the records
+    // after the last part: the kernel has the whole snapshot as soon as it can.
+    for (let i = 0; i < part.bans.length; i += SLICE) {
+      const slice = part.bans.slice(i, i + SLICE);
       for (const b of slice) present.add(b.ip);
-      decided.push([slice, daemon.decideRemoteBans(slice)]);
-      if (i + SLICE < bans.length) await nextTurn();
+      this.snapshotDecided.push([slice, daemon.decideRemoteBans(slice)]);
+      if (i + SLICE < part.bans.length) await nextTurn();
     }
-    for (const [slice, d] of decided) {
-      this.counted(slice, daemon.recordRemoteBans(d));
-      await nextTurn();
-    }
+    if (!part.last) return;
+    await this.recordDecided(daemon);
+    this.snapshotSeen = new Set();
     let lifted = 0;
-    for (const ip of complete ? daemon.remoteBans() : []) {
+    for (const ip of part.complete ? daemon.remoteBans() : []) {
       if (present.has(ip)) continue;
       lifted++;
       void daemon.applyRemoteUnban(ip, Number.POSITIVE_INFINITY);
     }
-    if (complete) this.o.logger.info('fleet snapshot applied', { bansInFleet: bans.length, remoteLiftedHere: lifted });
-    else this.o.logger.warn('fleet bus lost its data (Redis restarted empty or failed over): its bans applied, ours re-asserted, none lifted', { bansInFleet: bans.length });
+    if (part.complete) this.o.logger.info('fleet snapshot applied', { bansInFleet: present.size, remoteLiftedHere: lifted });
+    else this.o.logger.warn('fleet bus lost its data (Redis restarted empty or failed over): its bans applied, ours re-asserted, none lifted', { bansInFleet: present.size });
+  }
+
+  /** The records of the snapshot's bans sent to the kernel so far, a slice per turn. */
+  private async recordDecided(daemon: Daemon): Promise<void> {
+    const decided = this.snapshotDecided;
+    this.snapshotDecided = [];
+    for (const [slice, d] of decided) {
+      this.counted(slice, daemon.recordRemoteBans(d));
+      await nextTurn();
+    }
   }
 
   private applyBans(daemon: Daemon, bans: readonly FleetBan[]): void {

@@ -6,12 +6,15 @@ import {
   type ReadRef,
   type Reply,
   Writer,
+  addressBytes,
   batchDone,
   counterListing,
   decodeReplies,
   elementBatch,
+  elementPresent,
   encodeBatch,
   encodeChainRules,
+  encodeGetElement,
   encodeListTables,
   familyNumber,
   encodeGetCounter,
@@ -158,6 +161,18 @@ export class Nftables {
   ruleComments(family: string, table: string, chain: string): string[] | null | undefined {
     const f = familyNumber(family);
     return f === undefined ? undefined : this.read((seq) => encodeChainRules(f, table, chain, seq, this.writer.reset()), (replies, seq) => ruleComments(replies, seq));
+  }
+
+  /**
+   * Whether an address is an element of a set now, asked of the kernel for that one key (a
+   * `get element` through libnftables 1.0.6 reads the whole set first). false when the element,
+   * the set or the table is absent; undefined when it cannot be asked here.
+   */
+  hasElement(family: string, table: string, set: string, address: string): boolean | undefined {
+    const f = familyNumber(family);
+    const key = addressBytes(address);
+    if (f === undefined || key === undefined) return undefined;
+    return this.read((seq) => encodeGetElement(f, table, set, key, seq, this.writer.reset()), (replies, seq) => elementPresent(replies, seq));
   }
 
   private read<T>(request: (seq: number) => Buffer, answer: (replies: Reply[], seq: number) => T | undefined): T | undefined {

@@ -631,3 +631,26 @@ function cString(b: Buffer): string {
   const end = b.indexOf(0);
   return b.toString('utf8', 0, end === -1 ? b.length : end);
 }
+
+/** One element of a set asked for by its key (GETSETELEM, acknowledged; not a dump). */
+export function encodeGetElement(family: number, table: string, set: string, key: Buffer, seq: number, w = new Writer()): Buffer {
+  const at = w.header(nfTables(NFT_MSG_GETSETELEM), NLM_F_REQUEST | NLM_F_ACK, seq, family, 0);
+  w.string(NFTA_SET_ELEM_LIST_TABLE, table);
+  w.string(NFTA_SET_ELEM_LIST_SET, set);
+  const list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+  const item = w.nest(NFTA_LIST_ELEM);
+  const keyNest = w.nest(NFTA_SET_ELEM_KEY);
+  w.attr(NFTA_DATA_VALUE, key);
+  w.close(keyNest);
+  w.close(item);
+  w.close(list);
+  w.end(at);
+  return w.done();
+}
+
+/** Whether the element is in the set (the kernel answered it), absent (ENOENT: no such element, set or table); undefined on any other answer. */
+export function elementPresent(replies: readonly Reply[], seq: number): boolean | undefined {
+  const { reply, error } = answer(replies, seq, nfTables(NFT_MSG_NEWSETELEM));
+  if (error === -ENOENT) return false;
+  return reply === undefined ? undefined : true;
+}
