@@ -217,7 +217,7 @@ async function main(): Promise<void> {
   console.log(`   all ${MISSED.toLocaleString('en')} in its kernel ${((caughtUp - tC) / 1000).toFixed(2)} s after its start (the last of the snapshot seen there by a lookup every ms; then the set listed: ${absent === 0 ? 'none missing' : `${String(absent)} MISSING`}; process start, reconcile, snapshot of ${redis.cli('ZCARD', 'ami2ban:bans')} bans)`);
   // With BENCH_FLEET_LOG_LEVEL=info (the hosts log at warn by default, which hides these):
   const connected = late.lines.find((l) => l.message === 'fleet bus connected');
-  if (connected !== undefined) console.log(`   its time line: daemon started ${since(late.lines.find((l) => l.message === 'ami2ban started'))} s, bus connected (snapshot being read) ${since(connected)} s, first remote ban acknowledged ${since(late.lines.find((l) => l.message === 'ban'))} s`);
+  if (connected !== undefined) console.log(`   its time line: daemon started ${since(late.lines.find((l) => l.message === 'ami2ban started'))} s, the whole snapshot read (bus connected) ${since(connected)} s; its parts go to the kernel as they are read`);
   console.log(`   Redis memory with ${redis.cli('ZCARD', 'ami2ban:bans')} bans and ${redis.cli('XLEN', 'ami2ban:stream')} stream entries: ${redis.cli('INFO', 'memory').match(/used_memory_human:(\S+)/)?.[1] ?? '?'}`);
 
   for (const m of monitors) m.stop();
