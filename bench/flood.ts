@@ -339,14 +339,19 @@ async function main(): Promise<void> {
         ['handed → committed (call returned)', []],
         ['committed → seen by nft monitor', []],
       ];
+      const each: number[][] = [];
       for (const [ip, [w, seen]] of Object.entries(written)) {
         const c = traced.get(ip);
         const a = arrived.get(ip);
         if (c === undefined || a === undefined) continue;
-        [a - w, c[0] - a, c[1] - c[0], seen - c[1]].forEach((v, k) => parts[k]?.[1].push(v));
+        const steps = [a - w, c[0] - a, c[1] - c[0], seen - c[1]];
+        steps.forEach((v, k) => parts[k]?.[1].push(v));
+        each.push([seen - w, ...steps, w]);
       }
       console.log('   where the time goes (BENCH_TRACE=1):');
       for (const [label, xs] of parts) console.log(`     ${label}: ${summary(xs)}`);
+      console.log('     the 10 slowest (total = the four steps above, in order; ms; when written):');
+      for (const e of each.sort((x, y) => (y[0] ?? 0) - (x[0] ?? 0)).slice(0, 10)) console.log(`       ${e.slice(0, 5).map((v) => v.toFixed(2)).join('  ')}  at ${(e[5] ?? 0).toFixed(0)}`);
       for (const c of contexts) console.log(`     libnftables context: ${c.fastPath.committed} transactions by netlink, ${c.fastPath.declined} handed to libnftables`);
     }
   }
