@@ -1,7 +1,7 @@
 // Turns AMI messages into typed security events (ami-security-reference.md §2–§4).
 import { type IpFamily, parseIp } from '../common/ip.js';
 import { type SecurityEventName, isSecurityEventName } from '../common/security-events.js';
-import type { AmiMessage } from './parser.js';
+import type { AmiMessage, Header } from './parser.js';
 
 export type Transport = 'UDP' | 'TCP' | 'TLS' | 'WS' | 'WSS';
 
@@ -28,10 +28,15 @@ export interface SecurityEvent {
   readonly eventVersion: string;
   readonly accountId: string;
   readonly sessionId: string;
+  /**
+   * LocalAddress as Asterisk wrote it (null when absent): informational, so not parsed on the ban
+   * path (parseAmiAddress reads it; a bad one does not void the event).
+   */
+  readonly localAddressText: string | null;
   /** null when Asterisk wrote `(null)`. */
-  readonly localAddress: AmiAddress | null;
   readonly remoteAddress: AmiAddress | null;
-  readonly eventTime: EventTime | null;
+  /** EventTV as Asterisk wrote it (null when absent); parseEventTime reads it (replay does). */
+  readonly eventTv: string | null;
   readonly aclName: string | null;
   readonly requestType: string | null;
 }
@@ -91,12 +96,27 @@ function address(msg: AmiMessage, header: string): AmiAddress | null | string {
   return typeof parsed === 'string' ? `${header}: ${parsed}` : parsed;
 }
 
+/** Header names equal but for ASCII case (Asterisk's names are ASCII), compared without allocating. */
+function sameName(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0x80 || y >= 0x80) return a.toLowerCase() === b.toLowerCase();
+    const lx = x >= 0x41 && x <= 0x5a ? x | 0x20 : x;
+    const ly = y >= 0x41 && y <= 0x5a ? y | 0x20 : y;
+    if (lx !== ly) return false;
+  }
+  return true;
+}
+
+/** The first header whose name came before (a dozen headers: comparing pairs allocates nothing). */
 function repeatedHeader(msg: AmiMessage): string | null {
-  const seen = new Set<string>();
-  for (const [k] of msg.headers) {
-    const key = k.toLowerCase();
-    if (seen.has(key)) return k;
-    seen.add(key);
+  const h = msg.headers;
+  for (let i = 1; i < h.length; i++) {
+    const k = (h[i] as Header)[0];
+    for (let j = 0; j < i; j++) if (sameName((h[j] as Header)[0], k)) return k;
   }
   return null;
 }
@@ -120,8 +140,6 @@ export function classifyEvent(msg: AmiMessage): Classified {
   }
   const remote = address(msg, 'RemoteAddress');
   if (typeof remote === 'string') return { kind: 'malformed', name, reason: remote };
-  const local = address(msg, 'LocalAddress');
-  const eventTimeText = msg.get('EventTV');
   return {
     kind: 'security',
     event: {
@@ -131,10 +149,9 @@ export function classifyEvent(msg: AmiMessage): Classified {
       eventVersion: msg.get('EventVersion') ?? '',
       accountId: msg.get('AccountID') ?? '',
       sessionId: msg.get('SessionID') ?? '',
-      // LocalAddress is informational only: a bad one does not void the event.
-      localAddress: typeof local === 'string' ? null : local,
+      localAddressText: msg.get('LocalAddress') ?? null,
       remoteAddress: remote,
-      eventTime: eventTimeText === undefined ? null : parseEventTime(eventTimeText),
+      eventTv: msg.get('EventTV') ?? null,
       aclName: msg.get('ACLName') ?? null,
       requestType: msg.get('RequestType') ?? null,
     },

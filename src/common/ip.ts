@@ -130,9 +130,18 @@ export function parseCidr(text: string): Cidr | string {
   return { address, prefix };
 }
 
+/** The 32-bit number of a canonical dotted quad (as parseIp gives), read without allocating. */
 function ipv4Number(ip: string): number {
-  const o = ip.split('.');
-  return ((Number(o[0]) << 24) | (Number(o[1]) << 16) | (Number(o[2]) << 8) | Number(o[3])) >>> 0;
+  let n = 0;
+  let octet = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 0x2e) {
+      n = n * 256 + octet;
+      octet = 0;
+    } else octet = octet * 10 + (c - 0x30);
+  }
+  return n * 256 + octet;
 }
 
 /** Whether the first `bits` bits of two group lists (of `width`-bit groups) agree. */

@@ -46,6 +46,8 @@ export interface EngineEvent {
   readonly sessionId: string;
   /** null when the event carried no address. */
   readonly ip: string | null;
+  /** `parseIp(ip)`, when the reader has it already (the AMI normalizer does): not parsed twice. */
+  readonly address?: IpAddress | undefined;
   readonly aclName: string | null;
   /** AccountID ('' when none). */
   readonly account: string;
@@ -293,7 +295,7 @@ export class Engine {
     }
     if (event.name === 'FailedACL' && event.aclName?.startsWith(REGISTRAR_ACL) === true) return ignored('registrar');
     if (event.ip === null) return ignored('no-address');
-    const addr = parseIp(event.ip);
+    const addr = event.address ?? parseIp(event.ip);
     if (addr === null) return ignored('invalid-address');
     if (unbannable(addr) !== null) return ignored('unbannable-address');
     if (this.ignore.has(addr)) return ignored('ignore-list');

@@ -546,7 +546,7 @@ export class Daemon implements ControlTarget {
         ip: event.remoteAddress?.ip ?? null,
         account: event.accountId,
         session: event.sessionId,
-        eventTV: event.eventTime?.text ?? null,
+        eventTV: event.eventTv,
         outcome: outcome.kind === 'ignored' ? `ignored:${outcome.reason}` : outcome.kind,
       });
     }

@@ -12,6 +12,7 @@ export function toEngineEvent(e: SecurityEvent): EngineEvent {
     sessionId: e.sessionId,
     // The zone goes along: the engine never bans a link-scoped address.
     ip: r === null ? null : r.zone === null ? r.ip : `${r.ip}%${r.zone}`,
+    address: r === null ? undefined : r.zone === null ? { family: r.family, ip: r.ip } : { family: r.family, ip: r.ip, zone: r.zone },
     aclName: e.aclName,
     account: e.accountId,
     transport: r?.transport ?? '',

@@ -1,7 +1,7 @@
 // Replays a captured AMI byte stream or an Asterisk security log through the engine, with the
 // event times from the file: our fail2ban-regex.
 import { AmiParser, type AmiMessage } from '../ami/parser.js';
-import { classifyEvent } from '../ami/security-event.js';
+import { classifyEvent, parseEventTime } from '../ami/security-event.js';
 import { parseSecurityLogLine } from '../ami/security-log.js';
 import { type BanDecision, type BanReason, Engine, type EnginePolicy } from '../engine/engine.js';
 import { ReplayInputError } from '../errors.js';
@@ -150,11 +150,12 @@ export class Replayer {
     }
     this.securityEvents++;
     const e = c.event;
-    if (e.eventTime === null) {
+    const time = e.eventTv === null ? null : parseEventTime(e.eventTv);
+    if (time === null) {
       this.skipped.noTime++;
       return;
     }
-    const now = e.eventTime.epochMs;
+    const now = time.epochMs;
     this.lastTime = now;
     this.engine.expire(now);
     for (const d of this.engine.challengesDue(now)) this.banned(d);
