@@ -1161,9 +1161,21 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       expect(store.lastError).toContain(join(m.dir, 'state', 'ami2ban.sqlite'));
       expect(store.lastError).toMatch(/full/);
       expect(acks(d)).toBeLessThan(500);
+      // An unban meanwhile: lifted from the kernel, but not answered as done (a restart now would
+      // restore the ban from the database), and no `unban` line until the lifting is written.
+      const acked = new Set(d.lines().filter((l) => l.message === 'ban').map((l) => String(l.ip)));
+      const lifted = ips.find((ip) => !acked.has(ip)) ?? '';
+      const unban = await ctl(['unban', lifted]);
+      expect(unban.code).toBe(1);
+      expect(unban.stderr).toContain(`${lifted} is lifted from the kernel, but the ban database failed`);
+      expect(setElements(TABLE, 'ipv4_addr').has(lifted)).toBe(false);
+      const unbanLines = (r: RunningDaemon): number => r.lines().filter((l) => l.message === 'unban' && l.ip === lifted).length;
+      expect(unbanLines(d)).toBe(0);
       rmSync(join(m.dir, 'filler'));
       const running = d;
-      await vi.waitUntil(() => acks(running) === 500, { timeout: 20_000, interval: 50 });
+      // Every other ban is acknowledged once written; the lifted one never was, and is not now.
+      await vi.waitUntil(() => acks(running) === 499 && unbanLines(running) === 1, { timeout: 20_000, interval: 50 });
+      expect(running.lines().some((l) => l.message === 'ban' && l.ip === lifted)).toBe(false);
       expect(await storeOf()).toMatchObject({ healthy: true, pending: 0 });
       d.child.kill('SIGTERM');
       expect(await d.exited).toBe(0);

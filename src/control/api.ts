@@ -88,10 +88,12 @@ export type ManualBanOutcome =
   | { readonly kind: 'failed'; readonly status: 502 | 503; readonly message: string };
 
 export type UnbanOutcome =
+  /** Lifted from the kernel and the lifting durable in the database (a restart does not put it back). */
   | { readonly kind: 'unbanned' }
   | { readonly kind: 'not-banned' }
   | { readonly kind: 'invalid' }
-  | { readonly kind: 'failed'; readonly message: string };
+  /** Not acknowledged: the kernel (502: it stays banned) or the database (503: lifted, the write retried) failed. */
+  | { readonly kind: 'failed'; readonly status: 502 | 503; readonly message: string };
 
 export interface ExplainedBan {
   readonly since: string;

@@ -239,7 +239,7 @@ export class ControlServer {
       const done = await t.unban(ip);
       if (done.kind === 'invalid') throw new HttpError(400, `"${ip}" is not an IP address`);
       if (done.kind === 'not-banned') throw new HttpError(404, `${ip} is not banned`);
-      if (done.kind === 'failed') throw new HttpError(502, done.message);
+      if (done.kind === 'failed') throw new HttpError(done.status, done.message);
       send(res, 200, { unbanned: ip });
     } else if (path === '/v1/fleet') {
       only('GET');

@@ -137,6 +137,8 @@ const HISTORY_PURGE_MS = 3_600_000;
 const RETRY_MIN_MS = 500;
 /** Milliseconds of `ban` log lines written per loop turn. */
 const LOG_SLICE_MS = 3;
+/** Longest an unban waits for its database write before answering that it is not written yet. */
+const UNBAN_ANSWER_MS = 2000;
 const RETRY_MAX_MS = 30_000;
 const ENDED_KEEP_MS = 60_000;
 
@@ -471,11 +473,27 @@ export class Daemon implements ControlTarget {
     const error = await this.applyUnban(d);
     if (error === null) {
       if (shared) this.o.fleet?.unbanned(d.ip, d.at);
+      // Answered once written: a restart before it would restore the ban from the database. A
+      // failing store retries with backoff: the operator is told within UNBAN_ANSWER_MS.
+      let timer: NodeJS.Timeout | undefined;
+      const storeError = await Promise.race([
+        this.o.store.durable().then(
+          () => null,
+          (err: unknown) => errorMessage(err),
+        ),
+        new Promise<string>((resolve) => {
+          timer = setTimeout(() => {
+            resolve(`not written within ${String(UNBAN_ANSWER_MS / 1000)} s (${this.o.store.health().lastError ?? 'the database is slow'})`);
+          }, UNBAN_ANSWER_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (storeError !== null) return { kind: 'failed', status: 503, message: `${d.ip} is lifted from the kernel, but the ban database failed (retrying the write; until it is written, a restart would ban it again): ${storeError}` };
       return { kind: 'unbanned' };
     }
     // Still blocked in the kernel: it stays banned in our view too, until it expires there.
     this.o.engine.adopt(d.ip, before.until, this.now());
-    return { kind: 'failed', message: `nftables could not remove ${d.ip}; it stays banned: ${error}` };
+    return { kind: 'failed', status: 502, message: `nftables could not remove ${d.ip}; it stays banned: ${error}` };
   }
 
   explain(ipText: string): Promise<ExplainOutcome> {
@@ -806,8 +824,21 @@ export class Daemon implements ControlTarget {
     this.counters.unbans++;
     this.o.metrics.unbans.inc({ reason: d.reason });
     this.o.store.recordUnban(d.ip, d.at, d.reason);
-    this.o.logger.info('unban', { ip: d.ip, family: d.family, reason: d.reason });
+    void this.logUnbanWhenDurable(d);
     return null;
+  }
+
+  /** The `unban` line, once the lifting is written (as a `ban` line waits for its row). */
+  private async logUnbanWhenDurable(d: UnbanDecision): Promise<void> {
+    for (;;) {
+      try {
+        await this.o.store.durable();
+        break;
+      } catch {
+        // The store retries with its own backoff; wait for its next attempt.
+      }
+    }
+    this.o.logger.info('unban', { ip: d.ip, family: d.family, reason: d.reason });
   }
 
   /** Counts the outcome of a firewall operation; a failure is rethrown to the caller. */
