@@ -136,6 +136,7 @@ describe('TLS (rediss://)', () => {
     a.attack('203.0.113.7', 3);
     await until('the ban shared over TLS', () => r.cli('ZRANGE', 'ami2ban:bans', '0', '-1') === '203.0.113.7');
     // B does not trust the server's CA: never connected, says why, bans on its own.
+    await until("B's first attempt to be refused", async () => (await fleetOf(b)).state !== 'connecting');
     const fb = await fleetOf(b);
     expect(fb.state).toBe('degraded');
     expect(fb.lastError).toMatch(/certificate/i);
