@@ -743,14 +743,7 @@ export class Daemon implements ControlTarget {
   }
 
   private async acknowledgeWhenDurable(record: BanRecord, d: BanDecision): Promise<void> {
-    for (;;) {
-      try {
-        await this.o.store.durable();
-        break;
-      } catch {
-        // The store retries with its own backoff; wait for its next attempt.
-      }
-    }
+    await this.written();
     if (this.records.get(d.ip) === record && this.o.engine.isBanned(d.ip, this.now())) this.acknowledge(record, d);
   }
 
@@ -828,16 +821,21 @@ export class Daemon implements ControlTarget {
     return null;
   }
 
-  /** The `unban` line, once the lifting is written (as a `ban` line waits for its row). */
-  private async logUnbanWhenDurable(d: UnbanDecision): Promise<void> {
+  /** Resolves once every write queued so far is in the database, however many attempts it takes. */
+  private async written(): Promise<void> {
     for (;;) {
       try {
         await this.o.store.durable();
-        break;
+        return;
       } catch {
         // The store retries with its own backoff; wait for its next attempt.
       }
     }
+  }
+
+  /** The `unban` line, once the lifting is written (as a `ban` line waits for its row). */
+  private async logUnbanWhenDurable(d: UnbanDecision): Promise<void> {
+    await this.written();
     this.o.logger.info('unban', { ip: d.ip, family: d.family, reason: d.reason });
   }
 

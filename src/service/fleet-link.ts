@@ -148,6 +148,9 @@ export class FleetLink implements FleetPort {
           await this.converge(item);
           continue;
         }
+        // Stream decisions after a snapshot cut short (its connection lost, no new snapshot taken):
+        // what it sent to the kernel is recorded first.
+        if (this.daemon !== undefined) await this.recordDecided(this.daemon);
         for (let i = 0; i < item.ds.length; i += SLICE) {
           this.receive(item.ds.slice(i, i + SLICE));
           if (i + SLICE < item.ds.length) await nextTurn();
