@@ -28,7 +28,6 @@ class Monitor {
   private readonly child: ChildProcess;
   readonly waiters = new Map<string, (at: number) => void>();
   count = 0;
-  onAdd: ((ip: string, at: number) => void) | undefined;
 
   constructor(readonly host: FleetHost) {
     // Line-buffered: nft's stdout to a pipe would otherwise hold the lines back.
@@ -45,7 +44,6 @@ class Monitor {
         for (const part of m[1].split(',')) {
           const ip = part.trim().split(' ')[0] ?? '';
           this.count++;
-          this.onAdd?.(ip, at);
           this.waiters.get(ip)?.(at);
         }
       }
