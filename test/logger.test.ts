@@ -55,6 +55,18 @@ describe('logger', () => {
     expect(out.match(/\*{8}/g)?.length).toBe(4);
   });
 
+  it('masks every occurrence of every secret, and leaves other values as they are', () => {
+    const stream = new PassThrough();
+    let out = '';
+    stream.on('data', (d: Buffer) => (out += d.toString()));
+    const log = createLogger({ level: 'info', format: 'json', isTTY: false, stream, secrets: ['hunter2', 'fleet-pass'] });
+    log.info('x', { a: 'hunter2/fleet-pass/hunter2', b: 'nothing here', c: 3 });
+    const line = JSON.parse(out) as Record<string, unknown>;
+    expect(line.a).toBe('********/********/********');
+    expect(line.b).toBe('nothing here');
+    expect(line.c).toBe(3);
+  });
+
   it('does not garble the logs over a secret too short to mean anything', () => {
     const stream = new PassThrough();
     let out = '';
