@@ -20,6 +20,22 @@ describe('netlink element batches', () => {
     }
   });
 
+  it('reads dotted quads as node does: the same texts accepted, the same bytes', () => {
+    const parts = ['0', '1', '00', '09', '10', '99', '255', '256', '300', '1000', '', '-1', '+1', ' 1', 'a'];
+    let checked = 0;
+    for (const a of parts) {
+      for (const b of ['0', '255', a]) {
+        for (const text of [`${a}.${b}.2.3`, `1.${b}.${a}.4`, `1.2.3.${a}`, `${a}.2.3`, `1.2.3.4.${a}`, `1..${a}.4`, `.${a}.2.3.4`, `1.2.3.${a}.`]) {
+          const bytes = addressBytes(text);
+          expect(bytes !== undefined, text).toBe(isIP(text) === 4);
+          if (bytes !== undefined) expect([...bytes].join('.'), text).toBe(text);
+          checked++;
+        }
+      }
+    }
+    expect(checked).toBe(parts.length * 3 * 8);
+  });
+
   it('takes only add/delete of single addresses of one family per command', () => {
     expect(elementBatch([add(['192.0.2.1', { elem: { val: '192.0.2.2', timeout: 60 } }])])?.messages).toHaveLength(1);
     expect(elementBatch([{ delete: { element: { family: 'inet', table: 't', name: 's', elem: ['2001:db8::1'] } } }])?.sets[0]?.keyLen).toBe(16);

@@ -141,15 +141,29 @@ export function addressBytes(text: string): Buffer | undefined {
 }
 
 function ipv4Bytes(text: string): Buffer | undefined {
-  const parts = text.split('.');
-  if (parts.length !== 4) return undefined;
-  const b = Buffer.alloc(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i] ?? '';
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p) || Number(p) > 255) return undefined;
-    b[i] = Number(p);
+  // Digits read by char code: a split, a regular expression and a zero-filled buffer per address
+  // were a tenth of the time a 100 000-ban batch spends here.
+  const b = Buffer.allocUnsafe(4);
+  let part = 0;
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 46; // the end closes the last part as a dot
+    if (c === 46) {
+      if (digits === 0 || part > 3) return undefined;
+      b[part++] = value;
+      value = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      // No leading zero (`01` is octal to some parsers), at most 255.
+      if (digits === 1 && value === 0) return undefined;
+      value = value * 10 + (c - 48);
+      if (++digits > 3 || value > 255) return undefined;
+    } else {
+      return undefined;
+    }
   }
-  return b;
+  return part === 4 ? b : undefined;
 }
 
 function ipv6Bytes(text: string): Buffer | undefined {
