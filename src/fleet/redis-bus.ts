@@ -102,13 +102,22 @@ interface Client {
   on(event: 'error', listener: (err: unknown) => void): unknown;
 }
 
-// node-redis' client, loaded when the bus first connects: 0.13 s of a start that a daemon
-// without a fleet never pays (the `redis` package, with its modules, took 0.2 s).
+// node-redis' client, loaded only with a fleet: 0.13 s of a start that a daemon without one never
+// pays (the `redis` package, with its modules, took 0.2 s). A bus starts loading it when it is
+// made, so that it loads while the daemon's start waits on nftables, not after.
 let redisClient: Promise<typeof import('@redis/client')> | undefined;
 
+function redisModule(): Promise<typeof import('@redis/client')> {
+  if (redisClient === undefined) {
+    redisClient = import('@redis/client');
+    // A failure is the first connection's to report; this one only must not go unhandled.
+    redisClient.catch(() => undefined);
+  }
+  return redisClient;
+}
+
 async function newClient(options: { url?: string; password?: string; disableOfflineQueue?: boolean; socket: Record<string, unknown> }): Promise<Client> {
-  redisClient ??= import('@redis/client');
-  const { createClient } = await redisClient;
+  const { createClient } = await redisModule();
   const client: unknown = createClient({ ...options, RESP: 2 });
   return client as Client;
 }
@@ -175,6 +184,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     this.stopSignal = new Promise((resolve) => {
       this.signalStop = resolve;
     });
+    void redisModule();
   }
 
   start(): void {
