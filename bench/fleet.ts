@@ -4,7 +4,11 @@
 //      other host's kernel (seen by `nft monitor` there), one address at a time;
 //   B. a 10 000-address burst on the origin → present on every other host;
 //   C. catch-up: a host that missed 100 000 bans, from its start to all of them in its kernel.
+// Settings: BENCH_FLEET_HOSTS, BENCH_FLEET_SAMPLES, BENCH_FLEET_MISSED (smaller runs),
+// BENCH_FLEET_LOG_LEVEL (the daemons' LOG_LEVEL, warn by default), BENCH_FLEET_NODE_ARGS (options
+// for node in every daemon, e.g. `--single-threaded-gc`), PROF=<k> (--cpu-prof for host k).
 import type { ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { FleetHost, type LogLine, RedisServer } from '../src/demo/fleet-lab.js';
@@ -80,6 +84,52 @@ async function waitUntil(what: string, ok: () => boolean, timeoutMs: number): Pr
   }
 }
 
+/**
+ * A watcher in the host's namespace (bench/watch-element.ts): `ready` once it asks the kernel,
+ * `present` with the epoch time (ms) the address was first seen in the host's address set.
+ */
+function watch(host: FleetHost, ip: string, everyMs: number): { ready: Promise<void>; present: Promise<number>; cpuMs: () => number } {
+  const child = host.spawnInside([process.execPath, fileURLToPath(new URL('./watch-element.js', import.meta.url)), 'ami2ban', 'ipv4_addr', ip, String(everyMs)]);
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<never>((_, reject) => child.once('exit', () => { reject(new Error(`${host.name}: the watcher of ${ip} ended: ${out}`)); }));
+  const ready = Promise.race([waitUntil(`${host.name}'s watcher`, () => out.includes('watching'), 10_000), exited]);
+  const present = Promise.race([waitUntil(`${ip} in ${host.name}'s kernel`, () => out.includes('present'), 300_000), exited]).then(() => Number(/present (\S+)/.exec(out)?.[1]));
+  return { ready, present, cpuMs: () => Number(/ cpu (\S+)/.exec(out)?.[1] ?? Number.NaN) };
+}
+
+/** CPU seconds (user + system) a process has used so far: its main thread, and its other threads. */
+function cpuSeconds(pid: number | undefined): { main: number; others: number } {
+  const out = { main: 0, others: 0 };
+  if (pid === undefined) return out;
+  try {
+    for (const tid of readdirSync(`/proc/${String(pid)}/task`)) {
+      // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+      const f = readFileSync(`/proc/${String(pid)}/task/${tid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      const s = (Number(f[11]) + Number(f[12])) / 100;
+      if (tid === String(pid)) out.main += s;
+      else out.others += s;
+    }
+  } catch {
+    // ended meanwhile
+  }
+  return out;
+}
+
+/** What each kind of process used during a phase: where the two cores went. */
+function cpuDuring(before: Map<string, { main: number; others: number }>, after: Map<string, { main: number; others: number }>): string {
+  const roles = new Map<string, { main: number; others: number }>();
+  for (const [key, a] of after) {
+    const b = before.get(key) ?? { main: 0, others: 0 };
+    const role = key.split('#')[0] ?? key;
+    const r = roles.get(role) ?? { main: 0, others: 0 };
+    r.main += a.main - b.main;
+    r.others += a.others - b.others;
+    roles.set(role, r);
+  }
+  return [...roles].map(([role, r]) => `${role} ${(r.main + r.others).toFixed(2)} s (main thread ${r.main.toFixed(2)}, others ${r.others.toFixed(2)})`).join('; ');
+}
+
 async function main(): Promise<void> {
   if (process.env.AMI2BAN_NETNS !== 'private') {
     console.error('run through `npm run bench:fleet` (it runs in a private network namespace)');
@@ -91,6 +141,8 @@ async function main(): Promise<void> {
     // TCP_NODELAY on the fake AMI: what is measured is the fleet, not the sender's Nagle delay.
     // Warnings only: every daemon's ban lines would otherwise be parsed here, slowing the observer.
     const h = new FleetHost(`pbx-${String(i)}`, { NFT_CHECK_INTERVAL: '10s', LOG_LEVEL: process.env.BENCH_FLEET_LOG_LEVEL ?? 'warn'}, true);
+    const nodeArgs = process.env.BENCH_FLEET_NODE_ARGS ?? '';
+    if (nodeArgs !== '') h.nodeArgs = nodeArgs.split(' ');
     if (String(i) === process.env.PROF) h.nodeArgs = ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'];
     h.env.FLEET_REDIS_URL = `redis://${h.hostAddress}:${String(redis.port)}`;
     await h.start();
@@ -121,9 +173,14 @@ async function main(): Promise<void> {
   console.log(`   origin's own kernel:          ${summary(local)}`);
   console.log(`   each of the ${String(others.length)} other hosts:   ${summary(remote)}`);
 
+  // Their output is for A only: under a burst, ten of them print 10 000 lines each, and the kernel
+  // copies every element added to each listener, all on the two cores being measured.
+  for (const m of monitors) m.stop();
+
   // B. a burst. Bans reach every host in the origin's order (one stream): the last address of the
-  // burst in a kernel means the burst is there (checked in full after). nft monitor reports it; under
-  // a burst it may drop events (netlink buffer), so each host is also asked every 250 ms.
+  // burst in a kernel means the burst is there (each set listed and checked in full after). A
+  // watcher in each host's namespace looks it up every 20 ms (every 5 ms, the ten watchers used a
+  // third of a core).
   let text = '';
   const burst: string[] = [];
   for (let i = 0; i < BURST; i++) {
@@ -132,33 +189,19 @@ async function main(): Promise<void> {
     text += origin.failures(ip, 3);
   }
   const last = burst[burst.length - 1] ?? '';
-  const present = (h: FleetHost): boolean => h.elements().includes(last);
-  const arrival = (k: number): Promise<number> =>
-    new Promise((resolve, reject) => {
-      const h = hosts[k];
-      if (h === undefined) return;
-      const started = Date.now();
-      const poll = setInterval(() => {
-        if (Date.now() - started > 120_000) {
-          clearInterval(poll);
-          void h.api('GET', '/v1/fleet').then((f) => {
-            reject(new Error(`${h.name}: the burst never arrived: ${String(h.elements().length)} elements; ${JSON.stringify(f.body)}`));
-          });
-          return;
-        }
-        if (!present(h)) return;
-        clearInterval(poll);
-        resolve(performance.now());
-      }, 1000);
-      void monitors[k]?.seen(last).then((at) => {
-        clearInterval(poll);
-        resolve(at);
-      });
-    });
-  const arrivals = hosts.map((_, k) => arrival(k));
-  const tB = performance.now();
+  const watchers = hosts.map((h) => watch(h, last, 20));
+  await Promise.all(watchers.map((w) => w.ready));
+  const cpu = (): Map<string, { main: number; others: number }> =>
+    new Map([
+      ['the origin', cpuSeconds(origin.daemonPid)],
+      ...others.map((h, k) => [`the other daemons#${String(k)}`, cpuSeconds(h.daemonPid)] as const),
+      ['redis-server', cpuSeconds(redis.pid)],
+    ]);
+  const cpuBefore = cpu();
+  const tB = performance.timeOrigin + performance.now();
   origin.ami.broadcast(text);
-  const times = await Promise.all(arrivals);
+  const times = await Promise.all(watchers.map((w) => w.present));
+  const cpuB = cpuDuring(cpuBefore, cpu());
   const spans = times.slice(1).map((t) => t - tB).sort((a, b) => a - b);
   const complete = others.filter((h) => {
     const inKernel = new Set(h.elements());
@@ -166,12 +209,12 @@ async function main(): Promise<void> {
   }).length;
   console.log(`\nB. ${BURST.toLocaleString('en')} addresses × 3 failures on the origin at once:`);
   console.log(`   in every other host's kernel after ${((spans[spans.length - 1] ?? 0) / 1000).toFixed(2)} s (fastest host ${((spans[0] ?? 0) / 1000).toFixed(2)} s; the origin's own kernel ${(((times[0] ?? tB) - tB) / 1000).toFixed(2)} s); all ${BURST.toLocaleString('en')} checked present on ${String(complete)} of ${String(others.length)} hosts`);
+  console.log(`   CPU used meanwhile: ${cpuB}; the ${String(watchers.length)} watchers ${(watchers.reduce((sum, w) => sum + w.cpuMs(), 0) / 1000).toFixed(2)} s in all`);
 
   // C. catch-up: one host stopped while the origin bans MISSED addresses (the others stopped
   // too, to leave the two cores to the origin and Redis), then started again.
   const late = others[0];
-  const lateMonitor = monitors[1];
-  if (late === undefined || lateMonitor === undefined) throw new Error('hosts');
+  if (late === undefined) throw new Error('hosts');
   await Promise.all(others.map((h) => h.stopDaemon()));
   const bansBefore = Number(redis.cli('ZCARD', 'ami2ban:bans'));
   const missed = new Set<string>();
@@ -190,16 +233,11 @@ async function main(): Promise<void> {
   // kernel, the host is through; all of them are checked by listing the set afterwards.
   const inForce = redis.cli('ZRANGE', 'ami2ban:bans', String(Date.now()), '+inf', 'BYSCORE').split('\n');
   const lastIp = [...inForce].reverse().find((ip) => missed.has(ip)) ?? '';
-  const watcher = late.spawnInside([process.execPath, fileURLToPath(new URL('./watch-element.js', import.meta.url)), 'ami2ban', 'ipv4_addr', lastIp]);
-  let watched = '';
-  watcher.stdout?.on('data', (d: Buffer) => (watched += d.toString()));
-  await waitUntil('the watcher', () => watched.includes('watching'), 10_000);
-  // Its nft monitor would print 100 000 lines for this process to parse meanwhile: not needed here.
-  lateMonitor.stop();
+  const watcher = watch(late, lastIp, 1);
+  await watcher.ready;
   const tC = performance.timeOrigin + performance.now();
   await late.startDaemon();
-  await waitUntil('the late host to catch up', () => watched.includes('present') || watcher.exitCode !== null, 120_000);
-  const caughtUp = Number(/present (\S+)/.exec(watched)?.[1]);
+  const caughtUp = await watcher.present;
   const inKernel = new Set(late.elements());
   const absent = [...missed].filter((ip) => !inKernel.has(ip)).length;
   if (process.env.BENCH_FLEET_DEBUG === '1') {

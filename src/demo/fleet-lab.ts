@@ -41,6 +41,11 @@ async function waitFor(what: string, ok: () => boolean | Promise<boolean>, timeo
 /** A redis-server (no persistence) on every address of the test namespace. */
 export class RedisServer {
   private child: ChildProcess | undefined;
+
+  /** The server's process id, while it runs. */
+  get pid(): number | undefined {
+    return this.child?.exitCode === null ? this.child.pid : undefined;
+  }
   output = '';
 
   private constructor(
@@ -271,6 +276,11 @@ export class FleetHost {
         return false;
       }
     });
+  }
+
+  /** The daemon's process id, while it runs. */
+  get daemonPid(): number | undefined {
+    return this.daemon?.exitCode === null ? this.daemon.pid : undefined;
   }
 
   /** Starts a command in the namespace (e.g. `nft monitor`). */
