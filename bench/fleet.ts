@@ -7,7 +7,8 @@
 // Settings: BENCH_FLEET_HOSTS, BENCH_FLEET_SAMPLES, BENCH_FLEET_MISSED (smaller runs),
 // BENCH_FLEET_LOG_LEVEL (the daemons' LOG_LEVEL, warn by default), BENCH_FLEET_NODE_ARGS (options
 // for node in every daemon, e.g. `--single-threaded-gc`), BENCH_FLEET_WARMUP=<n> (n addresses
-// banned at once before A, unmeasured), PROF=<k> (--cpu-prof for host k).
+// banned at once before A, unmeasured), PROF=<k> (--cpu-prof for host k), BENCH_FLEET_DEBUG=1
+// (C's late host's log lines with their times).
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -259,7 +260,8 @@ async function main(): Promise<void> {
   // kernel, the host is through; all of them are checked by listing the set afterwards.
   const inForce = redis.cli('ZRANGE', 'ami2ban:bans', String(Date.now()), '+inf', 'BYSCORE').split('\n');
   const lastIp = [...inForce].reverse().find((ip) => missed.has(ip)) ?? '';
-  const watcher = watch(late, lastIp, 1);
+  // Every 10 ms: every millisecond, the watcher's wake-ups took CPU from the host it watches.
+  const watcher = watch(late, lastIp, 10);
   await watcher.ready;
   const tC = performance.timeOrigin + performance.now();
   await late.startDaemon();
@@ -276,7 +278,7 @@ async function main(): Promise<void> {
   }
   console.log(`\nC. a host that missed ${MISSED.toLocaleString('en')} bans, started again:`);
   const since = (l: LogLine | undefined): string => (l === undefined ? '?' : ((Date.parse(String(l.timestamp)) - tC) / 1000).toFixed(2));
-  console.log(`   all ${MISSED.toLocaleString('en')} in its kernel ${((caughtUp - tC) / 1000).toFixed(2)} s after its start (the last of the snapshot seen there by a lookup every ms; then the set listed: ${absent === 0 ? 'none missing' : `${String(absent)} MISSING`}; process start, reconcile, snapshot of ${redis.cli('ZCARD', 'ami2ban:bans')} bans)`);
+  console.log(`   all ${MISSED.toLocaleString('en')} in its kernel ${((caughtUp - tC) / 1000).toFixed(2)} s after its start (the last of the snapshot seen there by a lookup every 10 ms, the watcher using ${(watcher.cpuMs() / 1000).toFixed(2)} s of CPU with its start; then the set listed: ${absent === 0 ? 'none missing' : `${String(absent)} MISSING`}; process start, reconcile, snapshot of ${redis.cli('ZCARD', 'ami2ban:bans')} bans)`);
   // With BENCH_FLEET_LOG_LEVEL=info (the hosts log at warn by default, which hides these):
   const connected = late.lines.find((l) => l.message === 'fleet bus connected');
   if (connected !== undefined) console.log(`   its time line: daemon started ${since(late.lines.find((l) => l.message === 'ami2ban started'))} s, the whole snapshot read (bus connected) ${since(connected)} s; its parts go to the kernel as they are read`);
