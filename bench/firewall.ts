@@ -122,6 +122,11 @@ async function pipeline(): Promise<{ socket: Socket; onBan: Map<string, () => vo
     name: fw.name,
     start: () => fw.start(),
     ban: (ip, family, seconds) => fw.ban(ip, family, seconds).then(() => onBan.get(ip)?.()),
+    banMany: (items) =>
+      fw.banMany(items).then((errors) => {
+        for (const [i, b] of items.entries()) if (errors[i] === null) onBan.get(b.ip)?.();
+        return errors;
+      }),
     ensure: (ip, family, seconds) => fw.ensure(ip, family, seconds),
     unban: (ip, family) => fw.unban(ip, family),
     stop: () => fw.stop(),

@@ -1,6 +1,6 @@
 import type { IpFamily } from '../common/ip.js';
 import type { Logger } from '../log/logger.js';
-import type { ExistingBan, Firewall } from './firewall.js';
+import { type BanItem, type ExistingBan, type Firewall, banEach } from './firewall.js';
 
 /** Enforces nothing: the service's ban and unban log lines are all that happens. */
 export class DryRunFirewall implements Firewall {
@@ -16,6 +16,10 @@ export class DryRunFirewall implements Firewall {
   ban(ip: string, family: IpFamily, seconds: number): Promise<void> {
     if (this.log.isDebugEnabled()) this.log.debug('dry-run: would add element', { ip, family, seconds });
     return Promise.resolve();
+  }
+
+  banMany(items: readonly BanItem[]): Promise<(string | null)[]> {
+    return banEach(this, items);
   }
 
   ensure(ip: string, family: IpFamily, seconds: number): Promise<void> {

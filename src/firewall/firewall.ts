@@ -8,6 +8,14 @@ export interface ExistingBan {
   readonly expiresAt: number;
 }
 
+/** One ban of a banMany(): as the arguments of ban(). */
+export interface BanItem {
+  readonly ip: string;
+  readonly family: IpFamily;
+  readonly seconds: number;
+  readonly replace: boolean;
+}
+
 /** What enforces bans. Speaks only of addresses and durations. */
 export interface Firewall {
   readonly name: string;
@@ -20,6 +28,11 @@ export interface Firewall {
    */
   ban(ip: string, family: IpFamily, seconds: number, replace?: boolean): Promise<void>;
   /**
+   * Several bans, each as ban() would make it, with one promise for them all: each one's error
+   * message, or null once it is in force (no promise per ban: a snapshot holds 100 000).
+   */
+  banMany(items: readonly BanItem[]): Promise<(string | null)[]>;
+  /**
    * Puts a ban back if it is missing (e.g. its element was removed by hand); a present one is
    * left as it is. Seconds as for ban().
    */
@@ -27,4 +40,16 @@ export interface Firewall {
   unban(ip: string, family: IpFamily): Promise<void>;
   /** Commits pending work; leaves the bans in place. */
   stop(): Promise<void>;
+}
+
+/** banMany() made of ban() calls, for firewalls with nothing to gain from a batch. */
+export function banEach(firewall: Pick<Firewall, 'ban'>, items: readonly BanItem[]): Promise<(string | null)[]> {
+  return Promise.all(
+    items.map((b) =>
+      firewall.ban(b.ip, b.family, b.seconds, b.replace).then(
+        () => null,
+        (err: unknown) => (err instanceof Error ? err.message : String(err)),
+      ),
+    ),
+  );
 }

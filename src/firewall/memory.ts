@@ -1,5 +1,5 @@
 import type { IpFamily } from '../common/ip.js';
-import type { ExistingBan, Firewall } from './firewall.js';
+import { type BanItem, type ExistingBan, type Firewall, banEach } from './firewall.js';
 
 /** An in-memory firewall for tests: records what would be in the kernel sets. */
 export class MemoryFirewall implements Firewall {
@@ -25,6 +25,10 @@ export class MemoryFirewall implements Firewall {
     this.elements.set(ip, { family, seconds });
     this.operations.push(`ban ${ip} ${seconds}${replace ? ' replace' : ''}`);
     return Promise.resolve();
+  }
+
+  banMany(items: readonly BanItem[]): Promise<(string | null)[]> {
+    return banEach(this, items);
   }
 
   ensure(ip: string, family: IpFamily, seconds: number): Promise<void> {

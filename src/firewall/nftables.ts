@@ -2,7 +2,7 @@
 import type { IpFamily } from '../common/ip.js';
 import { FirewallError, errorMessage } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import type { ExistingBan, Firewall } from './firewall.js';
+import type { BanItem, ExistingBan, Firewall } from './firewall.js';
 import {
   COUNTER_NAME,
   type CounterValues,
@@ -53,13 +53,42 @@ export interface NftablesFirewallOptions extends RulesetOptions {
 /** set: the element ends up with exactly this timeout, present before or not; add: a present one is left as it is. */
 type OpKind = 'set' | 'add' | 'delete';
 
+/** Told how the ops it was given ended, by their index. */
+interface Outcome {
+  ok(index: number): void;
+  failed(index: number, err: Error): void;
+}
+
 interface Op {
   readonly kind: OpKind;
   readonly ip: string;
   readonly family: IpFamily;
   readonly seconds: number;
-  readonly resolve: () => void;
-  readonly reject: (err: Error) => void;
+  readonly outcome: Outcome;
+  readonly index: number;
+}
+
+/** For ops nobody waits on (the bans re-applied after a repair). */
+const NO_OUTCOME: Outcome = { ok: () => undefined, failed: () => undefined };
+
+/** The outcome of one op: a promise. */
+function single(resolve: () => void, reject: (err: Error) => void): Outcome {
+  return { ok: resolve, failed: (_, err) => { reject(err); } };
+}
+
+/** The outcomes of many ops: one promise, each one's error message or null. */
+function many(n: number, resolve: (results: (string | null)[]) => void): Outcome {
+  const results = new Array<string | null>(n).fill(null);
+  let left = n;
+  return {
+    ok: () => {
+      if (--left === 0) resolve(results);
+    },
+    failed: (i, err) => {
+      results[i] = err.message;
+      if (--left === 0) resolve(results);
+    },
+  };
 }
 
 export interface BatchStats {
@@ -131,6 +160,15 @@ export class NftablesFirewall implements Firewall {
 
   ban(ip: string, family: IpFamily, seconds: number, replace = false): Promise<void> {
     return this.enqueue(replace ? 'set' : 'add', ip, family, seconds);
+  }
+
+  banMany(items: readonly BanItem[]): Promise<(string | null)[]> {
+    if (items.length === 0) return Promise.resolve([]);
+    return new Promise((resolve) => {
+      const outcome = many(items.length, resolve);
+      for (const [index, b] of items.entries()) this.queue.push({ kind: b.replace ? 'set' : 'add', ip: b.ip, family: b.family, seconds: b.seconds, outcome, index });
+      this.queued();
+    });
   }
 
   ensure(ip: string, family: IpFamily, seconds: number): Promise<void> {
@@ -269,25 +307,30 @@ export class NftablesFirewall implements Firewall {
 
   private enqueue(kind: OpKind, ip: string, family: IpFamily, seconds: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ kind, ip, family, seconds, resolve, reject });
-      if (this.queue.length >= this.maxBatch) {
-        void this.flush();
-      } else if (this.flushTimer === undefined && this.flushing === undefined) {
-        // By default the next turn of the loop: a burst decided in one slice shares a transaction.
-        const go = (): void => {
-          this.flushTimer = undefined;
-          void this.flush();
-        };
-        const delay = this.o.flushDelayMs ?? 0;
-        if (delay > 0) {
-          const t = setTimeout(go, delay);
-          this.flushTimer = { cancel: () => { clearTimeout(t); } };
-        } else {
-          const i = setImmediate(go);
-          this.flushTimer = { cancel: () => { clearImmediate(i); } };
-        }
-      }
+      this.queue.push({ kind, ip, family, seconds, outcome: single(resolve, reject), index: 0 });
+      this.queued();
     });
+  }
+
+  /** A transaction now when a batch is full, else on the next turn (or after flushDelayMs). */
+  private queued(): void {
+    if (this.queue.length >= this.maxBatch) {
+      void this.flush();
+    } else if (this.flushTimer === undefined && this.flushing === undefined) {
+      // By default the next turn of the loop: a burst decided in one slice shares a transaction.
+      const go = (): void => {
+        this.flushTimer = undefined;
+        void this.flush();
+      };
+      const delay = this.o.flushDelayMs ?? 0;
+      if (delay > 0) {
+        const t = setTimeout(go, delay);
+        this.flushTimer = { cancel: () => { clearTimeout(t); } };
+      } else {
+        const i = setImmediate(go);
+        this.flushTimer = { cancel: () => { clearImmediate(i); } };
+      }
+    }
   }
 
   private async drain(): Promise<void> {
@@ -308,7 +351,7 @@ export class NftablesFirewall implements Firewall {
       this.o.onTransaction?.((performance.now() - t0) / 1000, batch.length, true);
       this.stats.transactions++;
       this.stats.elements += batch.length;
-      for (const op of batch) op.resolve();
+      for (const op of batch) op.outcome.ok(op.index);
     } catch (err) {
       this.o.onTransaction?.((performance.now() - t0) / 1000, batch.length, false);
       this.stats.failedTransactions++;
@@ -327,12 +370,12 @@ export class NftablesFirewall implements Firewall {
   private async commitOne(op: Op): Promise<void> {
     try {
       await this.o.runner.run({ nftables: this.commands([op]) });
-      op.resolve();
+      op.outcome.ok(op.index);
       return;
     } catch (error) {
       this.stats.failedElements++;
       this.log.error('nftables element failed', { op: op.kind, ip: op.ip, family: op.family, error: errorMessage(error) });
-      op.reject(new FirewallError(`${op.kind} ${op.ip}: ${errorMessage(error)}`, error));
+      op.outcome.failed(op.index, new FirewallError(`${op.kind} ${op.ip}: ${errorMessage(error)}`, error));
     }
   }
 
@@ -433,7 +476,7 @@ export class NftablesFirewall implements Firewall {
     for (const b of this.o.bansInForce?.() ?? []) {
       if (b.expiresAt <= now) continue;
       const seconds = b.expiresAt === Number.POSITIVE_INFINITY ? b.expiresAt : (b.expiresAt - now) / 1000;
-      ops.push({ kind: 'add', ip: b.ip, family: b.family, seconds, resolve: () => undefined, reject: () => undefined });
+      ops.push({ kind: 'add', ip: b.ip, family: b.family, seconds, outcome: NO_OUTCOME, index: 0 });
     }
     for (let i = 0; i < ops.length; i += this.maxBatch) {
       await this.o.runner.run({ nftables: this.commands(ops.slice(i, i + this.maxBatch)) });

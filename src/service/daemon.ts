@@ -7,7 +7,7 @@ import type { BanView, ControlTarget, ExplainOutcome, FleetView, ManualBanOutcom
 import type { Metrics } from '../control/metrics.js';
 import { BAN_REASONS, type BanDecision, type BanReason, type Engine, type IgnoreReason, type UnbanDecision } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
-import type { ExistingBan, Firewall } from '../firewall/firewall.js';
+import type { BanItem, ExistingBan, Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log/logger.js';
 import type { BanHistoryRow, BanStore, StoredBan } from '../store/store.js';
 import { banLogFields, toEngineEvent } from './pipeline.js';
@@ -54,17 +54,18 @@ export interface RemoteBatch {
   readonly acknowledged: Promise<readonly boolean[]>;
 }
 
-/** A remote ban decided here, on its way to the kernel: its answer is null, or why it failed. */
+/** A remote ban decided here, on its way to the kernel (its answer is in the slice's `kernel`). */
 interface PendingBan {
   readonly i: number;
   readonly d: BanDecision;
-  readonly kernel: Promise<string | null>;
 }
 
 /** A slice of remote bans decided and sent to the kernel, its records not made yet. */
 export interface RemoteDecided {
   readonly outcomes: readonly RemoteResult[];
   readonly fast: readonly PendingBan[];
+  /** The kernel's answer for each of `fast`: null, or why it failed. */
+  readonly kernel: Promise<readonly (string | null)[]>;
   readonly slow: readonly { readonly i: number; readonly ok: Promise<boolean> }[];
 }
 
@@ -917,6 +918,13 @@ export class Daemon implements ControlTarget {
     const outcomes: RemoteResult[] = [];
     const fast: PendingBan[] = [];
     const slow: { readonly i: number; readonly ok: Promise<boolean> }[] = [];
+    // The kernel's answers, one promise per run of fast bans: queued in the slice's order.
+    const answers: Promise<(string | null)[]>[] = [];
+    let items: BanItem[] = [];
+    const send = (): void => {
+      if (items.length > 0) answers.push(this.o.firewall.banMany(items));
+      items = [];
+    };
     for (const [i, b] of bans.entries()) {
       if (b.until <= now) {
         outcomes.push('expired');
@@ -931,20 +939,20 @@ export class Daemon implements ControlTarget {
       outcomes.push('applied');
       const d = r.decision;
       if (d.replaces !== undefined && d.replaces.length > 0) {
-        // A network replacing bans inside it: the careful order of applyBanReplacing.
+        // A network replacing bans inside it: the careful order of applyBanReplacing, after the
+        // bans decided before it.
+        send();
         slow.push({ i, ok: this.applyBanReplacing(d).then((x) => x.ok) });
         continue;
       }
-      const replace = this.takeOver(d.ip);
-      const kernel = this.o.firewall.ban(d.ip, d.family, Math.max(1, d.banSeconds), replace).then(
-        () => null,
-        (err: unknown) => errorMessage(err),
-      );
-      fast.push({ i, d, kernel });
+      items.push({ ip: d.ip, family: d.family, seconds: Math.max(1, d.banSeconds), replace: this.takeOver(d.ip) });
+      fast.push({ i, d });
     }
-    const decided = { outcomes, fast, slow };
+    send();
+    const kernel = Promise.all(answers).then((runs) => runs.flat());
+    const decided = { outcomes, fast, kernel, slow };
     // Until its records are made, idle() waits for the kernel's answers.
-    const answered = Promise.all(fast.map((f) => f.kernel)).then(() => undefined);
+    const answered = kernel.then(() => undefined);
     this.inFlight.add(answered);
     void answered.finally(() => this.inFlight.delete(answered));
     return decided;
@@ -977,7 +985,7 @@ export class Daemon implements ControlTarget {
       () => null,
       (err: unknown) => errorMessage(err),
     );
-    const kernel = await Promise.all(decided.fast.map((f) => f.kernel));
+    const kernel = await decided.kernel;
     const storeError = await stored;
     let failed = 0;
     for (const [j, error] of kernel.entries()) {
