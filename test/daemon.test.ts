@@ -237,6 +237,24 @@ describe("daemon: other hosts' bans (the fleet's path)", () => {
       await expectEventually(() => firewall.elements.has('203.0.113.11'));
       await expectEventually(() => log.lines.some((l) => l.message === 'ban' && l.meta.ip === '203.0.113.11'));
       expect(daemon.status().firewall.unenforced).toBe(0);
+
+      // One refused among several: only that one waits (its answer comes back in its place).
+      firewall.refuse = (ip) => (ip === '203.0.113.13' ? new Error('refused: 203.0.113.13') : undefined);
+      const mixed = daemon.applyRemoteBans([ban('203.0.113.12'), ban('203.0.113.13'), ban('203.0.113.14')]);
+      expect(await mixed.acknowledged).toEqual([true, false, true]);
+      expect(daemon.status().firewall).toMatchObject({ unenforced: 1, lastError: 'refused: 203.0.113.13' });
+      firewall.refuse = undefined;
+      await expectEventually(() => firewall.elements.has('203.0.113.13'));
+
+      // A network, then a wider one holding it, in one slice: the first goes to the kernel before
+      // the second lifts it (queued in the slice's order), so it does not stay there.
+      const net = daemon.applyRemoteBans([ban('192.0.2.128/25'), ban('192.0.2.0/24')]);
+      expect(net.outcomes).toEqual(['applied', 'applied']);
+      // The /25 is not acknowledged: the /24 replaced it before it was recorded.
+      expect(await net.acknowledged).toEqual([false, true]);
+      await daemon.idle();
+      expect(firewall.elements.has('192.0.2.0/24')).toBe(true);
+      expect(firewall.elements.has('192.0.2.128/25')).toBe(false);
     } finally {
       await daemon.stop();
       await server.stop();

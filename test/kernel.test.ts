@@ -546,6 +546,27 @@ describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) =>
     await fw.stop();
   });
 
+  it('banMany: one answer for many bans, the kernel\'s refusal of one told for that one, the others in force', async () => {
+    const fw = firewall(makeRunner());
+    await fw.start();
+    await fw.ban('192.0.2.62', 'ipv4', 60);
+    const answers = await fw.banMany([
+      { ip: '192.0.2.60', family: 'ipv4', seconds: 60, replace: false },
+      { ip: '192.0.2.61', family: 'ipv4', seconds: 18_446_744_074, replace: false }, // past the kernel's limit
+      { ip: '192.0.2.62', family: 'ipv4', seconds: 120, replace: true },
+      { ip: '2001:db8::60', family: 'ipv6', seconds: 60, replace: false },
+    ]);
+    expect(answers.map((a) => a === null)).toEqual([true, false, true, true]);
+    expect(answers[1]).toMatch(/192\.0\.2\.61: .*Numerical result out of range/);
+    const v4 = setElements(TABLE, 'ipv4_addr');
+    expect([...v4.keys()].sort()).toEqual(['192.0.2.60', '192.0.2.62']);
+    // Replaced: the new, longer timeout holds (what is left of 120 s, not of 60 s).
+    expect(v4.get('192.0.2.62')).toBeGreaterThan(100);
+    expect([...setElements(TABLE, 'ipv6_addr').keys()]).toEqual(['2001:db8::60']);
+    expect(await fw.banMany([])).toEqual([]);
+    await fw.stop();
+  });
+
   it("refuses a table of that name that it did not make, and leaves it untouched (NFT_TABLE=filter)", async () => {
     nft('add', 'table', 'inet', 'filter');
     nft('add', 'chain', 'inet', 'filter', 'input', '{ type filter hook input priority 0; policy accept; }');
