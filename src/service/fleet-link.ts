@@ -45,9 +45,7 @@ export class FleetLink implements FleetPort {
   private lastRateWarning = 0;
   private inbox: Inbox[] = [];
   private draining = false;
-  /** The addresses of the snapshot being applied, part after part. */
-  private snapshotSeen = new Set<string>();
-  /** Its slices in the kernel (or on their way), not recorded yet. */
+  /** The snapshot's slices in the kernel (or on their way), not recorded yet. */
   private snapshotDecided: [readonly FleetBan[], RemoteDecided][] = [];
 
   constructor(private readonly o: FleetLinkOptions) {
@@ -191,23 +189,21 @@ export class FleetLink implements FleetPort {
   private async converge(part: Extract<Inbox, { kind: 'snapshot' }>): Promise<void> {
     const daemon = this.daemon;
     if (daemon === undefined) return;
-    if (part.first) {
-      // One cut short before its last part: what it sent to the kernel is recorded all the same.
-      await this.recordDecided(daemon);
-      this.snapshotSeen = new Set();
-    }
-    const present = this.snapshotSeen;
+    // One cut short before its last part: what it sent to the kernel is recorded all the same.
+    if (part.first) await this.recordDecided(daemon);
     // Every slice of every part decided and sent to the kernel first (large batches), the records
     // after the last part: the kernel has the whole snapshot as soon as it can.
     for (let i = 0; i < part.bans.length; i += SLICE) {
       const slice = part.bans.slice(i, i + SLICE);
-      for (const b of slice) present.add(b.ip);
       this.snapshotDecided.push([slice, daemon.decideRemoteBans(slice)]);
       if (i + SLICE < part.bans.length) await nextTurn();
     }
     if (!part.last) return;
+    const slices = this.snapshotDecided.map(([slice]) => slice);
     await this.recordDecided(daemon);
-    this.snapshotSeen = new Set();
+    // What the snapshot holds, gathered once its bans are in the kernel (not on their way there).
+    const present = new Set<string>();
+    for (const slice of slices) for (const b of slice) present.add(b.ip);
     let lifted = 0;
     for (const ip of part.complete ? daemon.remoteBans() : []) {
       if (present.has(ip)) continue;
