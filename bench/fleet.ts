@@ -263,9 +263,11 @@ async function main(): Promise<void> {
   // Every 10 ms: every millisecond, the watcher's wake-ups took CPU from the host it watches.
   const watcher = watch(late, lastIp, 10);
   await watcher.ready;
+  const quietBefore = new Map([['the origin', cpuSeconds(origin.daemonPid)], ['redis-server', cpuSeconds(redis.pid)]]);
   const tC = performance.timeOrigin + performance.now();
   await late.startDaemon();
   const caughtUp = await watcher.present;
+  const cpuC = cpuDuring(new Map([['the late host', { main: 0, others: 0 }], ...quietBefore]), new Map([['the late host', cpuSeconds(late.daemonPid)], ['the origin', cpuSeconds(origin.daemonPid)], ['redis-server', cpuSeconds(redis.pid)]]));
   const inKernel = new Set(late.elements());
   const absent = [...missed].filter((ip) => !inKernel.has(ip)).length;
   if (process.env.BENCH_FLEET_DEBUG === '1') {
@@ -279,6 +281,7 @@ async function main(): Promise<void> {
   console.log(`\nC. a host that missed ${MISSED.toLocaleString('en')} bans, started again:`);
   const since = (l: LogLine | undefined): string => (l === undefined ? '?' : ((Date.parse(String(l.timestamp)) - tC) / 1000).toFixed(2));
   console.log(`   all ${MISSED.toLocaleString('en')} in its kernel ${((caughtUp - tC) / 1000).toFixed(2)} s after its start (the last of the snapshot seen there by a lookup every 10 ms, the watcher using ${(watcher.cpuMs() / 1000).toFixed(2)} s of CPU with its start; then the set listed: ${absent === 0 ? 'none missing' : `${String(absent)} MISSING`}; process start, reconcile, snapshot of ${redis.cli('ZCARD', 'ami2ban:bans')} bans)`);
+  console.log(`   CPU used meanwhile: ${cpuC}`);
   // With BENCH_FLEET_LOG_LEVEL=info (the hosts log at warn by default, which hides these):
   const connected = late.lines.find((l) => l.message === 'fleet bus connected');
   if (connected !== undefined) console.log(`   its time line: daemon started ${since(late.lines.find((l) => l.message === 'ami2ban started'))} s, the whole snapshot read (bus connected) ${since(connected)} s; its parts go to the kernel as they are read`);
