@@ -448,8 +448,10 @@ export class Engine {
     const target = parseBanTarget(ipText);
     if (target === null) return { kind: 'refused', reason: 'invalid-address' };
     if (target.cidr !== null) return this.banNetwork(target.ip, target.cidr, now, options);
-    // The text itself: its zone, if any, makes it unbannable (the target has dropped it).
-    const addr: IpAddress | null = ipText.includes('%') || ipText.includes('/') ? parseIp(ipText.includes('/') ? ipText.slice(0, ipText.indexOf('/')) : ipText) : target;
+    // The text itself: its zone, if any, makes it unbannable (the target has dropped it); a plain
+    // address is the target, parsed once.
+    const slash = ipText.indexOf('/');
+    const addr: IpAddress | null = slash !== -1 ? parseIp(ipText.slice(0, slash)) : ipText.includes('%') ? parseIp(ipText) : target;
     if (addr === null) return { kind: 'refused', reason: 'invalid-address' };
     const why = unbannable(addr);
     if (why !== null) return { kind: 'refused', reason: 'unbannable', why };

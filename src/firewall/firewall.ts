@@ -1,4 +1,5 @@
 import type { IpFamily } from '../common/ip.js';
+import { errorMessage } from '../errors.js';
 
 /** A ban found in place at start (e.g. in the kernel set), with its end. */
 export interface ExistingBan {
@@ -48,7 +49,7 @@ export function banEach(firewall: Pick<Firewall, 'ban'>, items: readonly BanItem
     items.map((b) =>
       firewall.ban(b.ip, b.family, b.seconds, b.replace).then(
         () => null,
-        (err: unknown) => (err instanceof Error ? err.message : String(err)),
+        (err: unknown) => errorMessage(err),
       ),
     ),
   );
