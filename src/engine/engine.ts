@@ -177,6 +177,10 @@ const MAX_CHALLENGES = 100_000;
 /** How an unanswered challenge is named in a ban's events. */
 export const UNANSWERED_EVENT = 'UnansweredChallenge';
 
+/** Shared by every ban without failures (manual, remote): a fleet's catch-up makes 100 000 of them. */
+const NO_EVENTS: Readonly<Record<string, number>> = Object.freeze({});
+const NO_DETAILS: readonly FailureDetail[] = Object.freeze([]);
+
 export class Engine {
   /** Counted event names → their index in policy.events (how a failure records its event). */
   private readonly counted: ReadonlyMap<string, number>;
@@ -468,7 +472,7 @@ export class Engine {
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     if (inForce && options.replace !== true && until <= current.until) return { kind: 'unchanged', until: current.until };
     this.trackers.delete(addr.ip);
-    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, options.reason ?? 'manual', 0, {}, inForce, [], options.origin), replaced: [] };
+    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, options.reason ?? 'manual', 0, NO_EVENTS, inForce, NO_DETAILS, options.origin), replaced: [] };
   }
 
   /** A manual ban of a network: it replaces the bans inside it; ignore lists and own addresses always win. */
@@ -489,7 +493,7 @@ export class Engine {
     if (outer !== undefined) return { kind: 'unchanged', until: this.bans.get(outer[0])?.until ?? until };
     // Everything the network holds (addresses, narrower networks) is covered by it now: lifted.
     const replaced = this.liftInside(text, cidr, now);
-    return { kind: 'banned', decision: { ...this.recordBan(text, family, now, seconds, options.reason ?? 'manual', 0, {}, inForce, [], options.origin), replaces: replaced }, replaced };
+    return { kind: 'banned', decision: { ...this.recordBan(text, family, now, seconds, options.reason ?? 'manual', 0, NO_EVENTS, inForce, NO_DETAILS, options.origin), replaces: replaced }, replaced };
   }
 
   /** Lifts the bans in force inside a network about to be banned (addresses, narrower networks): it covers them. */
@@ -766,9 +770,9 @@ export class Engine {
     seconds: number,
     reason: BanReason,
     failures: number,
-    events: Record<string, number>,
+    events: Readonly<Record<string, number>>,
     extendsBan = false,
-    details: readonly FailureDetail[] = [],
+    details: readonly FailureDetail[] = NO_DETAILS,
     origin?: string,
   ): BanDecision {
     const ip = detach(text);

@@ -10,7 +10,8 @@ export interface BanStart {
  * the starts at construction and adds its own decisions; asking costs no I/O.
  */
 export class BanCounts {
-  private readonly starts = new Map<string, number[]>();
+  /** One start is a bare number (the common case: 100 000 remote bans are 100 000 first bans). */
+  private readonly starts = new Map<string, number | number[]>();
 
   /** keepMs: history older than this is forgotten (BAN_HISTORY_KEEP); Infinity = never. */
   constructor(
@@ -22,7 +23,8 @@ export class BanCounts {
 
   add(ip: string, at: number): void {
     const list = this.starts.get(ip);
-    if (list === undefined) this.starts.set(ip, [at]);
+    if (list === undefined) this.starts.set(ip, at);
+    else if (typeof list === 'number') this.starts.set(ip, [list, at]);
     else list.push(at);
   }
 
@@ -31,6 +33,11 @@ export class BanCounts {
     const list = this.starts.get(ip);
     if (list === undefined) return 0;
     const since = now - this.keepMs;
+    if (typeof list === 'number') {
+      if (list >= since) return 1;
+      this.starts.delete(ip);
+      return 0;
+    }
     const kept = list.filter((at) => at >= since);
     if (kept.length === 0) this.starts.delete(ip);
     else if (kept.length !== list.length) this.starts.set(ip, kept);
