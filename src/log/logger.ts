@@ -11,6 +11,7 @@ export interface Logger {
   info(message: string, meta?: LogMeta): void;
   debug(message: string, meta?: LogMeta): void;
   isDebugEnabled(): boolean;
+  isInfoEnabled(): boolean;
   child(meta: LogMeta): Logger;
 }
 
@@ -82,6 +83,9 @@ class WinstonLogger implements Logger {
   isDebugEnabled(): boolean {
     return this.w.isDebugEnabled();
   }
+  isInfoEnabled(): boolean {
+    return this.w.isInfoEnabled();
+  }
   child(meta: LogMeta): Logger {
     return new WinstonLogger(this.w.child(meta));
   }
@@ -116,5 +120,6 @@ export const silentLogger: Logger = {
   info: () => undefined,
   debug: () => undefined,
   isDebugEnabled: () => false,
+  isInfoEnabled: () => false,
   child: () => silentLogger,
 };

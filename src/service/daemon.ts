@@ -721,7 +721,9 @@ export class Daemon implements ControlTarget {
     if (record.outcome === 'pending') record.outcome = 'enforced';
     this.o.metrics.banLatencySeconds.observe({ reason: d.reason }, (now - d.at) / 1000);
     // A kernel or database batch completes hundreds of bans at once: their log lines are written
-    // a few milliseconds' worth per loop turn, so that a burst never stalls the loop.
+    // a few milliseconds' worth per loop turn, so that a burst never stalls the loop. Below the
+    // level, none is made (a catch-up acknowledges 100 000 at once).
+    if (!this.o.logger.isInfoEnabled()) return;
     this.banLines.push(d);
     this.linesScheduled ??= setImmediate(() => {
       this.writeBanLines(LOG_SLICE_MS);

@@ -28,6 +28,9 @@ export class MemoryLogger implements Logger {
   isDebugEnabled(): boolean {
     return this.debugOn;
   }
+  isInfoEnabled(): boolean {
+    return true;
+  }
   child(meta: LogMeta): Logger {
     return new MemoryLogger(this.lines, this.debugOn, { ...this.base, ...meta });
   }
