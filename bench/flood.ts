@@ -13,7 +13,7 @@
 // BENCH_STALLS=<ms> (print each event-loop stall longer than that, with when).
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -289,9 +289,22 @@ async function main(): Promise<void> {
 
   let maxStall = 0;
   let last = performance.now();
+  // With BENCH_STALLS, each long stall is told with what the main thread did meanwhile (from the
+  // scheduler's own account): on a CPU, or runnable but waiting for one (the other processes and
+  // threads had both cores).
+  const stalls = process.env.BENCH_STALLS === undefined ? undefined : Number(process.env.BENCH_STALLS);
+  const schedstat = (): [number, number] => {
+    const [onCpu = 0, waiting = 0] = readFileSync(`/proc/self/task/${String(process.pid)}/schedstat`, 'utf8').split(' ').map(Number);
+    return [onCpu / 1e6, waiting / 1e6];
+  };
+  let lastSched = stalls === undefined ? [0, 0] : schedstat();
   const stallTimer = setInterval(() => {
     const t = performance.now();
-    if (process.env.BENCH_STALLS !== undefined && t - last - 5 > Number(process.env.BENCH_STALLS)) console.error(`stall ${(t - last - 5).toFixed(1)} ms ending at ${t.toFixed(0)}`);
+    if (stalls !== undefined) {
+      const sched = schedstat();
+      if (t - last - 5 > stalls) console.error(`stall ${(t - last - 5).toFixed(1)} ms ending at ${t.toFixed(0)}: the main thread on a CPU ${(sched[0] - (lastSched[0] ?? 0)).toFixed(1)} ms, waiting for one ${(sched[1] - (lastSched[1] ?? 0)).toFixed(1)} ms`);
+      lastSched = sched;
+    }
     maxStall = Math.max(maxStall, t - last - 5);
     last = t;
   }, 5);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ExpiryQueue } from '../src/engine/expiry-queue.js';
+import { ShardedMap } from '../src/common/sharded-map.js';
 import { BanCounts } from '../src/engine/history.js';
 
 /** A small deterministic generator, so that a failure can be replayed. */
@@ -72,5 +73,48 @@ describe('BanCounts', () => {
     const h = new BanCounts(Number.POSITIVE_INFINITY, [{ ip: '2001:db8::1', startedAt: 1 }]);
     h.add('2001:db8::1', 2);
     expect(h.count('2001:db8::1', Number.MAX_SAFE_INTEGER)).toBe(2);
+  });
+});
+
+describe('ShardedMap', () => {
+  it('holds what a Map holds, for address strings and 32-bit numbers alike', () => {
+    const random = lcg(5);
+    const sharded = new ShardedMap<string | number, number>();
+    const model = new Map<string | number, number>();
+    for (let step = 0; step < 50_000; step++) {
+      const n = Math.floor(random() * 3000);
+      // Strings and numbers, negative ones too (an IPv4 key above 127.255.255.255 is one).
+      const key = random() < 0.5 ? `10.${String(n >> 8)}.${String(n & 255)}.1` : (n * 2_654_435_761) | 0;
+      const r = random();
+      if (r < 0.6) {
+        expect(sharded.set(key, step)).toBe(sharded);
+        model.set(key, step);
+      } else if (r < 0.9) {
+        expect(sharded.delete(key)).toBe(model.delete(key));
+      } else {
+        expect(sharded.get(key)).toBe(model.get(key));
+        expect(sharded.has(key)).toBe(model.has(key));
+      }
+      expect(sharded.size).toBe(model.size);
+    }
+    expect(new Map(sharded)).toEqual(model);
+    expect(new Set(sharded.keys())).toEqual(new Set(model.keys()));
+    expect([...sharded.values()].sort()).toEqual([...model.values()].sort());
+    const seen: [string | number, number][] = [];
+    sharded.forEach((v, k) => seen.push([k, v]));
+    expect(new Map(seen)).toEqual(model);
+    sharded.clear();
+    expect(sharded.size).toBe(0);
+    expect([...sharded]).toEqual([]);
+  });
+
+  it('deletes the oldest entries of a map kept in time order, and only those', () => {
+    const m = new ShardedMap<string, number>();
+    for (let t = 0; t < 5000; t++) m.set(`192.0.${String(t >> 8)}.${String(t & 255)}`, t);
+    m.deleteOldestWhile((at) => at < 3000);
+    expect(m.size).toBe(2000);
+    expect([...m.values()].every((at) => at >= 3000)).toBe(true);
+    expect(m.get('192.0.11.184')).toBe(3000);
+    expect(m.has('192.0.11.183')).toBe(false);
   });
 });

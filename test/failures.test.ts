@@ -63,11 +63,12 @@ describe('FailureTable', () => {
     const table = new FailureTable(100);
     const ips = ['1.2.3.4', '255.255.255.254', '128.0.0.1', '0.0.0.1', '2001:db8::1', '::ffff:1.2.3.4', '10.0.0.10'];
     for (const [i, ip] of ips.entries()) table.add(ip, pack(1000 + i, 0), 0);
-    expect([...table.keys()]).toEqual(ips);
+    // In no particular order (the table is sharded).
+    expect([...table.keys()].sort()).toEqual([...ips].sort());
     expect(table.add('128.0.0.1', pack(2000, 5), 0)).toBe(2);
     expect(table.take('128.0.0.1').map(eventOf)).toEqual([0, 5]);
     table.delete('255.255.255.254');
-    expect([...table.keys()]).toEqual(['1.2.3.4', '0.0.0.1', '2001:db8::1', '::ffff:1.2.3.4', '10.0.0.10']);
+    expect([...table.keys()].sort()).toEqual(['1.2.3.4', '0.0.0.1', '2001:db8::1', '::ffff:1.2.3.4', '10.0.0.10'].sort());
   });
 });
 

@@ -1,5 +1,6 @@
 // The threshold engine: fail2ban's semantics over security events. Pure: time is an argument.
 import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableReason, cidrContains, cidrsOverlap, detach, networkOf, parseBanTarget, parseIp, unbannable } from '../common/ip.js';
+import { ShardedMap } from '../common/sharded-map.js';
 import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
 import { FailureTable, MAX_EVENT_NAMES, type Packed, eventOf, pack, timeOf, transportOf } from './failures.js';
@@ -204,7 +205,7 @@ export class Engine {
   private unansweredNow: { readonly ip: string; readonly at: number }[] = [];
   private readonly unanswered: FailureTable;
   private readonly challengeMs: number;
-  private readonly bans = new Map<string, ActiveBan>();
+  private readonly bans = new ShardedMap<string, ActiveBan>();
   /** The networks among `bans` (keys `address/prefix`): an address inside one is banned already. */
   private readonly networks = new Map<string, Cidr>();
   /** How many banned networks have each prefix length, per family. */

@@ -2,6 +2,7 @@
 // failure is oldest. A distributed scan puts a million addresses here with one failure each, so
 // the common case is kept small: a lone failure is a bare number, not an object with arrays.
 import { detach } from '../common/ip.js';
+import { ShardedMap } from '../common/sharded-map.js';
 
 /**
  * One failure: its time (ms), its transport's code and the index of its event name, packed in one
@@ -88,7 +89,7 @@ interface Segment {
 }
 
 export class FailureTable {
-  private readonly entries = new Map<Key, Entry>();
+  private readonly entries = new ShardedMap<Key, Entry>();
   /**
    * Addresses in the order of their failures, each with the failure's time: the front is the
    * oldest. An address failing again is pushed again; its older places are skipped as stale.

@@ -1,3 +1,5 @@
+import { ShardedMap } from '../common/sharded-map.js';
+
 /** A ban start, as the service loads it from the ban database and hands it to the engine. */
 export interface BanStart {
   readonly ip: string;
@@ -11,7 +13,7 @@ export interface BanStart {
  */
 export class BanCounts {
   /** One start is a bare number (the common case: 100 000 remote bans are 100 000 first bans). */
-  private readonly starts = new Map<string, number | number[]>();
+  private readonly starts = new ShardedMap<string, number | number[]>();
 
   /** keepMs: history older than this is forgotten (BAN_HISTORY_KEEP); Infinity = never. */
   constructor(

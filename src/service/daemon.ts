@@ -2,6 +2,7 @@
 import type { AmiClient } from '../ami/client.js';
 import type { SecurityEvent } from '../ami/security-event.js';
 import { type Cidr, describeUnbannable, parseBanTarget, parseIp } from '../common/ip.js';
+import { ShardedMap } from '../common/sharded-map.js';
 import { DURATION_LIMIT_TEXT, PERMANENT, parseDuration } from '../config/duration.js';
 import type { BanView, ControlTarget, ExplainOutcome, FleetView, ManualBanOutcome, RevokeOutcome, StatusReport, TrustView, UnbanOutcome } from '../control/api.js';
 import type { Metrics } from '../control/metrics.js';
@@ -182,14 +183,14 @@ export class Daemon implements ControlTarget {
   private readonly now: () => number;
   private readonly inFlight = new Set<Promise<void>>();
   /** The bans in force, one record each: what `list` shows (even while the store fails). */
-  private readonly records = new Map<string, BanRecord>();
+  private readonly records = new ShardedMap<string, BanRecord>();
   /** Records whose outcome is `failed`, counted as they change (observers never scan). */
   private failedCount = 0;
   /**
    * Addresses whose ban ended within ENDED_KEEP_MS, oldest first: their element may still be in
    * the kernel for a moment (its timeout started at the commit), so a new ban replaces it.
    */
-  private readonly recentlyEnded = new Map<string, number>();
+  private readonly recentlyEnded = new ShardedMap<string, number>();
   /** Acknowledged bans whose log line is not written yet (a few ms' worth per loop turn). */
   private banLines: BanDecision[] = [];
   private linesScheduled: NodeJS.Immediate | undefined;
@@ -1103,10 +1104,7 @@ export class Daemon implements ControlTarget {
     if (this.o.trunks !== undefined && this.dnsInFlight === undefined && now - this.lastDnsAt >= (this.o.dnsRefreshMs ?? 300_000)) void this.refreshTrunks();
     for (const d of this.o.engine.expire(now)) void this.applyUnban(d);
     for (const d of this.o.engine.challengesDue(now)) this.applyInBackground(d);
-    for (const [ip, at] of this.recentlyEnded) {
-      if (now - at < ENDED_KEEP_MS) break;
-      this.recentlyEnded.delete(ip);
-    }
+    this.recentlyEnded.deleteOldestWhile((at) => now - at >= ENDED_KEEP_MS);
     this.o.engine.prune(now);
     // Trust is not an acknowledgement: written within a sweep of the login.
     this.o.store.recordTrust(this.o.engine.takeTrustChanges());
