@@ -63,6 +63,8 @@ interface Run {
   readonly evicted: number;
   /** Peak RSS of the process that ran this scenario alone. */
   readonly peakRssMiB: number;
+  /** The longest gap between two turns of a 5 ms timer while the events came (ms). */
+  readonly longestStallMs: number;
 }
 
 interface Scenario {
@@ -113,8 +115,16 @@ async function measure(label: string, addresses: number, env: Record<string, str
       if (++seen === EVENTS) resolve(performance.now());
     });
   });
+  let longestStallMs = 0;
+  let last = performance.now();
+  const clock = setInterval(() => {
+    const t = performance.now();
+    if (seen > 0) longestStallMs = Math.max(longestStallMs, t - last - 5);
+    last = t;
+  }, 5);
   client.start();
   const finished = await done;
+  clearInterval(clock);
   const gc = (globalThis as { gc?: () => void }).gc;
   let liveHeapMiB: number | undefined;
   if (gc !== undefined) {
@@ -125,7 +135,7 @@ async function measure(label: string, addresses: number, env: Record<string, str
   child.kill();
   const stats = engine.stats();
   console.error(`  (${label.split(' (')[0] ?? ''}: ${stats.tracked} addresses tracked, ${stats.activeBans} active bans at the end)`);
-  return { label, seconds: (finished - started) / 1000, bans, failures, liveHeapMiB, evicted: stats.evicted, peakRssMiB: process.resourceUsage().maxRSS / 1024 };
+  return { label, seconds: (finished - started) / 1000, bans, failures, liveHeapMiB, evicted: stats.evicted, peakRssMiB: process.resourceUsage().maxRSS / 1024, longestStallMs };
 }
 
 async function main(): Promise<void> {
@@ -155,7 +165,7 @@ async function main(): Promise<void> {
     console.log(r.label);
     console.log(`  ${rate.toLocaleString('en')} events/s  (${r.seconds.toFixed(2)} s; ${r.failures.toLocaleString('en')} failures counted, ${r.bans.toLocaleString('en')} bans, ${r.evicted.toLocaleString('en')} evicted)`);
     if (r.liveHeapMiB !== undefined) console.log(`  live heap after a full GC, engine state held: ${r.liveHeapMiB.toFixed(1)} MiB`);
-    console.log(`  peak RSS of the parsing/engine process: ${r.peakRssMiB.toFixed(0)} MiB`);
+    console.log(`  peak RSS of the parsing/engine process: ${r.peakRssMiB.toFixed(0)} MiB; longest event-loop stall ${r.longestStallMs.toFixed(1)} ms`);
   }
 }
 
