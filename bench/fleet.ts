@@ -119,6 +119,13 @@ function cpuSeconds(pid: number | undefined): { main: number; others: number } {
   return out;
 }
 
+/** The whole machine's CPU so far (/proc/stat, seconds): busy (any process or the kernel) and stolen by the hypervisor. */
+function machineSeconds(): { busy: number; steal: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
+  return { busy: (user + nice + system + irq + softirq) / 100, steal: steal / 100 };
+}
+
 /** What each kind of process used during a phase: where the two cores went. */
 function cpuDuring(before: Map<string, { main: number; others: number }>, after: Map<string, { main: number; others: number }>): string {
   const roles = new Map<string, { main: number; others: number }>();
@@ -264,9 +271,11 @@ async function main(): Promise<void> {
   const watcher = watch(late, lastIp, 10);
   await watcher.ready;
   const quietBefore = new Map([['the origin', cpuSeconds(origin.daemonPid)], ['redis-server', cpuSeconds(redis.pid)]]);
+  const machineBefore = machineSeconds();
   const tC = performance.timeOrigin + performance.now();
   await late.startDaemon();
   const caughtUp = await watcher.present;
+  const machineAfter = machineSeconds();
   const cpuC = cpuDuring(new Map([['the late host', { main: 0, others: 0 }], ...quietBefore]), new Map([['the late host', cpuSeconds(late.daemonPid)], ['the origin', cpuSeconds(origin.daemonPid)], ['redis-server', cpuSeconds(redis.pid)]]));
   const inKernel = new Set(late.elements());
   const absent = [...missed].filter((ip) => !inKernel.has(ip)).length;
@@ -281,7 +290,7 @@ async function main(): Promise<void> {
   console.log(`\nC. a host that missed ${MISSED.toLocaleString('en')} bans, started again:`);
   const since = (l: LogLine | undefined): string => (l === undefined ? '?' : ((Date.parse(String(l.timestamp)) - tC) / 1000).toFixed(2));
   console.log(`   all ${MISSED.toLocaleString('en')} in its kernel ${((caughtUp - tC) / 1000).toFixed(2)} s after its start (the last of the snapshot seen there by a lookup every 10 ms, the watcher using ${(watcher.cpuMs() / 1000).toFixed(2)} s of CPU with its start; then the set listed: ${absent === 0 ? 'none missing' : `${String(absent)} MISSING`}; process start, reconcile, snapshot of ${redis.cli('ZCARD', 'ami2ban:bans')} bans)`);
-  console.log(`   CPU used meanwhile: ${cpuC}`);
+  console.log(`   CPU used meanwhile: ${cpuC}; the whole machine ${(machineAfter.busy - machineBefore.busy).toFixed(2)} s busy (all processes and the kernel, the watcher included), ${(machineAfter.steal - machineBefore.steal).toFixed(2)} s stolen by the hypervisor`);
   // With BENCH_FLEET_LOG_LEVEL=info (the hosts log at warn by default, which hides these):
   const connected = late.lines.find((l) => l.message === 'fleet bus connected');
   if (connected !== undefined) console.log(`   its time line: daemon started ${since(late.lines.find((l) => l.message === 'ami2ban started'))} s, the whole snapshot read (bus connected) ${since(connected)} s; its parts go to the kernel as they are read`);
