@@ -2,15 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ExpiryQueue } from '../src/engine/expiry-queue.js';
 import { ShardedMap } from '../src/common/sharded-map.js';
 import { BanCounts } from '../src/engine/history.js';
-
-/** A small deterministic generator, so that a failure can be replayed. */
-function lcg(seed: number): () => number {
-  let x = seed;
-  return () => {
-    x = (x * 1_103_515_245 + 12_345) % 2 ** 31;
-    return x / 2 ** 31;
-  };
-}
+import { lcg } from './helpers/random.js';
 
 describe('ExpiryQueue', () => {
   it('gives back every entry in the order of its time, only once due, with its address', () => {

@@ -1,14 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { FailureTable, eventOf, pack, timeOf, transportOf } from '../src/engine/failures.js';
-
-/** A small deterministic generator, so that a failure can be replayed. */
-function lcg(seed: number): () => number {
-  let x = seed;
-  return () => {
-    x = (x * 1_103_515_245 + 12_345) % 2 ** 31;
-    return x / 2 ** 31;
-  };
-}
+import { lcg } from './helpers/random.js';
 
 describe('FailureTable', () => {
   it('evicts exactly the address whose last failure is oldest, through many compactions', () => {
