@@ -10,7 +10,8 @@
 // Settings: BENCH_AMI_NODELAY=1 (the sender without Nagle's algorithm), BENCH_ADDRESSES (A's size),
 // BENCH_PHASES=A, BENCH_SETTLE=<s> (a pause between A and B), BENCH_FLOOD=0 and BENCH_SCRAPE=0 (B
 // without its background flood or without scrapes), BENCH_TRACE=1 (where B's time goes),
-// BENCH_STALLS=<ms> (print each event-loop stall longer than that, with when).
+// BENCH_STALLS=<ms> (print each event-loop stall longer than that, with when and, from the
+// scheduler's account, how long the main thread was on a CPU and how long it waited for one).
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
