@@ -366,7 +366,7 @@ class ScriptedConnector implements AmiConnector {
   }
 }
 
-const EVENT = new AmiMessage([
+const EVENT = AmiMessage.of([
   ['Event', 'InvalidAccountID'],
   ['Privilege', 'security,all'],
   ['Severity', 'Error'],

@@ -4,7 +4,7 @@ import { classifyEvent, parseAmiAddress, parseEventTime } from '../src/ami/secur
 import { fixture } from './helpers/fixtures.js';
 
 function message(text: string): AmiMessage {
-  return new AmiMessage(
+  return AmiMessage.of(
     text
       .trim()
       .split('\n')

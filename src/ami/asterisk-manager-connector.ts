@@ -20,10 +20,8 @@ const PIECE = 4096;
 
 function lowerCaseItem(message: AmiMessage): Record<string, string> {
   const item: Record<string, string> = {};
-  for (const [k, v] of message.headers) {
-    const key = k.toLowerCase();
-    item[key] ??= v;
-  }
+  const f = message.fields;
+  for (let i = 0; i + 1 < f.length; i += 2) item[(f[i] ?? '').toLowerCase()] ??= f[i + 1] ?? '';
   return item;
 }
 

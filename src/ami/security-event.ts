@@ -1,7 +1,7 @@
 // Turns AMI messages into typed security events (ami-security-reference.md §2–§4).
 import { type IpFamily, parseIp } from '../common/ip.js';
 import { type SecurityEventName, isSecurityEventName } from '../common/security-events.js';
-import type { AmiMessage, Header } from './parser.js';
+import type { AmiMessage } from './parser.js';
 
 export type Transport = 'UDP' | 'TCP' | 'TLS' | 'WS' | 'WSS';
 
@@ -52,17 +52,24 @@ const NULL_TEXT = '(null)';
 
 /** Parses `IPV4|IPV6/[transport/]addr/port`; `(null)` address = null. Returns a string on error. */
 export function parseAmiAddress(text: string): AmiAddress | null | string {
-  const parts = text.split('/');
-  if (parts.length !== 3 && parts.length !== 4) return `expected 3 or 4 "/"-separated parts in ${JSON.stringify(text)}`;
-  const [familyText, ...rest] = parts;
+  // Cut at the slashes by position (two of these per event in a flood: no array of parts).
+  const s1 = text.indexOf('/');
+  const s2 = s1 === -1 ? -1 : text.indexOf('/', s1 + 1);
+  const s3 = s2 === -1 ? -1 : text.indexOf('/', s2 + 1);
+  if (s2 === -1 || (s3 !== -1 && text.includes('/', s3 + 1))) return `expected 3 or 4 "/"-separated parts in ${JSON.stringify(text)}`;
+  const familyText = s1 === 4 ? text.slice(0, 4) : '';
   if (familyText !== 'IPV4' && familyText !== 'IPV6') return `unknown address family in ${JSON.stringify(text)}`;
   let transport: Transport | null = null;
-  if (rest.length === 3) {
-    const t = rest.shift() ?? '';
+  // Four parts: family/transport/address/port; three: family/address/port.
+  const addrFrom = s3 === -1 ? s1 + 1 : s2 + 1;
+  const portFrom = s3 === -1 ? s2 + 1 : s3 + 1;
+  if (s3 !== -1) {
+    const t = text.slice(s1 + 1, s2);
     if (!TRANSPORTS.has(t)) return `unknown transport in ${JSON.stringify(text)}`;
     transport = t as Transport;
   }
-  const [addrText = '', portText = ''] = rest;
+  const addrText = text.slice(addrFrom, portFrom - 1);
+  const portText = text.slice(portFrom);
   if (addrText === NULL_TEXT) return null;
   const parsed = parseIp(addrText);
   if (parsed === null) return `invalid IP address in ${JSON.stringify(text)}`;
@@ -113,10 +120,10 @@ function sameName(a: string, b: string): boolean {
 
 /** The first header whose name came before (a dozen headers: comparing pairs allocates nothing). */
 function repeatedHeader(msg: AmiMessage): string | null {
-  const h = msg.headers;
-  for (let i = 1; i < h.length; i++) {
-    const k = (h[i] as Header)[0];
-    for (let j = 0; j < i; j++) if (sameName((h[j] as Header)[0], k)) return k;
+  const f = msg.fields;
+  for (let i = 2; i < f.length; i += 2) {
+    const k = f[i] ?? '';
+    for (let j = 0; j < i; j += 2) if (sameName(f[j] ?? '', k)) return k;
   }
   return null;
 }

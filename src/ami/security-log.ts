@@ -30,5 +30,5 @@ export function parseSecurityLogLine(line: string): LogLineResult {
     seen.add(key);
     headers.push([key === 'SecurityEvent' ? 'Event' : key, m[2] ?? '']);
   }
-  return { kind: 'event', message: new AmiMessage(headers) };
+  return { kind: 'event', message: AmiMessage.of(headers) };
 }
