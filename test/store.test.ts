@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -199,6 +199,25 @@ describe('BanStore (a real SQLite file)', () => {
     const file = join(d, 'not-a-dir');
     writeFileSync(file, '');
     expect(() => new BanStore(join(file, 'sub'), { historyKeepMs: H })).toThrow(/cannot open the ban database .*not-a-dir\/sub\/ami2ban\.sqlite: ENOTDIR/);
+  });
+});
+
+describe('BanStore: its writer thread', () => {
+  it('runs at a lower priority than the main thread (nice 5), which keeps its own', async () => {
+    // Linux keeps a nice value per thread: /proc/self/task/<tid>/stat, 19th field.
+    const nices = (): number[] =>
+      readdirSync('/proc/self/task').map((tid) => {
+        const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      });
+    const mainBefore = Number(readFileSync(`/proc/self/task/${String(process.pid)}/stat`, 'utf8').split(') ')[1]?.split(' ')[16]);
+    const before = nices().filter((n) => n === mainBefore + 5).length;
+    const s = new BanStore(dir(), { historyKeepMs: 30 * 24 * H });
+    s.recordBan(ban('192.0.2.80', 1 * H, 600));
+    await s.durable();
+    expect(nices().filter((n) => n === mainBefore + 5).length).toBe(before + 1);
+    expect(Number(readFileSync(`/proc/self/task/${String(process.pid)}/stat`, 'utf8').split(') ')[1]?.split(' ')[16])).toBe(mainBefore);
+    await s.close();
   });
 });
 

@@ -183,11 +183,20 @@ interface Op {
 
 type Reply = { readonly seq: number; readonly changes: number[] } | { readonly seq: number; readonly error: string };
 
+/**
+ * The writer thread's nice value: with both cores busy under a flood, the scheduler gives the main
+ * thread (the ban path) the CPU first (bench:flood A: stalls that waited for a CPU went away).
+ */
+const WRITER_NICE = 5;
+
 // Plain JavaScript evaluated in the thread, so that it runs alike from the TypeScript sources (tests)
 // and from the build. It knows no schema: it runs the named statements it is sent, in one
 // transaction per message, and answers with the rows each changed.
 const WRITER = `
 const { parentPort, workerData } = require('node:worker_threads');
+// Under a flood, the main thread (AMI → engine → kernel) comes first: on Linux a thread has its own
+// nice value, and this one yields the CPU to it. (Lowering one's own priority needs no privilege.)
+try { require('node:os').setPriority(workerData.nice); } catch {}
 const Database = require(workerData.driver);
 let db, run, openError;
 try {
@@ -539,7 +548,7 @@ export class BanStore {
   private worker(): Worker {
     if (this.writer !== undefined) return this.writer;
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    const w = new Worker(WRITER, { eval: true, workerData: { path: this.path, driver, sql: SQL } });
+    const w = new Worker(WRITER, { eval: true, workerData: { path: this.path, driver, sql: SQL, nice: WRITER_NICE } });
     w.unref();
     w.on('message', (r: Reply) => {
       this.settle(r);
