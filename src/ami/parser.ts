@@ -171,8 +171,7 @@ export class AmiParser {
 
   private damage(issue: ParserIssue): void {
     this.damaged ??= issue;
-    if (this.count > 64) this.scratch.length = 0;
-    this.count = 0;
+    this.clearFields();
   }
 
   private endBlock(): void {
@@ -182,12 +181,16 @@ export class AmiParser {
   }
 
   private reset(): void {
-    // A rare large block's strings are let go (they would stay held past their message).
-    if (this.count > 64) this.scratch.length = 0;
-    this.count = 0;
+    this.clearFields();
     this.damaged = undefined;
     this.crlfLines = 0;
     this.lfLines = 0;
+  }
+
+  private clearFields(): void {
+    // A rare large block's strings are let go (they would stay held past their message).
+    if (this.count > 64) this.scratch.length = 0;
+    this.count = 0;
   }
 
   private report(issue: ParserIssue): void {

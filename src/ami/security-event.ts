@@ -57,8 +57,8 @@ export function parseAmiAddress(text: string): AmiAddress | null | string {
   const s2 = s1 === -1 ? -1 : text.indexOf('/', s1 + 1);
   const s3 = s2 === -1 ? -1 : text.indexOf('/', s2 + 1);
   if (s2 === -1 || (s3 !== -1 && text.includes('/', s3 + 1))) return `expected 3 or 4 "/"-separated parts in ${JSON.stringify(text)}`;
-  const familyText = s1 === 4 ? text.slice(0, 4) : '';
-  if (familyText !== 'IPV4' && familyText !== 'IPV6') return `unknown address family in ${JSON.stringify(text)}`;
+  const v4 = s1 === 4 && text.startsWith('IPV4');
+  if (!v4 && !(s1 === 4 && text.startsWith('IPV6'))) return `unknown address family in ${JSON.stringify(text)}`;
   let transport: Transport | null = null;
   // Four parts: family/transport/address/port; three: family/address/port.
   const addrFrom = s3 === -1 ? s1 + 1 : s2 + 1;
@@ -74,7 +74,7 @@ export function parseAmiAddress(text: string): AmiAddress | null | string {
   const parsed = parseIp(addrText);
   if (parsed === null) return `invalid IP address in ${JSON.stringify(text)}`;
   // IPv4-mapped IPv6 normalizes to IPv4; a plain IPv6 text under IPV4 is inconsistent.
-  if (familyText === 'IPV4' && parsed.family !== 'ipv4') return `IPV4 prefix with an IPv6 address in ${JSON.stringify(text)}`;
+  if (v4 && parsed.family !== 'ipv4') return `IPV4 prefix with an IPv6 address in ${JSON.stringify(text)}`;
   let port: number | null = null;
   if (portText !== NULL_TEXT) {
     if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) return `invalid port in ${JSON.stringify(text)}`;
