@@ -264,6 +264,7 @@ describe("daemon: other hosts' bans (the fleet's path)", () => {
 
 /** A bus that emits what the test tells it to. */
 class ScriptedBus extends EventEmitter implements DecisionBus {
+  prepare(): void {}
   start(): void {}
   stop(): Promise<void> {
     return Promise.resolve();

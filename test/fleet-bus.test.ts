@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { RedisServer } from '../src/demo/fleet-lab.js';
 import type { FleetBan } from '../src/fleet/decision.js';
+import { RedisDecisionBus, type RedisBusOptions } from '../src/fleet/redis-bus.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
 
 afterEach(() => {
@@ -54,5 +56,71 @@ describe('the Redis bus when its client module cannot be loaded', () => {
     expect(performance.now() - t0).toBeLessThan(2000);
     expect(bus.status().state).toBe('stopped');
     expect(states).toContain('degraded');
+  });
+});
+
+function options(url: string, hostId: string, extra: Partial<RedisBusOptions> = {}): RedisBusOptions {
+  return {
+    url,
+    name: 'ami2ban',
+    hostId,
+    publish: true,
+    streamMaxLen: 1000,
+    outboxMax: 100,
+    resyncMs: 60_000,
+    cursor: { load: () => null, save: () => undefined },
+    ownBans: (): FleetBan[] => [],
+    logger: new MemoryLogger(),
+    ...extra,
+  };
+}
+
+describe('the Redis bus opened ahead of its start (prepare)', () => {
+  it('connects and reads nothing before start(); start() takes the connection over; a bus prepared and never started closes it', async () => {
+    const redis = await RedisServer.start();
+    const url = `redis://127.0.0.1:${String(redis.port)}`;
+    const clients = (): number => redis.cli('CLIENT', 'LIST').split('\n').filter((l) => l.includes('cmd=')).length;
+    try {
+      const base = clients();
+      redis.cli('SET', 'ami2ban:ban:192.0.2.9', JSON.stringify({ v: 1, op: 'ban', ip: '192.0.2.9', until: Date.now() + 60_000, at: Date.now(), origin: 'pbx-a', reason: 'threshold' }), 'PX', '60000');
+      redis.cli('ZADD', 'ami2ban:bans', String(Date.now() + 60_000), '192.0.2.9');
+      const bus = new RedisDecisionBus(options(url, 'pbx-b'));
+      const parts: string[][] = [];
+      bus.on('snapshot', (bans) => parts.push(bans.map((b) => b.ip)));
+      bus.prepare();
+      // Its two connections (commands and the blocking reader) are open…
+      await vi.waitFor(() => {
+        expect(clients()).toBe(base + 2);
+      });
+      // …and nothing was read or handed over meanwhile.
+      await new Promise((r) => setTimeout(r, 100));
+      expect(parts).toEqual([]);
+      expect(bus.status().state).toBe('connecting');
+      bus.start();
+      await vi.waitFor(() => {
+        expect(bus.status().state).toBe('connected');
+      });
+      expect(parts).toEqual([['192.0.2.9']]);
+      // The prepared connection was taken over, not doubled.
+      expect(clients()).toBe(base + 2);
+      await bus.stop();
+      await vi.waitFor(() => {
+        expect(clients()).toBe(base);
+      });
+
+      // Prepared, then stopped without a start (the daemon's own start failed): nothing stays open.
+      const unstarted = new RedisDecisionBus(options(url, 'pbx-c'));
+      unstarted.prepare();
+      await vi.waitFor(() => {
+        expect(clients()).toBe(base + 2);
+      });
+      await unstarted.stop();
+      await vi.waitFor(() => {
+        expect(clients()).toBe(base);
+      });
+      expect(unstarted.status().state).toBe('stopped');
+    } finally {
+      await redis.kill();
+    }
   });
 });

@@ -49,6 +49,8 @@ export interface BusEvents {
 }
 
 export interface DecisionBus {
+  /** Opens the connection ahead of start(), reading nothing: start() takes it over. */
+  prepare(): void;
   start(): void;
   stop(): Promise<void>;
   /** Queues a decision of this host for the others (batched per loop turn). */

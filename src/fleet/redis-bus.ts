@@ -152,6 +152,8 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   private state: BusState = 'connecting';
   private stopped = false;
   private running: Promise<void> | undefined;
+  /** A connection opened by prepare(), for run() to take over. */
+  private early: Promise<Connection> | undefined;
   private cursor: string | null;
   /** The bus's data generation the cursor belongs to (a key Redis loses with its data). */
   private epoch: string | null;
@@ -187,6 +189,17 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     void redisModule();
   }
 
+  /**
+   * Connects while the daemon's own start waits on nftables and the database (the client's
+   * creation and five round trips), so that start() begins with the snapshot. Its failure is the
+   * first connection attempt's, reported by start().
+   */
+  prepare(): void {
+    if (this.stopped || this.running !== undefined || this.early !== undefined) return;
+    this.early = this.connect();
+    this.early.catch(() => undefined);
+  }
+
   start(): void {
     this.running ??= this.run();
     const every = this.o.heartbeatMs ?? 1000;
@@ -210,6 +223,16 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     if (this.conn !== undefined && this.state === 'connected') await Promise.race([this.flushOutbox(), sleep(2000)]);
     this.setState('stopped', null);
     this.drop();
+    // Prepared, never started (the daemon's start failed): its connection is closed once open.
+    const early = this.early;
+    this.early = undefined;
+    void early?.then(
+      (c) => {
+        c.cmd.destroy();
+        c.reader.destroy();
+      },
+      () => undefined,
+    );
     // A connection attempt to an unreachable server may still be pending: it is not waited for.
     await Promise.race([this.running, sleep(500)]);
   }
@@ -283,7 +306,9 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     let first = true;
     while (!this.stopped) {
       try {
-        const conn = await this.connect();
+        const early = this.early;
+        this.early = undefined;
+        const conn = await (early ?? this.connect());
         this.conn = conn;
         await this.catchUp(conn, first);
         first = false;

@@ -20,6 +20,8 @@ const NO_DETAILS: readonly never[] = [];
 
 /** What the daemon tells the fleet and asks of it (service/fleet-link.ts). */
 export interface FleetPort {
+  /** Opens the connection while the daemon starts; nothing is read or applied before start(). */
+  prepare(): void;
   /** Starts sharing (after the daemon's own bans are reconciled). */
   start(daemon: Daemon): void;
   /** Publishes what is queued (bounded), then stops. */
@@ -223,6 +225,7 @@ export class Daemon implements ControlTarget {
     this.ignoreEntries = ignoreEntries;
     this.staticIgnore = this.o.ignoreIp ?? [];
     this.startedAt = this.now();
+    this.o.fleet?.prepare();
     await this.refreshSelf();
     // Trunks by name are known before anything is reconciled or counted (bounded: a dead DNS
     // server delays the start by at most FIRST_RESOLUTION_MS, then they follow when resolved).

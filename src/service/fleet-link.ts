@@ -55,6 +55,10 @@ export class FleetLink implements FleetPort {
     this.refilledAt = this.now();
   }
 
+  prepare(): void {
+    this.o.bus.prepare();
+  }
+
   /** Starts sharing once the daemon has reconciled its own bans. */
   start(daemon: Daemon): void {
     this.daemon = daemon;
