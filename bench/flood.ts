@@ -294,11 +294,17 @@ async function main(): Promise<void> {
   // scheduler's own account): on a CPU, or runnable but waiting for one (the other processes and
   // threads had both cores).
   const stalls = process.env.BENCH_STALLS === undefined ? undefined : Number(process.env.BENCH_STALLS);
-  const schedstat = (): [number, number] => {
-    const [onCpu = 0, waiting = 0] = readFileSync(`/proc/self/task/${String(process.pid)}/schedstat`, 'utf8').split(' ').map(Number);
-    return [onCpu / 1e6, waiting / 1e6];
+  /** The main thread's time on a CPU and waiting for one (ms), and how many times it ran. */
+  const schedstat = (): [number, number, number] => {
+    const [onCpu = 0, waiting = 0, slices = 0] = readFileSync(`/proc/self/task/${String(process.pid)}/schedstat`, 'utf8').split(' ').map(Number);
+    return [onCpu / 1e6, waiting / 1e6, slices];
   };
-  let lastSched = stalls === undefined ? [0, 0] : schedstat();
+  /** The whole machine's busy time so far (/proc/stat, seconds, all cores). */
+  const machineBusy = (): number => {
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+    return (user + nice + system + irq + softirq) / 100;
+  };
+  let lastSched = stalls === undefined ? [0, 0, 0] : schedstat();
   const stallTimer = setInterval(() => {
     const t = performance.now();
     if (stalls !== undefined) {
@@ -337,13 +343,19 @@ async function main(): Promise<void> {
     const pollerB = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     maxStall = 0;
     last = performance.now();
+    const schedB = schedstat();
+    const busyB = machineBusy();
+    const tB = performance.now();
     sender.send({ phase: 'B' } satisfies ToDriver);
     const { samples, written } = await receive('samples');
     const stallB = maxStall;
+    const schedAfter = schedstat();
+    const waits = schedAfter[2] - schedB[2];
     const b = await stopPoller(pollerB);
     console.log(`\nB. with ${inKernel.toLocaleString('en')} bans active, a 10 000 events/s background flood, /metrics scraped every 5 s:`);
     console.log(`   ban latency, third failure written to the AMI socket → element seen by nft monitor: ${summary(samples)}`);
     console.log(`   longest event-loop stall: ${stallB.toFixed(1)} ms`);
+    console.log(`   meanwhile (${((performance.now() - tB) / 1000).toFixed(1)} s): the daemon's main thread on a CPU ${((schedAfter[0] - schedB[0]) / 1000).toFixed(2)} s, runnable but waiting for one ${((schedAfter[1] - schedB[1]) / 1000).toFixed(2)} s over its ${String(waits)} wake-ups (${((schedAfter[1] - schedB[1]) / Math.max(1, waits)).toFixed(3)} ms each on average); the machine busy ${((machineBusy() - busyB) / ((performance.now() - tB) / 1000) * 50).toFixed(0)} % of its 2 cores`);
     console.log(`   control API /v1/status: ${summary(b.status)}`);
     console.log(`   /metrics scrapes: ${summary(b.metrics)}`);
     if (process.env.BENCH_TRACE === '1') {
