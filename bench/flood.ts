@@ -6,7 +6,8 @@
 //     asks /v1/status every 25 ms);
 //  B. with those 100 000 bans active, a 10 000 events/s background flood and /metrics scraped every
 //     5 s: ban latency from the third failure written to the AMI socket to the element seen by
-//     `nft monitor`, 500 sequential bans.
+//     `nft monitor`, 500 sequential bans; and meanwhile, from the scheduler, how long the daemon's main
+//     thread waited for a CPU at its wake-ups, and how busy the machine was.
 // Settings: BENCH_AMI_NODELAY=1 (the sender without Nagle's algorithm), BENCH_ADDRESSES (A's size),
 // BENCH_PHASES=A, BENCH_SETTLE=<s> (a pause between A and B), BENCH_FLOOD=0 and BENCH_SCRAPE=0 (B
 // without its background flood or without scrapes), BENCH_TRACE=1 (where B's time goes),
