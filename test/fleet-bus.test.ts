@@ -16,20 +16,9 @@ describe('the Redis bus when its client module cannot be loaded', () => {
     vi.doMock('@redis/client', () => {
       throw new Error('Cannot find package @redis/client');
     });
-    const { RedisDecisionBus } = await import('../src/fleet/redis-bus.js');
+    const { RedisDecisionBus: Unloadable } = await import('../src/fleet/redis-bus.js');
     const states: string[] = [];
-    const bus = new RedisDecisionBus({
-      url: 'redis://127.0.0.1:6379',
-      name: 'ami2ban',
-      hostId: 'pbx-a',
-      publish: true,
-      streamMaxLen: 1000,
-      outboxMax: 100,
-      resyncMs: 60_000,
-      cursor: { load: () => null, save: () => undefined },
-      ownBans: (): FleetBan[] => [],
-      logger: new MemoryLogger(),
-    });
+    const bus = new Unloadable(options('redis://127.0.0.1:6379', 'pbx-a'));
     bus.on('state', (s) => states.push(s));
     bus.start();
     await vi.waitFor(() => {
