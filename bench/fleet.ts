@@ -14,6 +14,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { FleetHost, type LogLine, RedisServer } from '../src/demo/fleet-lab.js';
+import { machineSeconds } from './proc.js';
 
 const HOSTS = Number(process.env.BENCH_FLEET_HOSTS ?? 10);
 const SAMPLES = Number(process.env.BENCH_FLEET_SAMPLES ?? 200);
@@ -117,13 +118,6 @@ function cpuSeconds(pid: number | undefined): { main: number; others: number } {
     // ended meanwhile
   }
   return out;
-}
-
-/** The whole machine's CPU so far (/proc/stat, seconds): busy (any process or the kernel) and stolen by the hypervisor. */
-function machineSeconds(): { busy: number; steal: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
-  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
-  return { busy: (user + nice + system + irq + softirq) / 100, steal: steal / 100 };
 }
 
 /** What each kind of process used during a phase: where the two cores went. */

@@ -27,6 +27,7 @@ import { ControlServer } from '../src/control/server.js';
 import { FakeAmiServer } from '../src/demo/fake-ami-server.js';
 import { createLogger } from '../src/log/logger.js';
 import { buildDaemon } from '../src/service/build.js';
+import { machineSeconds } from './proc.js';
 
 const TABLE = 'ami2ban_flood';
 const N = Number(process.env.BENCH_ADDRESSES ?? 100_000);
@@ -300,11 +301,6 @@ async function main(): Promise<void> {
     const [onCpu = 0, waiting = 0, slices = 0] = readFileSync(`/proc/self/task/${String(process.pid)}/schedstat`, 'utf8').split(' ').map(Number);
     return [onCpu / 1e6, waiting / 1e6, slices];
   };
-  /** The whole machine's busy time so far (/proc/stat, seconds, all cores). */
-  const machineBusy = (): number => {
-    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
-    return (user + nice + system + irq + softirq) / 100;
-  };
   let lastSched = stalls === undefined ? [0, 0, 0] : schedstat();
   const stallTimer = setInterval(() => {
     const t = performance.now();
@@ -345,7 +341,7 @@ async function main(): Promise<void> {
     maxStall = 0;
     last = performance.now();
     const schedB = schedstat();
-    const busyB = machineBusy();
+    const busyB = machineSeconds().busy;
     const tB = performance.now();
     sender.send({ phase: 'B' } satisfies ToDriver);
     const { samples, written } = await receive('samples');
@@ -356,7 +352,7 @@ async function main(): Promise<void> {
     console.log(`\nB. with ${inKernel.toLocaleString('en')} bans active, a 10 000 events/s background flood, /metrics scraped every 5 s:`);
     console.log(`   ban latency, third failure written to the AMI socket → element seen by nft monitor: ${summary(samples)}`);
     console.log(`   longest event-loop stall: ${stallB.toFixed(1)} ms`);
-    console.log(`   meanwhile (${((performance.now() - tB) / 1000).toFixed(1)} s): the daemon's main thread on a CPU ${((schedAfter[0] - schedB[0]) / 1000).toFixed(2)} s, runnable but waiting for one ${((schedAfter[1] - schedB[1]) / 1000).toFixed(2)} s over its ${String(waits)} wake-ups (${((schedAfter[1] - schedB[1]) / Math.max(1, waits)).toFixed(3)} ms each on average); the machine busy ${((machineBusy() - busyB) / ((performance.now() - tB) / 1000) * 50).toFixed(0)} % of its 2 cores`);
+    console.log(`   meanwhile (${((performance.now() - tB) / 1000).toFixed(1)} s): the daemon's main thread on a CPU ${((schedAfter[0] - schedB[0]) / 1000).toFixed(2)} s, runnable but waiting for one ${((schedAfter[1] - schedB[1]) / 1000).toFixed(2)} s over its ${String(waits)} wake-ups (${((schedAfter[1] - schedB[1]) / Math.max(1, waits)).toFixed(3)} ms each on average); the machine busy ${((machineSeconds().busy - busyB) / ((performance.now() - tB) / 1000) * 50).toFixed(0)} % of its 2 cores`);
     console.log(`   control API /v1/status: ${summary(b.status)}`);
     console.log(`   /metrics scrapes: ${summary(b.metrics)}`);
     if (process.env.BENCH_TRACE === '1') {
