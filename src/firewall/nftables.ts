@@ -167,7 +167,7 @@ export class NftablesFirewall implements Firewall {
     return new Promise((resolve) => {
       const outcome = many(items.length, resolve);
       for (const [index, b] of items.entries()) this.queue.push({ kind: b.replace ? 'set' : 'add', ip: b.ip, family: b.family, seconds: b.seconds, outcome, index });
-      this.queued();
+      this.queued(true);
     });
   }
 
@@ -312,13 +312,18 @@ export class NftablesFirewall implements Firewall {
     });
   }
 
-  /** A transaction now when a batch is full, else on the next turn (or after flushDelayMs). */
-  private queued(): void {
-    if (this.queue.length >= this.maxBatch) {
+  /**
+   * A transaction now when a batch is full or whole (`banMany`), else once the code that queued
+   * it has run (or after flushDelayMs): bans decided in one slice of input share a transaction,
+   * and it is sent before the loop turns to anything else (database, fleet, other input).
+   */
+  private queued(whole = false): void {
+    if (this.queue.length >= this.maxBatch || (whole && this.flushing === undefined)) {
       void this.flush();
     } else if (this.flushTimer === undefined && this.flushing === undefined) {
-      // By default the next turn of the loop: a burst decided in one slice shares a transaction.
+      let cancelled = false;
       const go = (): void => {
+        if (cancelled) return;
         this.flushTimer = undefined;
         void this.flush();
       };
@@ -327,8 +332,8 @@ export class NftablesFirewall implements Firewall {
         const t = setTimeout(go, delay);
         this.flushTimer = { cancel: () => { clearTimeout(t); } };
       } else {
-        const i = setImmediate(go);
-        this.flushTimer = { cancel: () => { clearImmediate(i); } };
+        queueMicrotask(go);
+        this.flushTimer = { cancel: () => { cancelled = true; } };
       }
     }
   }

@@ -153,7 +153,8 @@ export class FleetLink implements FleetPort {
         }
         // Stream decisions after a snapshot cut short (its connection lost, no new snapshot taken):
         // what it sent to the kernel is recorded first.
-        if (this.daemon !== undefined) await this.recordDecided(this.daemon);
+        // (Not awaited when there is none: the decisions go to the kernel before the loop goes on.)
+        if (this.daemon !== undefined && this.snapshotDecided.length > 0) await this.recordDecided(this.daemon);
         for (let i = 0; i < item.ds.length; i += SLICE) {
           this.receive(item.ds.slice(i, i + SLICE));
           if (i + SLICE < item.ds.length) await nextTurn();
