@@ -321,6 +321,9 @@ describe("daemon: the fleet's snapshot, applied part by part as it is read", () 
       // The stream goes on without a new snapshot: the cut-short part is recorded first.
       bus.emit('decisions', [ban('192.0.2.5')]);
       await expectEventually(() => acknowledged('192.0.2.4') && acknowledged('192.0.2.5'));
+      // Stream decisions go to the kernel as the bus hands them over, before the loop goes on.
+      bus.emit('decisions', [ban('192.0.2.6')]);
+      expect(inKernel()).toContain('192.0.2.6');
       part(['192.0.2.3'], true, true);
       await expectEventually(() => inKernel().join() === '192.0.2.3');
     } finally {

@@ -675,6 +675,32 @@ describe.each(BACKENDS)('nftables firewall contract: %s', (_name, makeRunner) =>
   });
 });
 
+describe('nftables firewall on the addon: the kernel first', () => {
+  beforeEach(() => {
+    nft('flush', 'ruleset');
+  });
+
+  it('bans decided in one block of code share one transaction, in the kernel before the loop turns; banMany\'s before it returns', async () => {
+    const fw = firewall(new AddonRunner());
+    await fw.start();
+    const before = fw.stats.transactions;
+    // Registered before the bans: it runs at the loop's next turn, ahead of anything they queue there.
+    let atNextTurn: string[] = [];
+    setImmediate(() => {
+      atNextTurn = [...setElements(TABLE, 'ipv4_addr').keys()].sort();
+    });
+    const bans = [fw.ban('192.0.2.70', 'ipv4', 60), fw.ban('192.0.2.71', 'ipv4', 60)];
+    await new Promise((r) => setImmediate(r));
+    expect(atNextTurn).toEqual(['192.0.2.70', '192.0.2.71']);
+    await Promise.all(bans);
+    expect(fw.stats.transactions - before).toBe(1);
+    const many = fw.banMany([{ ip: '192.0.2.72', family: 'ipv4', seconds: 60, replace: false }]);
+    expect(setElements(TABLE, 'ipv4_addr').has('192.0.2.72')).toBe(true);
+    expect(await many).toEqual([null]);
+    await fw.stop();
+  });
+});
+
 describe('nftables firewall start', () => {
   it('without CAP_NET_ADMIN the start fails with a message that says so', async () => {
     const denied: NftRunner = {
