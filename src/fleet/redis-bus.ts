@@ -247,8 +247,10 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
       this.outboxDropped += n;
     }
     if (this.flushScheduled || this.state !== 'connected') return;
+    // Once the code that decided it has run (the decisions of one slice go together), after the
+    // kernel's transaction, which was queued first.
     this.flushScheduled = true;
-    setImmediate(() => {
+    queueMicrotask(() => {
       this.flushScheduled = false;
       void this.flushOutbox();
     });
