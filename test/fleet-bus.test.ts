@@ -113,3 +113,50 @@ describe('the Redis bus opened ahead of its start (prepare)', () => {
     }
   });
 });
+
+describe('the Redis bus publishing', () => {
+  it('sends what was decided together in one script, in order: a longer ban kept, last writer wins, permanent bans; a reader gets them in one reply', async () => {
+    const redis = await RedisServer.start();
+    const url = `redis://127.0.0.1:${String(redis.port)}`;
+    const a = new RedisDecisionBus(options(url, 'pbx-a'));
+    const b = new RedisDecisionBus(options(url, 'pbx-b'));
+    const replies: string[][] = [];
+    b.on('decisions', (ds) => replies.push(ds.map((d) => `${d.op} ${d.ip}`)));
+    try {
+      a.start();
+      b.start();
+      await vi.waitFor(() => {
+        expect([a.status().state, b.status().state]).toEqual(['connected', 'connected']);
+      });
+      const now = Date.now();
+      const ban = (ip: string, until: number, at = now): FleetBan => ({ op: 'ban', ip, until, at, origin: 'pbx-a', reason: 'threshold' });
+      a.publish(ban('192.0.2.1', now + 7_200_000));
+      a.publish(ban('192.0.2.4', now + 3_600_000, now + 10));
+      await vi.waitFor(() => {
+        expect(replies.flat()).toEqual(['ban 192.0.2.1', 'ban 192.0.2.4']);
+      });
+      replies.length = 0;
+
+      a.publish(ban('192.0.2.1', now + 3_600_000)); // shorter than the one in force: kept as it is
+      a.publish(ban('192.0.2.2', Number.POSITIVE_INFINITY));
+      a.publish(ban('192.0.2.3', now + 3_600_000));
+      a.publish({ op: 'unban', ip: '192.0.2.3', at: now + 1, origin: 'pbx-a' });
+      a.publish({ op: 'unban', ip: '192.0.2.4', at: now + 5, origin: 'pbx-a' }); // older than the ban: the ban stays
+      await vi.waitFor(() => {
+        expect(a.status().published).toEqual({ ban: 5, unban: 2 });
+        expect(replies.length).toBeGreaterThan(0);
+      });
+      expect(replies).toEqual([['ban 192.0.2.2', 'ban 192.0.2.3', 'unban 192.0.2.3']]);
+      expect(JSON.parse(redis.cli('GET', 'ami2ban:ban:192.0.2.1')) as FleetBan).toMatchObject({ until: now + 7_200_000 });
+      expect(redis.cli('ZRANGE', 'ami2ban:bans', '0', '-1', 'WITHSCORES').split('\n')).toEqual(['192.0.2.4', String(now + 3_600_000), '192.0.2.1', String(now + 7_200_000), '192.0.2.2', 'inf']);
+      expect(redis.cli('PTTL', 'ami2ban:ban:192.0.2.2')).toBe('-1');
+      expect(Number(redis.cli('PTTL', 'ami2ban:ban:192.0.2.1'))).toBeGreaterThan(7_000_000);
+      expect(redis.cli('EXISTS', 'ami2ban:ban:192.0.2.3')).toBe('0');
+      expect(redis.cli('XLEN', 'ami2ban:stream')).toBe('5');
+    } finally {
+      await a.stop();
+      await b.stop();
+      await redis.kill();
+    }
+  });
+});

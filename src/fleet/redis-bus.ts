@@ -48,6 +48,8 @@ export interface RedisBusOptions {
 
 const READ_COUNT = 1000;
 const CHUNK = 1000;
+// Decisions per publishing script: a burst reaches the readers in replies of this many.
+const PUBLISH_BATCH = 250;
 const BLOCK_MS = 1000;
 const RETRY_MIN_MS = 200;
 const RETRY_MAX_MS = 5000;
@@ -56,31 +58,41 @@ const FAIL_FLUSH_MS = 250;
 // Addresses counted per flush (4 per second): a scan of more is counted in part (the local threshold still holds).
 const MAX_COUNTED = 10_000;
 
-// A ban is stored unless a longer one of the address is (or, re-asserting, any); every stored one goes on the stream.
-const PUBLISH_BAN = `
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  if ARGV[5] == '1' then return 0 end
-  local ok, old = pcall(cjson.decode, cur)
-  if ok and type(old) == 'table' and (old['until'] == cjson.null or (ARGV[2] ~= 'inf' and type(old['until']) == 'number' and old['until'] >= tonumber(ARGV[2]))) then return 0 end
+// Decisions in order, in one script: the hosts reading the stream get them in one reply, not one
+// each. KEYS: the sorted set, the stream, then each decision's key; ARGV: MAXLEN, '1' when
+// re-asserting, then op, ip, until ('inf': permanent) or the unban's time, entry per decision.
+// A ban is stored unless a longer one of the address is (or, re-asserting, any); last writer wins
+// for an unban (a ban decided after it stays). Every stored decision goes on the stream; 1 or 0 each.
+const PUBLISH = `
+local out = {}
+for k = 3, #KEYS do
+  local a = 3 + (k - 3) * 4
+  local op, ip, t, entry = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local cur = redis.call('GET', KEYS[k])
+  local ok, old = false, nil
+  if cur then ok, old = pcall(cjson.decode, cur) end
+  local keep = false
+  if op == 'ban' then
+    if cur and (ARGV[2] == '1' or (ok and type(old) == 'table' and (old['until'] == cjson.null or (t ~= 'inf' and type(old['until']) == 'number' and old['until'] >= tonumber(t))))) then keep = true end
+    if not keep then
+      if t == 'inf' then redis.call('SET', KEYS[k], entry) else redis.call('SET', KEYS[k], entry, 'PXAT', t) end
+      redis.call('ZADD', KEYS[1], t, ip)
+    end
+  else
+    if cur and ok and type(old) == 'table' and type(old['at']) == 'number' and old['at'] > tonumber(t) then keep = true end
+    if not keep then
+      if cur then redis.call('DEL', KEYS[k]) end
+      redis.call('ZREM', KEYS[1], ip)
+    end
+  end
+  if keep then
+    out[#out + 1] = 0
+  else
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'd', entry)
+    out[#out + 1] = 1
+  end
 end
-if ARGV[2] == 'inf' then redis.call('SET', KEYS[1], ARGV[3]) else redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[2]) end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[3])
-return 1
-`;
-
-// Last writer wins: a ban decided after the unban stays.
-const PUBLISH_UNBAN = `
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ok, old = pcall(cjson.decode, cur)
-  if ok and type(old) == 'table' and type(old['at']) == 'number' and old['at'] > tonumber(ARGV[2]) then return 0 end
-  redis.call('DEL', KEYS[1])
-end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[3])
-return 1
+return out
 `;
 
 // Adds this host's failures to the current bucket and sums the window; the first host over the
@@ -125,7 +137,7 @@ async function newClient(options: { url?: string; password?: string; disableOffl
 interface Connection {
   readonly cmd: Client;
   readonly reader: Client;
-  readonly sha: { readonly ban: string; readonly unban: string; readonly count: string };
+  readonly sha: { readonly publish: string; readonly count: string };
   /** The data generation of this Redis (set by the first host after it started empty). */
   readonly epoch: string;
 }
@@ -400,10 +412,10 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
       // After a failover the old primary comes back as a replica: never write there.
       const role = await cmd.sendCommand<unknown[]>(['ROLE']);
       if (role[0] !== 'master') throw new Error(`${this.describe()} is a ${String(role[0])}, not the primary`);
-      const [ban, unban, count] = await Promise.all([PUBLISH_BAN, PUBLISH_UNBAN, COUNT_FAILURES].map((s) => cmd.sendCommand<string>(['SCRIPT', 'LOAD', s])));
+      const [publish, count] = await Promise.all([PUBLISH, COUNT_FAILURES].map((s) => cmd.sendCommand<string>(['SCRIPT', 'LOAD', s])));
       await cmd.sendCommand(['SET', `${this.o.name}:epoch`, randomUUID(), 'NX']);
       const epoch = (await cmd.sendCommand<string | null>(['GET', `${this.o.name}:epoch`])) ?? '';
-      return { cmd, reader, sha: { ban: ban ?? '', unban: unban ?? '', count: count ?? '' }, epoch };
+      return { cmd, reader, sha: { publish: publish ?? '', count: count ?? '' }, epoch };
     } catch (err) {
       cmd.destroy();
       reader.destroy();
@@ -517,13 +529,20 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     return `${this.o.name}:ban:${ip}`;
   }
 
-  private send(conn: Connection, d: FleetDecision, onlyIfMissing: boolean): Promise<number> {
-    const keys = [this.banKey(d.ip), this.keys.bans, this.keys.stream];
-    const entry = encode(d);
-    const maxLen = String(this.o.streamMaxLen);
-    if (d.op === 'unban') return conn.cmd.sendCommand<number>(['EVALSHA', conn.sha.unban, '3', ...keys, d.ip, String(d.at), entry, maxLen]);
-    const until = d.until === Number.POSITIVE_INFINITY ? 'inf' : String(Math.round(d.until));
-    return conn.cmd.sendCommand<number>(['EVALSHA', conn.sha.ban, '3', ...keys, d.ip, until, entry, maxLen, onlyIfMissing ? '1' : '0']);
+  /** Decisions in order, PUBLISH_BATCH per script (one stream reply for the readers); 1 or 0 each (stored or not). */
+  private async send(conn: Connection, ds: readonly FleetDecision[], onlyIfMissing: boolean): Promise<number[]> {
+    const calls: Promise<number[]>[] = [];
+    for (let i = 0; i < ds.length; i += PUBLISH_BATCH) {
+      const keys: string[] = [this.keys.bans, this.keys.stream];
+      const args: string[] = [String(this.o.streamMaxLen), onlyIfMissing ? '1' : '0'];
+      for (const d of ds.slice(i, i + PUBLISH_BATCH)) {
+        keys.push(this.banKey(d.ip));
+        const t = d.op === 'unban' ? String(d.at) : d.until === Number.POSITIVE_INFINITY ? 'inf' : String(Math.round(d.until));
+        args.push(d.op, d.ip, t, encode(d));
+      }
+      calls.push(conn.cmd.sendCommand<number[]>(['EVALSHA', conn.sha.publish, String(keys.length), ...keys, ...args]));
+    }
+    return (await Promise.all(calls)).flat();
   }
 
   private async flushOutbox(): Promise<void> {
@@ -535,7 +554,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
         if (conn === undefined || this.state !== 'connected') return;
         const batch = this.outbox.splice(0, CHUNK);
         try {
-          await Promise.all(batch.map((d) => this.send(conn, d, false)));
+          await this.send(conn, batch, false);
         } catch (err) {
           // Kept, oldest first, for the next connection.
           this.outbox = batch.concat(this.outbox);
@@ -558,7 +577,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
       let chunk: FleetBan[] = [];
       let restored = 0;
       const send = async (): Promise<void> => {
-        const r = await Promise.all(chunk.map((d) => this.send(conn, d, true)));
+        const r = await this.send(conn, chunk, true);
         restored += r.filter((n) => n === 1).length;
         chunk = [];
       };
