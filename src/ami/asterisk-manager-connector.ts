@@ -12,7 +12,7 @@ import { type AmiMessage, AmiParser } from './parser.js';
 type Pending = (err: Error) => void;
 
 /** Longest the parser and what it feeds (the engine, the ban path) hold the event loop at once. */
-const SLICE_MS = 3;
+const SLICE_MS = 1;
 /** Bytes read but not yet parsed past which the socket is paused (TCP pushes back on Asterisk). */
 const INBOX_HIGH = 1 << 20;
 /** Bytes parsed between two looks at the clock: ~40 events, well under a millisecond. */
