@@ -179,8 +179,8 @@ const MAX_CHALLENGES = 100_000;
 export const UNANSWERED_EVENT = 'UnansweredChallenge';
 
 /** Shared by every ban without failures (manual, remote): a fleet's catch-up makes 100 000 of them. */
-const NO_EVENTS: Readonly<Record<string, number>> = Object.freeze({});
-const NO_DETAILS: readonly FailureDetail[] = Object.freeze([]);
+export const NO_EVENTS: Readonly<Record<string, number>> = Object.freeze({});
+export const NO_DETAILS: readonly FailureDetail[] = Object.freeze([]);
 
 export class Engine {
   /** Counted event names → their index in policy.events (how a failure records its event). */

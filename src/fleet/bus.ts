@@ -53,7 +53,7 @@ export interface DecisionBus {
   prepare(): void;
   start(): void;
   stop(): Promise<void>;
-  /** Queues a decision of this host for the others (batched per loop turn). */
+  /** Queues a decision of this host for the others (those decided together go out together, after their kernel transaction). */
   publish(d: FleetDecision): void;
   /** Adds failures of an address seen here to the fleet-wide count (batched). */
   countFailures(ip: string, n: number): void;

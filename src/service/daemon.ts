@@ -6,7 +6,7 @@ import { ShardedMap } from '../common/sharded-map.js';
 import { DURATION_LIMIT_TEXT, PERMANENT, parseDuration } from '../config/duration.js';
 import type { BanView, ControlTarget, ExplainOutcome, FleetView, ManualBanOutcome, RevokeOutcome, StatusReport, TrustView, UnbanOutcome } from '../control/api.js';
 import type { Metrics } from '../control/metrics.js';
-import { BAN_REASONS, type BanDecision, type BanReason, type Engine, type IgnoreReason, type UnbanDecision } from '../engine/engine.js';
+import { BAN_REASONS, type BanDecision, type BanReason, type Engine, type IgnoreReason, NO_DETAILS, NO_EVENTS, type UnbanDecision } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
 import type { BanItem, ExistingBan, Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log/logger.js';
@@ -15,8 +15,6 @@ import { banLogFields, toEngineEvent } from './pipeline.js';
 import { type Enforcer, reconcile } from './reconcile.js';
 import type { SelfResult } from './self.js';
 import type { TrunkNames } from './trunks.js';
-
-const NO_DETAILS: readonly never[] = [];
 
 /** What the daemon tells the fleet and asks of it (service/fleet-link.ts). */
 export interface FleetPort {
@@ -289,7 +287,7 @@ export class Daemon implements ControlTarget {
       // In the kernel but unknown to the store (e.g. the database was replaced): adopt and record it.
       if (!engine.adopt(k.ip, k.expiresAt, now)) continue;
       const previousBans = store.previousBans(k.ip);
-      this.records.set(k.ip, newRecord({ ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: {}, details: NO_DETAILS, previousBans, origin: null, local: false }, now));
+      this.records.set(k.ip, newRecord({ ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: NO_EVENTS, details: NO_DETAILS, previousBans, origin: null, local: false }, now));
       store.recordBan({
         ip: k.ip,
         family: k.family,

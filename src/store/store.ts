@@ -194,8 +194,7 @@ const WRITER_NICE = 5;
 // transaction per message, and answers with the rows each changed.
 const WRITER = `
 const { parentPort, workerData } = require('node:worker_threads');
-// Under a flood, the main thread (AMI → engine → kernel) comes first: on Linux a thread has its own
-// nice value, and this one yields the CPU to it. (Lowering one's own priority needs no privilege.)
+// WRITER_NICE: on Linux a thread has its own nice value (raising one's own needs no privilege).
 try { require('node:os').setPriority(workerData.nice); } catch {}
 const Database = require(workerData.driver);
 let db, run, openError;
