@@ -365,8 +365,9 @@ export class Engine {
     const noted = this.accounts.take(ip);
     const escalated = this.escalate(ip, family, now, failures);
     if (escalated !== undefined) return escalated;
-    const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
-    return this.recordBan(ip, family, now, seconds, 'threshold', failures.length, this.eventCounts(failures), false, this.detailsOf(failures, noted));
+    const previous = this.history.count(ip, now);
+    const seconds = nextBanSeconds(this.policy, previous, this.random);
+    return this.recordBan(ip, family, now, seconds, previous, 'threshold', failures.length, this.eventCounts(failures), false, this.detailsOf(failures, noted));
   }
 
   /** `{ InvalidAccountID: 2, … }` of packed failures. */
@@ -414,11 +415,12 @@ export class Engine {
     const cidr = parseBanTarget(net)?.cidr;
     if (cidr == null || this.ignore.overlaps(cidr) || this.holdsSelf(cidr)) return undefined;
     const replaces = this.liftInside(net, cidr, now);
-    const seconds = nextBanSeconds(this.policy, this.history.count(net, now), this.random);
+    const previous = this.history.count(net, now);
+    const seconds = nextBanSeconds(this.policy, previous, this.random);
     // `named`: failures that are not counted events (unanswered challenges) carry that name.
     const events = named === undefined ? this.eventCounts(failures) : { [named]: failures.length };
     const details = this.detailsOf(failures, []).map((d) => (named === undefined ? d : { ...d, event: named }));
-    return { ...this.recordBan(net, family, now, seconds, 'subnet', failures.length, events, false, details), replaces };
+    return { ...this.recordBan(net, family, now, seconds, previous, 'subnet', failures.length, events, false, details), replaces };
   }
 
   private confirmTrust(event: EngineEvent, now: number): void {
@@ -468,12 +470,12 @@ export class Engine {
     const current = this.bans.get(addr.ip);
     const inForce = current !== undefined && current.until > now;
     // A ban in force is counted in the history already: this one continues it.
-    const previous = this.history.count(addr.ip, now) - (inForce ? 1 : 0);
-    const seconds = banSeconds(options, now) ?? nextBanSeconds(this.policy, Math.max(0, previous), this.random);
+    const previous = Math.max(0, this.history.count(addr.ip, now) - (inForce ? 1 : 0));
+    const seconds = banSeconds(options, now) ?? nextBanSeconds(this.policy, previous, this.random);
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     if (inForce && options.replace !== true && until <= current.until) return { kind: 'unchanged', until: current.until };
     this.trackers.delete(addr.ip);
-    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, options.reason ?? 'manual', 0, NO_EVENTS, inForce, NO_DETAILS, options.origin), replaced: [] };
+    return { kind: 'banned', decision: this.recordBan(addr.ip, addr.family, now, seconds, previous, options.reason ?? 'manual', 0, NO_EVENTS, inForce, NO_DETAILS, options.origin), replaced: [] };
   }
 
   /** A manual ban of a network: it replaces the bans inside it; ignore lists and own addresses always win. */
@@ -486,15 +488,15 @@ export class Engine {
     if (this.ignore.overlaps(cidr)) return { kind: 'refused', reason: 'holds-excluded', what: 'an address of the ignore list (BAN_IGNOREIP)' };
     const current = this.bans.get(text);
     const inForce = current !== undefined && current.until > now;
-    const previous = this.history.count(text, now) - (inForce ? 1 : 0);
-    const seconds = banSeconds(options, now) ?? nextBanSeconds(this.policy, Math.max(0, previous), this.random);
+    const previous = Math.max(0, this.history.count(text, now) - (inForce ? 1 : 0));
+    const seconds = banSeconds(options, now) ?? nextBanSeconds(this.policy, previous, this.random);
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     if (inForce && options.replace !== true && until <= current.until) return { kind: 'unchanged', until: current.until };
     const outer = [...this.networks].find(([k, c]) => k !== text && cidrsOverlap(c, cidr) && c.prefix < cidr.prefix && (this.bans.get(k)?.until ?? 0) > now);
     if (outer !== undefined) return { kind: 'unchanged', until: this.bans.get(outer[0])?.until ?? until };
     // Everything the network holds (addresses, narrower networks) is covered by it now: lifted.
     const replaced = this.liftInside(text, cidr, now);
-    return { kind: 'banned', decision: { ...this.recordBan(text, family, now, seconds, options.reason ?? 'manual', 0, NO_EVENTS, inForce, NO_DETAILS, options.origin), replaces: replaced }, replaced };
+    return { kind: 'banned', decision: { ...this.recordBan(text, family, now, seconds, previous, options.reason ?? 'manual', 0, NO_EVENTS, inForce, NO_DETAILS, options.origin), replaces: replaced }, replaced };
   }
 
   /** Lifts the bans in force inside a network about to be banned (addresses, narrower networks): it covers them. */
@@ -731,8 +733,9 @@ export class Engine {
       return;
     }
     const details = challenges.slice(-MAX_DETAILS_PER_BAN).map((p): FailureDetail => ({ at: timeOf(p), event: UNANSWERED_EVENT, account: '', transport: '' }));
-    const seconds = nextBanSeconds(this.policy, this.history.count(ip, now), this.random);
-    out.push(this.recordBan(ip, addr.family, now, seconds, 'unanswered', n, { [UNANSWERED_EVENT]: n }, false, details));
+    const previous = this.history.count(ip, now);
+    const seconds = nextBanSeconds(this.policy, previous, this.random);
+    out.push(this.recordBan(ip, addr.family, now, seconds, previous, 'unanswered', n, { [UNANSWERED_EVENT]: n }, false, details));
   }
 
   /** An outcome ends the request on its Call-ID: the next counted event there is a new request. */
@@ -764,11 +767,13 @@ export class Engine {
     this.requestsSwappedAt = now;
   }
 
+  /** previousBans: the address's bans within the history before this one (its caller counted them). */
   private recordBan(
     text: string,
     family: IpFamily,
     now: number,
     seconds: number,
+    previousBans: number,
     reason: BanReason,
     failures: number,
     events: Readonly<Record<string, number>>,
@@ -777,7 +782,6 @@ export class Engine {
     origin?: string,
   ): BanDecision {
     const ip = detach(text);
-    const previousBans = Math.max(0, this.history.count(ip, now) - (extendsBan ? 1 : 0));
     const until = seconds === Number.POSITIVE_INFINITY ? seconds : now + seconds * 1000;
     this.setBan(ip, family, until);
     if (until !== Number.POSITIVE_INFINITY) this.expiry.push(until, ip);
