@@ -89,10 +89,10 @@ async function waitUntil(what: string, ok: () => boolean, timeoutMs: number): Pr
 }
 
 /**
- * A watcher in the host's namespace (bench/watch-element.ts): `ready` once it asks the kernel,
- * `present` with the epoch time (ms) the address was first seen in the host's address set.
+ * A watcher in the host's namespace (bench/watch-element.ts) for some addresses: `ready` once it
+ * asks the kernel, `present(ip)` with the epoch time (ms) that address was first seen in the
+ * host's address set.
  */
-/** Watches a host's kernel for addresses; `present(ip)` is when that one got there (epoch ms). */
 function watch(host: FleetHost, ips: readonly string[], everyMs: number): { ready: Promise<void>; present: (ip: string) => Promise<number>; cpuMs: () => number } {
   const child = host.spawnInside([process.execPath, fileURLToPath(new URL('./watch-element.js', import.meta.url)), 'ami2ban', 'ipv4_addr', ips.join(','), String(everyMs)]);
   let out = '';
