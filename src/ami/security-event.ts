@@ -58,7 +58,8 @@ export function parseAmiAddress(text: string): AmiAddress | null | string {
   const s3 = s2 === -1 ? -1 : text.indexOf('/', s2 + 1);
   if (s2 === -1 || (s3 !== -1 && text.includes('/', s3 + 1))) return `expected 3 or 4 "/"-separated parts in ${JSON.stringify(text)}`;
   const v4 = s1 === 4 && text.startsWith('IPV4');
-  if (!v4 && !(s1 === 4 && text.startsWith('IPV6'))) return `unknown address family in ${JSON.stringify(text)}`;
+  const v6 = s1 === 4 && text.startsWith('IPV6');
+  if (!v4 && !v6) return `unknown address family in ${JSON.stringify(text)}`;
   let transport: Transport | null = null;
   // Four parts: family/transport/address/port; three: family/address/port.
   const addrFrom = s3 === -1 ? s1 + 1 : s2 + 1;
