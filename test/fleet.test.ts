@@ -72,6 +72,13 @@ describe('a fleet of three hosts on one Redis', () => {
     const fb = (await fleetOf(b));
     expect(fb).toMatchObject({ enabled: true, state: 'connected', hostId: 'pbx-b', rejected: { 'ignore-list': 1 }, applied: { ban: 1 } });
 
+    // IPv6: an address, and a network banned by hand on B, in every host's own sets.
+    a.attack('2001:db8::7', 3);
+    for (const h of [a, b, c]) await h.waitElements('2001:db8::7 banned', (e) => e.includes('2001:db8::7'), 'ipv6_addr');
+    expect((await b.api('POST', '/v1/bans', { ip: '2001:db8:1::/64' })).status).toBe(201);
+    for (const h of [a, c]) await h.waitElements('2001:db8:1::/64 banned', (e) => e.some((x) => x.includes('2001:db8:1::') && x.includes('64')), 'ipv6_net');
+    expect((await listOf(c)).find((x) => x.ip === '2001:db8:1::/64')).toMatchObject({ origin: 'pbx-b' });
+
     // An operator lifts it on C: lifted on A (its origin) and B.
     expect((await c.api('DELETE', '/v1/bans/203.0.113.7')).status).toBe(200);
     for (const h of [a, b, c]) await h.waitElements('203.0.113.7 lifted', (e) => !e.includes('203.0.113.7'));
@@ -88,7 +95,7 @@ describe('a fleet of three hosts on one Redis', () => {
     const fa = (await fleetOf(a));
     expect(fa.hosts.map((h) => h.id)).toEqual(['pbx-a', 'pbx-b', 'pbx-c']);
     expect(r.cli('HKEYS', 'ami2ban:hosts').split('\n').sort()).toEqual(['pbx-a', 'pbx-b', 'pbx-c']);
-    expect(fa.published.ban).toBe(3);
+    expect(fa.published.ban).toBe(4);
     expect(fa.published.unban).toBe(0);
   });
 });

@@ -318,12 +318,13 @@ export class FleetHost {
 
   /** The AMI text of failed SIP requests from an address (each its own request). */
   failures(ip: string, times: number, first = 0): string {
+    const family = ip.includes(':') ? 'IPV6' : 'IPV4';
     let text = '';
     for (let n = first; n < first + times; n++) {
       text +=
         `Event: InvalidAccountID\r\nPrivilege: security,all\r\nEventTV: 2026-11-21T22:36:02.621+0000\r\nSeverity: Error\r\n` +
         `Service: PJSIP\r\nEventVersion: 1\r\nAccountID: fleet\r\nSessionID: ${this.name}-${ip}-${String(n)}@test\r\n` +
-        `LocalAddress: IPV4/UDP/${this.nsAddress}/5060\r\nRemoteAddress: IPV4/UDP/${ip}/5060\r\n\r\n`;
+        `LocalAddress: IPV4/UDP/${this.nsAddress}/5060\r\nRemoteAddress: ${family}/UDP/${ip}/5060\r\n\r\n`;
     }
     return text;
   }
