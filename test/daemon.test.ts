@@ -105,6 +105,7 @@ describe('daemon start: store and firewall reconciled', () => {
     store.recordBan(row('192.0.2.1', 3600)); // lost from the kernel
     store.recordBan(row('192.0.2.2', 3600)); // in the kernel for only a minute more
     store.recordBan(row('192.0.2.3', 3600)); // in the kernel as recorded
+    store.recordBan({ ...row('192.0.2.5', 60), at: now - 7200_000, until: now - 7140_000 }); // ended while down
     await store.close();
     const firewall = new MemoryFirewall();
     firewall.existing = [
@@ -123,10 +124,15 @@ describe('daemon start: store and firewall reconciled', () => {
       for (const ip of ['192.0.2.1', '192.0.2.2']) expect(firewall.elements.get(ip)?.seconds).toBeGreaterThan(3590);
       expect(log.lines.find((l) => l.message === 'ami2ban started')?.meta).toMatchObject({ activeBans: 4, restoredToFirewall: 2, adoptedFromFirewall: 1 });
       expect(daemon.bans().map((b) => `${b.ip} ${b.reason}`).sort()).toEqual(['192.0.2.1 threshold', '192.0.2.2 threshold', '192.0.2.3 threshold', '192.0.2.4 adopted']);
+      // The ban that ended while it was down is closed in the database, after the start.
+      await expectEventually(() => log.lines.some((l) => l.message === 'bans that ended while ami2ban was down closed in the database' && l.meta.bans === 1));
     } finally {
       await daemon.stop();
       await server.stop();
     }
+    const after = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
+    expect(after.history('192.0.2.5').map((h) => h.endReason)).toEqual(['expired']);
+    await after.close();
   });
 });
 

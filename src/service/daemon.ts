@@ -232,8 +232,14 @@ export class Daemon implements ControlTarget {
       await Promise.race([first, new Promise((r) => setTimeout(r, FIRST_RESOLUTION_MS).unref())]);
     }
     const { store, engine, firewall, logger } = this.o;
+    // Not waited for: reconciliation reads only bans in force, and the writer thread boots meanwhile.
+    void store.expireDue(this.startedAt).then(
+      (n) => {
+        if (n > 0) logger.info('bans that ended while ami2ban was down closed in the database', { bans: n });
+      },
+      () => undefined,
+    );
     const inKernel = await firewall.start();
-    const expiredWhileDown = await store.expireDue(this.startedAt);
     this.firewallState = 'ready';
     const now = this.now();
     const plan = reconcile(store.activeBans(now), inKernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
@@ -309,7 +315,6 @@ export class Daemon implements ControlTarget {
       restoredToFirewall: restored,
       adoptedFromFirewall: plan.adopt.length,
       liftedAsExcluded: plan.lift.length,
-      expiredWhileDown,
     });
     this.o.fleet?.start(this);
     this.o.ami.on('event', this.onEvent);
