@@ -237,6 +237,7 @@ export class Daemon implements ControlTarget {
       (n) => {
         if (n > 0) logger.info('bans that ended while ami2ban was down closed in the database', { bans: n });
       },
+      // A failed write is logged by the store's error handler, and retried.
       () => undefined,
     );
     const inKernel = await firewall.start();
