@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import Database from 'better-sqlite3';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -133,6 +134,37 @@ describe('daemon start: store and firewall reconciled', () => {
     const after = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
     expect(after.history('192.0.2.5').map((h) => h.endReason)).toEqual(['expired']);
     await after.close();
+  });
+});
+
+describe('daemon start: a ban database that cannot be written', () => {
+  it('the start does not wait for it: closing the bans that ended meanwhile fails, is logged, and is done once it can be', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ami2ban-'));
+    const now = Date.now();
+    const store = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
+    store.recordBan({ ip: '192.0.2.5', family: 'ipv4', at: now - 7200_000, banSeconds: 60, until: now - 7140_000, reason: 'threshold', failures: 3, events: {}, previousBans: 0 });
+    await store.close();
+    // Another connection holds the write lock (readers go on): every write of ours fails at once.
+    const other = new Database(join(dir, 'ami2ban.sqlite'));
+    other.exec('BEGIN IMMEDIATE');
+    const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
+    const port = await server.start();
+    const log = new MemoryLogger([], false);
+    const { daemon } = buildDaemon(config({ AMI_PORT: String(port), STATE_DIR: dir }), log, 'test', { firewall: new MemoryFirewall() });
+    const closed = (): boolean => log.lines.some((l) => l.message === 'bans that ended while ami2ban was down closed in the database' && l.meta.bans === 1);
+    try {
+      await daemon.start();
+      expect(log.lines.some((l) => l.message === 'ami2ban started')).toBe(true);
+      await expectEventually(() => log.lines.some((l) => l.message === 'ban database write failed'));
+      expect(closed()).toBe(false);
+      other.exec('COMMIT');
+      await expectEventually(closed, 10_000);
+    } finally {
+      if (other.inTransaction) other.exec('COMMIT');
+      other.close();
+      await daemon.stop();
+      await server.stop();
+    }
   });
 });
 
