@@ -13,6 +13,7 @@ import { buildDaemon } from './service/build.js';
 import type { Daemon } from './service/daemon.js';
 import { eventSummary, failureLines } from './service/pipeline.js';
 import { type ReplayResult, Replayer } from './service/replay.js';
+import { diskAnswers } from './store/store.js';
 
 export interface CliIo {
   readonly env: Env;
@@ -29,6 +30,8 @@ export interface CliIo {
 
 /** Bound on a clean stop; past it the process exits anyway. */
 const STOP_DEADLINE_MS = 4500;
+// How often a start waiting for STATE_DIR's disk says so.
+const STATE_DIR_WAIT_MS = 5000;
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -202,6 +205,31 @@ function fleetSecrets(config: Config): string[] {
   return out;
 }
 
+/**
+ * Waits until STATE_DIR's disk answers a write, saying so every STATE_DIR_WAIT_MS; false when a stop
+ * came first. The bans already in the kernel stay enforced meanwhile.
+ */
+async function waitForStateDir(dir: string, logger: Logger, stop: Promise<unknown>): Promise<boolean> {
+  const answered = diskAnswers(dir).then(() => true);
+  const stopped = stop.then(() => false);
+  for (let waited = 0; ; ) {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => {
+        resolve(undefined);
+      }, STATE_DIR_WAIT_MS);
+    });
+    const outcome = await Promise.race([answered, stopped, late]);
+    clearTimeout(timer);
+    if (outcome !== undefined) {
+      if (!outcome) logger.error('stopped while waiting for STATE_DIR to answer', { stateDir: dir });
+      return outcome;
+    }
+    waited += STATE_DIR_WAIT_MS;
+    logger.error('STATE_DIR does not answer: a write to it has not completed (disk hung?); waiting for it before starting, the bans in the kernel stay enforced', { stateDir: dir, waitedSeconds: waited / 1000 });
+  }
+}
+
 async function run(io: CliIo): Promise<number> {
   const config = configOrExit(io, 'daemon');
   if (typeof config === 'number') return config;
@@ -222,6 +250,7 @@ async function run(io: CliIo): Promise<number> {
     events: config.ban.events.join(','),
     ignoreIp: config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`).join(','),
   });
+  if (!(await waitForStateDir(config.stateDir, logger, io.stopSignal))) return EXIT_FAILURE;
   let daemon: Daemon;
   let control: ControlServer;
   let observability: ControlServer | undefined;

@@ -1190,6 +1190,50 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     }
   });
 
+  it('a start while the disk under STATE_DIR is hung says so; it starts once the disk answers, or stops when told to', async () => {
+    const m = freezableMount();
+    const started: ChildProcess[] = [];
+    const WAITING = 'STATE_DIR does not answer: a write to it has not completed (disk hung?); waiting for it before starting, the bans in the kernel stay enforced';
+    const run = (): { child: ChildProcess; said: (message: string) => boolean; exited: Promise<number | null> } => {
+      const child = startCli(['run'], { ...env, STATE_DIR: join(m.dir, 'state') });
+      daemons.add(child);
+      started.push(child);
+      let out = '';
+      child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      const said = (message: string): boolean => out.split('\n').some((l) => l.startsWith('{') && (JSON.parse(l) as { message?: string }).message === message);
+      return { child, said, exited };
+    };
+    try {
+      mkdirSync(join(m.dir, 'state'));
+      m.freeze();
+      // Told to stop while it waits: it says so, and ends (once the disk lets its stuck write go).
+      const first = run();
+      await vi.waitUntil(() => first.said(WAITING), { timeout: 10_000, interval: 50 });
+      first.child.kill('SIGTERM');
+      await vi.waitUntil(() => first.said('stopped while waiting for STATE_DIR to answer'), { timeout: 5000, interval: 20 });
+      m.thaw();
+      expect(await first.exited).toBe(1);
+
+      m.freeze();
+      const subscribed = server.nextSubscription();
+      const second = run();
+      await vi.waitUntil(() => second.said(WAITING), { timeout: 10_000, interval: 50 });
+      expect(second.said('control API listening')).toBe(false);
+      m.thaw();
+      await vi.waitUntil(() => second.said('control API listening'), { timeout: 10_000, interval: 20 });
+      await subscribed;
+      const ips = attack(3);
+      await vi.waitUntil(() => { const k = setElements(TABLE, 'ipv4_addr'); return ips.every((ip) => k.has(ip)); }, { timeout: 10_000, interval: 20 });
+      second.child.kill('SIGTERM');
+      expect(await second.exited).toBe(0);
+    } finally {
+      m.thaw();
+      for (const c of started) if (c.exitCode === null) c.kill('SIGKILL');
+      m.cleanup();
+    }
+  });
+
   it('a full disk under STATE_DIR: bans still reach the kernel, the store says why, and catches up once there is room', async () => {
     const m = smallTmpfs(2048);
     let d: RunningDaemon | undefined;

@@ -2,6 +2,7 @@
 // bans after a restart or a reboot. Writes run on a worker thread: a hung or full disk delays the
 // acknowledgement of a ban, never its way to the kernel.
 import { mkdirSync } from 'node:fs';
+import { utimes } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -262,6 +263,19 @@ export function makeDirectory(path: string): void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
   }
+}
+
+/**
+ * Resolves once the disk under `dir` answers a write (its time stamps touched, on libuv's thread
+ * pool): a hung disk (fsfreeze, a dead network volume) blocks every write, and opening SQLite there
+ * would block the main thread as long, saying nothing. A directory not made yet answers (made later).
+ */
+export function diskAnswers(dir: string): Promise<void> {
+  const now = new Date();
+  return utimes(dir, now, now).then(
+    () => undefined,
+    () => undefined,
+  );
 }
 
 export class BanStore {
