@@ -268,7 +268,8 @@ export function makeDirectory(path: string): void {
 /**
  * Resolves once the disk under `dir` answers a write (its time stamps touched, on libuv's thread
  * pool): a hung disk (fsfreeze, a dead network volume) blocks every write, and opening SQLite there
- * would block the main thread as long, saying nothing. A directory not made yet answers (made later).
+ * would block the main thread as long, saying nothing. An error is an answer too (no such directory
+ * yet, a read-only one): opening the database makes it or reports it.
  */
 export function diskAnswers(dir: string): Promise<void> {
   const now = new Date();
