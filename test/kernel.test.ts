@@ -829,6 +829,7 @@ interface RunningDaemon {
   readonly child: ChildProcess;
   readonly lines: () => Record<string, unknown>[];
   readonly exited: Promise<number | null>;
+  readonly output: () => string;
 }
 
 // Daemons a failed test did not stop: killed after each test so they cannot rebuild the table under the next.
@@ -838,7 +839,8 @@ afterEach(() => {
   daemons.clear();
 });
 
-async function startDaemon(env: Record<string, string>): Promise<RunningDaemon> {
+/** `ami2ban run` started, its output parsed as it comes; startDaemon waits until it listens. */
+function spawnDaemon(env: Record<string, string>): RunningDaemon {
   const child = startCli(['run'], env);
   daemons.add(child);
   let out = '';
@@ -852,9 +854,14 @@ async function startDaemon(env: Record<string, string>): Promise<RunningDaemon> 
       .slice(0, -1)
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-  await vi.waitUntil(() => lines().some((l) => l.message === 'control API listening') || child.exitCode !== null, { timeout: 10_000, interval: 20 });
-  if (child.exitCode !== null) throw new Error(`daemon exited: ${out}`);
-  return { child, lines, exited };
+  return { child, lines, exited, output: () => out };
+}
+
+async function startDaemon(env: Record<string, string>): Promise<RunningDaemon> {
+  const d = spawnDaemon(env);
+  await vi.waitUntil(() => d.lines().some((l) => l.message === 'control API listening') || d.child.exitCode !== null, { timeout: 10_000, interval: 20 });
+  if (d.child.exitCode !== null) throw new Error(`daemon exited: ${d.output()}`);
+  return d;
 }
 
 describe('operating it: CLI, restarts and reboots on the real kernel', () => {
@@ -1194,15 +1201,10 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     const m = freezableMount();
     const started: ChildProcess[] = [];
     const WAITING = 'STATE_DIR does not answer: a write to it has not completed (disk hung?); waiting for it before starting, the bans in the kernel stay enforced';
-    const run = (): { child: ChildProcess; said: (message: string) => boolean; exited: Promise<number | null> } => {
-      const child = startCli(['run'], { ...env, STATE_DIR: join(m.dir, 'state') });
-      daemons.add(child);
-      started.push(child);
-      let out = '';
-      child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-      const said = (message: string): boolean => out.split('\n').some((l) => l.startsWith('{') && (JSON.parse(l) as { message?: string }).message === message);
-      return { child, said, exited };
+    const run = (): RunningDaemon & { said: (message: string) => boolean } => {
+      const d = spawnDaemon({ ...env, STATE_DIR: join(m.dir, 'state') });
+      started.push(d.child);
+      return { ...d, said: (message) => d.lines().some((l) => l.message === message) };
     };
     try {
       mkdirSync(join(m.dir, 'state'));
