@@ -1,6 +1,7 @@
 // The `ami2ban` command line: run, check-config, replay.
 import { createReadStream } from 'node:fs';
 import { hostname } from 'node:os';
+import { isAbsolute, relative, resolve } from 'node:path';
 import { type Config, type ControlListen, type Env, loadConfig, loadIgnoreList } from './config/config.js';
 import { formatDuration } from './config/duration.js';
 import { VARIABLES } from './config/variables.js';
@@ -30,7 +31,8 @@ export interface CliIo {
 
 /** Bound on a clean stop; past it the process exits anyway. */
 const STOP_DEADLINE_MS = 4500;
-// How often a start waiting for STATE_DIR's disk says so.
+// How long a start waits for STATE_DIR's disk before it goes on without its database, and how
+// often it then says that the disk still does not answer.
 const STATE_DIR_WAIT_MS = 5000;
 
 export const EXIT_OK = 0;
@@ -205,29 +207,67 @@ function fleetSecrets(config: Config): string[] {
   return out;
 }
 
+/** Whether the disk under STATE_DIR answered within `ms`, or a stop came first. */
+async function stateDirWithin(answered: Promise<void>, stop: Promise<unknown>, ms: number): Promise<'answered' | 'stopped' | 'late'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => {
+      resolve('late');
+    }, ms);
+  });
+  const outcome = await Promise.race([answered.then(() => 'answered' as const), stop.then(() => 'stopped' as const), late]);
+  clearTimeout(timer);
+  return outcome;
+}
+
+const WITHOUT_DATABASE = 'bans go to the kernel; their acknowledgements, the ban history and the fleet wait for it';
+
 /**
- * Waits until STATE_DIR's disk answers a write, saying so every STATE_DIR_WAIT_MS; false when a stop
- * came first. The bans already in the kernel stay enforced meanwhile.
+ * After a start without the database: says every STATE_DIR_WAIT_MS that STATE_DIR does not answer;
+ * true once it does, false when a stop came first.
  */
-async function waitForStateDir(dir: string, logger: Logger, stop: Promise<unknown>): Promise<boolean> {
-  const answered = diskAnswers(dir).then(() => true);
-  const stopped = stop.then(() => false);
-  for (let waited = 0; ; ) {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => {
-        resolve(undefined);
-      }, STATE_DIR_WAIT_MS);
-    });
-    const outcome = await Promise.race([answered, stopped, late]);
-    clearTimeout(timer);
-    if (outcome !== undefined) {
-      if (!outcome) logger.error('stopped while waiting for STATE_DIR to answer', { stateDir: dir });
-      return outcome;
-    }
+async function awaitStateDir(dir: string, answered: Promise<void>, logger: Logger, stop: Promise<unknown>): Promise<boolean> {
+  for (let waited = STATE_DIR_WAIT_MS; ; ) {
+    const outcome = await stateDirWithin(answered, stop, STATE_DIR_WAIT_MS);
+    if (outcome !== 'late') return outcome === 'answered';
     waited += STATE_DIR_WAIT_MS;
-    logger.error('STATE_DIR does not answer: a write to it has not completed (disk hung?); waiting for it before starting, the bans in the kernel stay enforced', { stateDir: dir, waitedSeconds: waited / 1000 });
+    logger.error(`STATE_DIR still does not answer (disk hung?): ${WITHOUT_DATABASE}`, { stateDir: dir, waitedSeconds: waited / 1000 });
   }
+}
+
+async function listenControl(control: ControlServer, config: Config, logger: Logger): Promise<void> {
+  await control.listen();
+  logger.info('control API listening', { address: control.address, bearerAuth: config.control.token !== undefined });
+}
+
+function isWithin(path: string, dir: string): boolean {
+  const rel = relative(resolve(dir), resolve(path));
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+/**
+ * After a start without the database: opens it once STATE_DIR answers (then the control socket, if
+ * it lives there). Resolves with why when that fails; never when it works or a stop comes first.
+ */
+async function openWhenAnswered(
+  daemon: Daemon,
+  control: ControlServer,
+  controlLater: boolean,
+  config: Config,
+  answered: Promise<void>,
+  logger: Logger,
+  stop: Promise<unknown>,
+): Promise<string> {
+  const never = new Promise<string>(() => undefined);
+  if (!(await awaitStateDir(config.stateDir, answered, logger, stop))) return never;
+  try {
+    await daemon.openStore();
+    if (controlLater) await listenControl(control, config, logger);
+  } catch (err) {
+    logger.error('start failed', { error: errorMessage(err), ...(err instanceof Ami2banError ? { code: err.code } : {}) });
+    return `the ban database could not be opened once STATE_DIR answered: ${errorMessage(err)}`;
+  }
+  return never;
 }
 
 async function run(io: CliIo): Promise<number> {
@@ -250,12 +290,29 @@ async function run(io: CliIo): Promise<number> {
     events: config.ban.events.join(','),
     ignoreIp: config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`).join(','),
   });
-  if (!(await waitForStateDir(config.stateDir, logger, io.stopSignal))) return EXIT_FAILURE;
+  // A hung disk (fsfreeze, a dead network volume) blocks every write to it, opening SQLite there
+  // included: past STATE_DIR_WAIT_MS the daemon starts without its database rather than wait.
+  const answered = diskAnswers(config.stateDir);
+  const disk = await stateDirWithin(answered, io.stopSignal, STATE_DIR_WAIT_MS);
+  if (disk === 'stopped') {
+    logger.error('stopped while waiting for STATE_DIR to answer', { stateDir: config.stateDir });
+    return EXIT_FAILURE;
+  }
+  const deferred = disk === 'late';
+  if (deferred) {
+    logger.error(`STATE_DIR does not answer: a write to it has not completed (disk hung?); starting without the ban database: ${WITHOUT_DATABASE}`, {
+      stateDir: config.stateDir,
+      waitedSeconds: STATE_DIR_WAIT_MS / 1000,
+    });
+  }
+  // A control socket in STATE_DIR cannot be made there either: it follows the database.
+  const listen = config.control.listen;
+  const controlLater = deferred && listen.kind === 'unix' && isWithin(listen.path, config.stateDir);
   let daemon: Daemon;
   let control: ControlServer;
   let observability: ControlServer | undefined;
   try {
-    const built = buildDaemon(config, logger, io.version);
+    const built = buildDaemon(config, logger, io.version, { deferStore: deferred });
     daemon = built.daemon;
     control = new ControlServer({
       listen: config.control.listen,
@@ -268,9 +325,8 @@ async function run(io: CliIo): Promise<number> {
       observability = new ControlServer({ listen: config.metricsListen, token: undefined, target: daemon, metrics: built.metrics, observabilityOnly: true });
     }
     await daemon.start(config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`));
-    await control.listen();
+    if (!controlLater) await listenControl(control, config, logger);
     await observability?.listen();
-    logger.info('control API listening', { address: control.address, bearerAuth: config.control.token !== undefined });
     if (observability !== undefined) logger.info('metrics listening', { address: observability.address });
   } catch (err) {
     // A clear line naming what failed (database path, nftables, listen address), no stack trace.
@@ -281,7 +337,12 @@ async function run(io: CliIo): Promise<number> {
     logger.info('SIGHUP: reloading the ignore list');
     reloadIgnoreList(env, daemon, logger);
   });
-  const ended = await Promise.race([io.stopSignal.then((signal) => ({ signal, fatal: undefined })), daemon.fatal.then((fatal) => ({ signal: undefined, fatal }))]);
+  const storeFailed = deferred ? openWhenAnswered(daemon, control, controlLater, config, answered, logger, io.stopSignal) : new Promise<string>(() => undefined);
+  const ended = await Promise.race([
+    io.stopSignal.then((signal) => ({ signal, fatal: undefined })),
+    daemon.fatal.then((fatal) => ({ signal: undefined, fatal })),
+    storeFailed.then((fatal) => ({ signal: undefined, fatal })),
+  ]);
   if (ended.fatal !== undefined) logger.error('giving up: exiting so that the orchestrator restarts ami2ban', { reason: ended.fatal });
   else logger.info('stopping', { signal: ended.signal });
   const stopped = (async () => {

@@ -168,6 +168,79 @@ describe('daemon start: a ban database that cannot be written', () => {
   });
 });
 
+describe('daemon start without its database (STATE_DIR did not answer)', () => {
+  it('bans go to the kernel at once, acknowledged once the database opens; then the stored bans are reconciled with what was done meanwhile', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ami2ban-'));
+    const now = Date.now();
+    const before = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
+    const row = (ip: string, reason = 'threshold'): Parameters<BanStore['recordBan']>[0] => ({ ip, family: 'ipv4', at: now - 1000, banSeconds: 3600, until: now + 3599_000, reason, failures: 3, events: {}, previousBans: 0 });
+    before.recordBan(row('192.0.2.1')); // lost from the kernel: restored once the database opens
+    before.recordBan(row('192.0.2.2', 'manual')); // in the kernel: taken as it is, then known as manual
+    before.recordBan(row('192.0.2.3')); // in the kernel, now ignored: lifted at once, closed once it opens
+    before.recordBan(row('192.0.2.6')); // in the kernel, unbanned meanwhile: stays unbanned
+    // Banned before (ended): its next ban is twice as long once the history is read.
+    before.recordBan({ ...row('198.51.100.8'), at: now - 86400_000, until: now - 86400_000 + 3600_000 });
+    await before.close();
+    const firewall = new MemoryFirewall();
+    const existing = (ip: string): { ip: string; family: 'ipv4'; expiresAt: number } => ({ ip, family: 'ipv4', expiresAt: now + 3599_000 });
+    firewall.existing = ['192.0.2.2', '192.0.2.3', '192.0.2.4', '192.0.2.6'].map(existing);
+    const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
+    const port = await server.start();
+    const log = new MemoryLogger([], false);
+    const { daemon } = buildDaemon(config({ AMI_PORT: String(port), STATE_DIR: dir, BAN_IGNOREIP: '192.0.2.3', BAN_INCREMENT: 'true' }), log, 'test', { firewall, deferStore: true });
+    const attack = (ip: string, session: string): void => {
+      server.broadcast([0, 1, 2].map((n) => `Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${session}${n}\r\nRemoteAddress: IPV4/TCP/${ip}/5038\r\n\r\n`).join(''));
+    };
+    const reasons = (): string[] => daemon.bans().map((b) => `${b.ip} ${b.reason}`).sort();
+    const acked = (ip: string): boolean => log.lines.some((l) => l.message === 'ban' && l.meta.ip === ip);
+    try {
+      const subscribed = server.nextSubscription();
+      await daemon.start();
+      await subscribed;
+      expect(log.lines.find((l) => l.message === 'ami2ban started')?.meta).toMatchObject({ activeBans: 3, adoptedFromFirewall: 3, liftedAsExcluded: 1 });
+      expect(firewall.operations).toEqual(['unban 192.0.2.3']);
+      expect(reasons()).toEqual(['192.0.2.2 adopted', '192.0.2.4 adopted', '192.0.2.6 adopted']);
+      expect(daemon.status().store.healthy).toBe(false);
+      expect(daemon.status().store.lastError).toMatch(/is not open yet: STATE_DIR does not answer/);
+      const unexplained = await daemon.explain('192.0.2.2');
+      expect(unexplained.kind === 'failed' ? unexplained.message : '').toMatch(/not open yet/);
+      attack('198.51.100.7', 'a');
+      await expectEventually(() => firewall.elements.has('198.51.100.7'));
+      // In the kernel, not durable: not acknowledged. An unban is done in the kernel, not answered as done.
+      expect(await daemon.unban('192.0.2.6')).toMatchObject({ kind: 'failed', status: 503 });
+      expect(firewall.elements.has('192.0.2.6')).toBe(false);
+      expect(acked('198.51.100.7')).toBe(false);
+
+      await daemon.openStore();
+      await expectEventually(() => acked('198.51.100.7'));
+      await expectEventually(() => firewall.elements.has('192.0.2.1'));
+      expect(log.lines.find((l) => l.message === 'the ban database answers: its bans reconciled with the kernel')?.meta).toMatchObject({
+        stored: 3,
+        restoredToFirewall: 1,
+        adoptedFromFirewall: 1,
+        liftedAsExcluded: 1,
+      });
+      expect(reasons()).toEqual(['192.0.2.1 threshold', '192.0.2.2 manual', '192.0.2.4 adopted', '198.51.100.7 threshold']);
+      expect([...firewall.elements.keys()].sort()).toEqual(['192.0.2.1', '198.51.100.7']);
+      expect(daemon.status().store).toMatchObject({ healthy: true, lastError: null });
+      expect(await daemon.explain('192.0.2.2')).toMatchObject({ kind: 'explained', history: [{ rule: 'manual', ended: null }] });
+      attack('198.51.100.8', 'b');
+      await expectEventually(() => firewall.elements.has('198.51.100.8'));
+      expect(firewall.elements.get('198.51.100.8')?.seconds).toBe(7200);
+      expect(firewall.elements.get('198.51.100.7')?.seconds).toBe(3600);
+    } finally {
+      await daemon.stop();
+      await server.stop();
+    }
+    const after = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
+    const ends = (ip: string): (string | null)[] => after.history(ip).map((h) => h.endReason);
+    expect(ends('192.0.2.3')).toEqual(['ignored']);
+    expect(ends('192.0.2.6')).toEqual(['manual']);
+    expect(after.activeBans(Date.now()).map((b) => `${b.ip} ${b.reason}`).sort()).toEqual(['192.0.2.1 threshold', '192.0.2.2 manual', '192.0.2.4 adopted', '198.51.100.7 threshold', '198.51.100.8 threshold']);
+    await after.close();
+  });
+});
+
 describe('daemon: what the firewall is asked to do', () => {
   it('a new ban is added; a ban of an address banned now, or a moment ago, replaces its element', async () => {
     const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });

@@ -590,6 +590,22 @@ describe('trust learned from real logins (BAN_TRUST_SUCCESS)', () => {
     expect(restarted.trustedPairs(0)).toEqual([{ ip: '192.0.2.77', account: '1003', until: 1000 * S }]);
     expect([1, 2, 3].map((i) => restarted.observe(ev('192.0.2.77', { name: 'ChallengeResponseFailed', account: '1003' }), i * 100 * S).kind)).toEqual(['counted', 'counted', 'counted']);
   });
+
+  it('history read after the start (the database answered late): adds the earlier bans and trusted pairs to what this run learned; a pair confirmed since keeps its newer expiry', () => {
+    const e = new Engine(policy({ BAN_IGNOREIP: '', BAN_INCREMENT: 'true', BAN_TRUST_SUCCESS: 'true', BAN_TRUST_TTL: '1h' }));
+    login(e, '192.0.2.78', '1004', 10 * S);
+    e.loadHistory(
+      [{ ip: '198.51.100.91', startedAt: 0 }],
+      [
+        { ip: '192.0.2.77', account: '1003', until: 1000 * S },
+        { ip: '192.0.2.78', account: '1004', until: 500 * S },
+      ],
+    );
+    expect(e.trustedPairs(20 * S).map((p) => `${p.ip} ${p.account} ${String(p.until / S)}`).sort()).toEqual(['192.0.2.77 1003 1000', '192.0.2.78 1004 3610']);
+    // (A repeat offender is banned sooner, and for longer.)
+    const banned = [1, 2, 3].map((i) => e.observe(ev('198.51.100.91'), 20 * S + i * S)).find((o) => o.kind === 'banned');
+    expect(banned).toMatchObject({ kind: 'banned', decision: { previousBans: 1, banSeconds: 7200 } });
+  });
 });
 
 describe('the failures behind a ban (explain)', () => {

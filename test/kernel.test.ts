@@ -20,6 +20,7 @@ import { EXPECTED_BANS, fixture } from './helpers/fixtures.js';
 import { freezableMount, smallTmpfs } from './helpers/filesystems.js';
 import { assertPrivateNetns, nft, nftJson, setElements } from './helpers/kernel.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
+import { BanStore } from '../src/store/store.js';
 
 const TABLE = 'ami2ban_test';
 
@@ -1197,21 +1198,27 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     }
   });
 
-  it('a start while the disk under STATE_DIR is hung says so; it starts once the disk answers, or stops when told to', async () => {
+  it('a start while the disk under STATE_DIR is hung goes on without its database: bans reach the kernel, and are acknowledged and reconciled once it answers', async () => {
     const m = freezableMount();
     const started: ChildProcess[] = [];
-    const WAITING = 'STATE_DIR does not answer: a write to it has not completed (disk hung?); waiting for it before starting, the bans in the kernel stay enforced';
+    const state = join(m.dir, 'state');
+    const WITHOUT = 'STATE_DIR does not answer: a write to it has not completed (disk hung?); starting without the ban database: bans go to the kernel; their acknowledgements, the ban history and the fleet wait for it';
+    // The control socket in STATE_DIR (the default place): it can only be made there once the disk answers.
+    const control = join(state, 'control.sock');
     const run = (): RunningDaemon & { said: (message: string) => boolean } => {
-      const d = spawnDaemon({ ...env, STATE_DIR: join(m.dir, 'state') });
+      const d = spawnDaemon({ ...env, STATE_DIR: state, CONTROL_LISTEN: control });
       started.push(d.child);
       return { ...d, said: (message) => d.lines().some((l) => l.message === message) };
     };
     try {
-      mkdirSync(join(m.dir, 'state'));
+      // A ban recorded before, lost from the kernel (a reboot): put back once the database answers.
+      const before = new BanStore(state, { historyKeepMs: 86400_000 });
+      before.recordBan({ ip: '10.88.9.9', family: 'ipv4', at: Date.now(), banSeconds: 3600, until: Date.now() + 3600_000, reason: 'threshold', failures: 3, events: {}, previousBans: 0 });
+      await before.close();
       m.freeze();
-      // Told to stop while it waits: it says so, and ends (once the disk lets its stuck write go).
+      // Told to stop while it waits for the disk: it says so, and ends (once the disk lets its stuck write go).
       const first = run();
-      await vi.waitUntil(() => first.said(WAITING), { timeout: 10_000, interval: 50 });
+      await vi.waitUntil(() => first.said('starting'), { timeout: 10_000, interval: 20 });
       first.child.kill('SIGTERM');
       await vi.waitUntil(() => first.said('stopped while waiting for STATE_DIR to answer'), { timeout: 5000, interval: 20 });
       m.thaw();
@@ -1220,13 +1227,22 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       m.freeze();
       const subscribed = server.nextSubscription();
       const second = run();
-      await vi.waitUntil(() => second.said(WAITING), { timeout: 10_000, interval: 50 });
-      expect(second.said('control API listening')).toBe(false);
-      m.thaw();
-      await vi.waitUntil(() => second.said('control API listening'), { timeout: 10_000, interval: 20 });
+      await vi.waitUntil(() => second.said(WITHOUT), { timeout: 10_000, interval: 50 });
       await subscribed;
       const ips = attack(3);
       await vi.waitUntil(() => { const k = setElements(TABLE, 'ipv4_addr'); return ips.every((ip) => k.has(ip)); }, { timeout: 10_000, interval: 20 });
+      // In the kernel, not durable: not acknowledged; the stored ban and the control socket wait for the disk.
+      expect(acks(second)).toBe(0);
+      expect(setElements(TABLE, 'ipv4_addr').has('10.88.9.9')).toBe(false);
+      expect(second.said('control API listening')).toBe(false);
+      m.thaw();
+      await vi.waitUntil(() => second.said('the ban database answers: its bans reconciled with the kernel'), { timeout: 10_000, interval: 20 });
+      await vi.waitUntil(() => acks(second) === 3, { timeout: 10_000, interval: 20 });
+      await vi.waitUntil(() => setElements(TABLE, 'ipv4_addr').has('10.88.9.9'), { timeout: 10_000, interval: 20 });
+      await vi.waitUntil(() => second.said('control API listening'), { timeout: 10_000, interval: 20 });
+      const status = await runCli(['status', '--json'], { CONTROL_LISTEN: control, BAN_IGNOREIP: '' });
+      expect(status.code).toBe(0);
+      expect((JSON.parse(status.stdout) as { store: { healthy: boolean } }).store.healthy).toBe(true);
       second.child.kill('SIGTERM');
       expect(await second.exited).toBe(0);
     } finally {

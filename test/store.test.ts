@@ -194,6 +194,43 @@ describe('BanStore (a real SQLite file)', () => {
     }
   });
 
+  it('opened later (a start while STATE_DIR did not answer): reads refuse, writes wait in order, and go once it opens', async () => {
+    const d = dir();
+    const now = Date.now();
+    const before = new BanStore(d, { historyKeepMs: H });
+    before.recordBan(ban('192.0.2.90', now - 1000, 600));
+    await before.close();
+    const s = new BanStore(d, { historyKeepMs: H, deferOpen: true });
+    expect(s.isOpen).toBe(false);
+    expect(() => s.activeBans(now)).toThrow(/^reading active bans from .*ami2ban\.sqlite failed: the ban database .* is not open yet: STATE_DIR does not answer \(disk hung\?\)$/);
+    expect(() => s.history('192.0.2.90')).toThrow(StoreError);
+    s.recordUnban('192.0.2.90', now, 'manual');
+    s.recordBan(ban('192.0.2.91', now, 600));
+    let written = false;
+    const durable = s.durable().then(() => {
+      written = true;
+    });
+    for (let i = 0; i < 10; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(written).toBe(false);
+    expect(s.health()).toMatchObject({ healthy: false, pending: 2 });
+    expect(s.health().lastError).toMatch(/is not open yet/);
+    s.open();
+    await durable;
+    expect(s.health()).toMatchObject({ healthy: true, pending: 0, lastError: null });
+    expect(s.activeBans(now).map((b) => b.ip)).toEqual(['192.0.2.91']);
+    expect(s.history('192.0.2.90').map((h) => h.endReason)).toEqual(['manual']);
+    await s.close();
+  });
+
+  // (Waiting for the writes, as an opened store does for up to 10 s, would outlast this timeout.)
+  it('closed without ever opening: returns at once, saying how many writes were not done', { timeout: 5000 }, async () => {
+    const errors: string[] = [];
+    const s = new BanStore(dir(), { historyKeepMs: H, deferOpen: true, onWriteError: (e) => errors.push(e.message) });
+    s.recordBan(ban('192.0.2.92', Date.now(), 600));
+    await s.close();
+    expect(errors).toEqual([expect.stringMatching(/with 1 writes not done \(the kernel keeps those bans; the next start adopts them\)$/)]);
+  });
+
   it('an unusable directory is a clear error too', () => {
     const d = dir();
     const file = join(d, 'not-a-dir');

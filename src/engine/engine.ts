@@ -242,6 +242,15 @@ export class Engine {
     this.collapseMs = policy.collapseWindow * 1000;
   }
 
+  /**
+   * History and trust from before this run, read after its start (the database answered late):
+   * added to what this run has learned since.
+   */
+  loadHistory(previousBans: Iterable<BanStart>, trusted: Iterable<TrustedPair>): void {
+    for (const b of previousBans) this.history.add(b.ip, b.startedAt);
+    this.trust?.load(trusted);
+  }
+
   /** Replaces the ignore list (e.g. on reload); pending failures of now-ignored addresses are dropped. */
   setIgnoreList(cidrs: readonly Cidr[]): void {
     this.ignore = new AddressSet(cidrs);

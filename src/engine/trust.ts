@@ -68,6 +68,15 @@ export class TrustTable {
     else this.perIp.set(e.ip, n);
   }
 
+  /** Pairs read late (the database answered after the start): what this run confirmed since wins. */
+  load(pairs: Iterable<TrustedPair>): void {
+    for (const p of pairs) {
+      const key = keyOf(p.ip, p.account);
+      if (this.entries.has(key) || this.entries.size >= MAX_TRUSTED) continue;
+      this.put(key, { ip: p.ip, account: p.account, until: p.until, written: p.until, failures: [] });
+    }
+  }
+
   /** A successful login of `account` from `ip`: trusted (again) for the TTL. */
   confirm(ip: string, account: string, now: number): void {
     const key = keyOf(ip, account);

@@ -23,6 +23,8 @@ export interface BuildOverrides {
   readonly firewall?: Firewall;
   readonly runner?: NftRunner;
   readonly resolveHost?: ResolveHost;
+  /** STATE_DIR does not answer: start without the database (Daemon.openStore once it does). */
+  readonly deferStore?: boolean;
 }
 
 export function buildFirewall(
@@ -69,6 +71,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
       logger.error('ban database write failed', { error: err.message });
     },
     enforcer: config.firewall,
+    deferOpen: overrides.deferStore === true,
   });
   const metrics = new Metrics({ version, banReasons: BAN_REASONS, unbanReasons: UNBAN_REASONS, ignoreReasons: IGNORE_REASONS, fleetRefusals: FLEET_REFUSALS, maxTracked: config.ban.maxTracked });
   const ami = new AmiClient({
@@ -96,8 +99,9 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     void store.close();
     throw err;
   }
-  // Read once: the engine is given the history as data and never asks the store.
-  const engine = new Engine(config.ban, { previousBans: store.banStarts(), trusted: config.ban.trustSuccess ? store.trustedPairs(Date.now()) : [] });
+  // Read once: the engine is given the history as data and never asks the store (without the
+  // database, it is given it once that opens).
+  const engine = new Engine(config.ban, store.isOpen ? { previousBans: store.banStarts(), trusted: config.ban.trustSuccess ? store.trustedPairs(Date.now()) : [] } : {});
   const dropped = firewall instanceof NftablesFirewall ? () => firewall.counters() : undefined;
   const listen = config.control.listen;
   const self = config.ban.ignoreSelf

@@ -12,7 +12,7 @@ import type { BanItem, ExistingBan, Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log/logger.js';
 import type { BanHistoryRow, BanStore, StoredBan } from '../store/store.js';
 import { banLogFields, toEngineEvent } from './pipeline.js';
-import { type Enforcer, reconcile } from './reconcile.js';
+import { type Enforcer, type KernelBan, type Plan, reconcile } from './reconcile.js';
 import type { SelfResult } from './self.js';
 import type { TrunkNames } from './trunks.js';
 
@@ -184,6 +184,8 @@ export class Daemon implements ControlTarget {
   private readonly inFlight = new Set<Promise<void>>();
   /** The bans in force, one record each: what `list` shows (even while the store fails). */
   private readonly records = new ShardedMap<string, BanRecord>();
+  /** Bans taken from the kernel at a start without the database, not recorded yet (openStore). */
+  private readonly unrecorded = new Map<string, BanRecord>();
   /** Records whose outcome is `failed`, counted as they change (observers never scan). */
   private failedCount = 0;
   /**
@@ -243,12 +245,75 @@ export class Daemon implements ControlTarget {
     const inKernel = await firewall.start();
     this.firewallState = 'ready';
     const now = this.now();
-    const plan = reconcile(store.activeBans(now), inKernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
+    // Without its database (STATE_DIR did not answer), what the kernel holds is taken as it is, and
+    // reconciled with the stored bans once the database opens (openStore).
+    const deferred = !store.isOpen;
+    const plan = reconcile(deferred ? [] : store.activeBans(now), inKernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
+    const done = this.applyPlan(plan, now, !deferred);
+    await this.idle();
+    logger.info('ami2ban started', {
+      version: this.o.version,
+      firewall: firewall.name,
+      store: deferred ? `${store.path} (not open yet: STATE_DIR does not answer)` : store.path,
+      activeBans: engine.stats().activeBans,
+      restoredToFirewall: done.restored,
+      adoptedFromFirewall: plan.adopt.length,
+      liftedAsExcluded: plan.lift.length,
+    });
+    // The fleet's stream position is kept in the database: it joins once that is open.
+    if (!deferred) this.o.fleet?.start(this);
+    this.o.ami.on('event', this.onEvent);
+    this.o.ami.start();
+    this.lastStatsAt = now;
+    this.housekeeping = setInterval(() => {
+      this.sweep();
+    }, this.o.housekeepingMs ?? 1000);
+    this.housekeeping.unref();
+  }
+
+  /**
+   * After a start without the database (STATE_DIR did not answer): opens it, then reconciles what
+   * it holds with what this run has done since. Throws StoreError when it cannot be opened.
+   */
+  async openStore(): Promise<void> {
+    const { store, engine, logger } = this.o;
+    if (store.isOpen) return;
+    store.open();
+    // This run's writes go first: an unban since the start closes its row, and a ban since then
+    // is told apart by its start time.
+    await this.written();
+    const now = this.now();
+    engine.loadHistory(
+      store.banStarts().filter((b) => b.startedAt < this.startedAt),
+      store.trustedPairs(now),
+    );
+    const kernel: KernelBan[] = [];
+    for (const [ip, r] of this.unrecorded) if (this.records.get(ip) === r) kernel.push({ ip, family: r.ban.family, expiresAt: r.ban.expiresAt });
+    const stored = store.activeBans(now).filter((s) => s.startedAt < this.startedAt && (!this.records.has(s.ip) || this.unrecorded.has(s.ip)));
+    this.unrecorded.clear();
+    const plan = reconcile(stored, kernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
+    const done = this.applyPlan(plan, now, true);
+    logger.info('the ban database answers: its bans reconciled with the kernel', {
+      store: store.path,
+      stored: stored.length,
+      restoredToFirewall: done.restored,
+      adoptedFromFirewall: plan.adopt.length,
+      liftedAsExcluded: plan.lift.length,
+    });
+    this.o.fleet?.start(this);
+  }
+
+  /**
+   * Carries out a reconciliation's plan. `record`: false while the database is not open, when
+   * adopted bans are kept unrecorded (this.unrecorded) until openStore reconciles them.
+   */
+  private applyPlan(plan: Plan<StoredBan>, now: number, record: boolean): { restored: number } {
+    const { store, engine, firewall, logger } = this.o;
     let restored = 0;
     for (const k of plan.keep) {
       const s = k.ban;
       if (k.cappedFrom !== null) logger.info('stored ban capped at the current policy', { ip: s.ip, was: new Date(k.cappedFrom).toISOString(), now: new Date(k.expiresAt).toISOString() });
-      const record: StoredBan = { ...s, expiresAt: k.expiresAt };
+      const ban: StoredBan = { ...s, expiresAt: k.expiresAt };
       if (k.apply) {
         // Lost from the kernel (host reboot, flushed ruleset), or shorter there than recorded (a
         // longer ban whose commit was cut off), or capped: put it back for what is left of it.
@@ -266,18 +331,20 @@ export class Daemon implements ControlTarget {
           reason: 'manual',
           extendsBan: false,
         };
-        if (engine.adopt(s.ip, k.expiresAt, now)) this.records.set(s.ip, newRecord(record, null));
+        if (engine.adopt(s.ip, k.expiresAt, now)) this.records.set(s.ip, newRecord(ban, null));
         void this.enforce(d, true).then((error) => {
           if (error !== null) this.retryLater(d, error);
           else this.restored(d.ip);
         });
         restored++;
       } else if (engine.adopt(s.ip, k.expiresAt, now)) {
-        this.records.set(s.ip, newRecord(record, now));
+        this.records.set(s.ip, newRecord(ban, now));
       }
     }
     for (const l of plan.lift) {
       logger.warn('ban lifted at start: the address is now excluded', { ip: l.ip, why: l.why });
+      // Taken from the kernel at a start without the database, before this.
+      if (this.records.delete(l.ip)) engine.unban(l.ip, now);
       if (l.inKernel) {
         void this.track(firewall.unban(l.ip, l.family), 'unban').catch((err: unknown) => {
           logger.error('lifting an excluded ban failed', { ip: l.ip, error: errorMessage(err) });
@@ -293,8 +360,13 @@ export class Daemon implements ControlTarget {
     for (const k of plan.adopt) {
       // In the kernel but unknown to the store (e.g. the database was replaced): adopt and record it.
       if (!engine.adopt(k.ip, k.expiresAt, now)) continue;
-      const previousBans = store.previousBans(k.ip);
-      this.records.set(k.ip, newRecord({ ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: NO_EVENTS, details: NO_DETAILS, previousBans, origin: null, local: false }, now));
+      const previousBans = record ? store.previousBans(k.ip) : 0;
+      const r = newRecord({ ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: NO_EVENTS, details: NO_DETAILS, previousBans, origin: null, local: false }, now);
+      this.records.set(k.ip, r);
+      if (!record) {
+        this.unrecorded.set(k.ip, r);
+        continue;
+      }
       store.recordBan({
         ip: k.ip,
         family: k.family,
@@ -307,24 +379,7 @@ export class Daemon implements ControlTarget {
         previousBans,
       });
     }
-    await this.idle();
-    logger.info('ami2ban started', {
-      version: this.o.version,
-      firewall: firewall.name,
-      store: store.path,
-      activeBans: engine.stats().activeBans,
-      restoredToFirewall: restored,
-      adoptedFromFirewall: plan.adopt.length,
-      liftedAsExcluded: plan.lift.length,
-    });
-    this.o.fleet?.start(this);
-    this.o.ami.on('event', this.onEvent);
-    this.o.ami.start();
-    this.lastStatsAt = now;
-    this.housekeeping = setInterval(() => {
-      this.sweep();
-    }, this.o.housekeepingMs ?? 1000);
-    this.housekeeping.unref();
+    return { restored };
   }
 
   /** Stops reading AMI, commits pending firewall work, closes the store; bans stay in the kernel. */

@@ -149,6 +149,11 @@ export interface StoreOptions {
   readonly enforcer?: Enforcer;
   /** A write running this long makes the store unhealthy (default 5 s). */
   readonly stallMs?: number;
+  /**
+   * Not opened by the constructor (STATE_DIR does not answer): writes queue until open() is called,
+   * reads throw until then.
+   */
+  readonly deferOpen?: boolean;
 }
 
 interface Waiter {
@@ -279,10 +284,48 @@ export function diskAnswers(dir: string): Promise<void> {
   );
 }
 
+type Statements = {
+  count: Database.Statement<[string, number], { n: number }>;
+  starts: Database.Statement<[number], { ip: string; started_at: number }>;
+  active: Database.Statement<[number], Row>;
+  history: Database.Statement<[string], Row & { ended_at: number | null; end_reason: string | null }>;
+  trusted: Database.Statement<[number], { ip: string; account: string; until: number }>;
+  meta: Database.Statement<[string], { value: string }>;
+};
+
+/** Sets up an opened database (schema, migrations, an integrity check) and prepares the reads. */
+function prepare(db: Database.Database): Statements {
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.exec(SCHEMA);
+  // Databases made before the enforcer was recorded: their bans were kernel bans.
+  const columns = db.prepare<[], { name: string }>('PRAGMA table_info(bans)').all();
+  if (!columns.some((c) => c.name === 'enforcer')) db.exec("ALTER TABLE bans ADD COLUMN enforcer TEXT NOT NULL DEFAULT 'nftables'");
+  if (!columns.some((c) => c.name === 'details')) db.exec("ALTER TABLE bans ADD COLUMN details TEXT NOT NULL DEFAULT '[]'");
+  if (!columns.some((c) => c.name === 'origin')) db.exec('ALTER TABLE bans ADD COLUMN origin TEXT');
+  if (!columns.some((c) => c.name === 'local')) db.exec('ALTER TABLE bans ADD COLUMN local INTEGER NOT NULL DEFAULT 0');
+  // A damaged page elsewhere in the file is found now, at start, not by a write later.
+  const check = (db.pragma('quick_check(3)') as { quick_check: string }[]).flatMap((r) => r.quick_check.split('\n')).filter((l) => !l.startsWith('***'));
+  if (check[0] !== 'ok') throw new Error(`database disk image is malformed (integrity check: ${check[0] ?? 'failed'})`);
+  return {
+    starts: db.prepare("SELECT ip, started_at FROM bans WHERE started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
+    // A ban continued by a longer one is one ban: its `extended` row is not counted.
+    count: db.prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
+    active: db.prepare(
+      'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
+    ),
+    history: db.prepare(
+      'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
+    ),
+    trusted: db.prepare('SELECT ip, account, until FROM trust WHERE until > ? ORDER BY until'),
+    meta: db.prepare('SELECT value FROM meta WHERE key = ?'),
+  };
+}
+
 export class BanStore {
   readonly path: string;
-  /** Reads at start (and in tests); every write goes through the writer thread. */
-  private readonly db: Database.Database;
+  /** Reads at start (and in tests); every write goes through the writer thread. Unset until open. */
+  private db: Database.Database | undefined;
   private writer: Worker | undefined;
   private pending: Op[] = [];
   private inFlight: { readonly ops: Op[]; readonly sentAt: number; readonly stall: NodeJS.Timeout } | undefined;
@@ -300,20 +343,14 @@ export class BanStore {
   private dropped = 0;
   private lastError: StoreError | undefined;
   private closed = false;
-  private readonly stmt: {
-    count: Database.Statement<[string, number], { n: number }>;
-    starts: Database.Statement<[number], { ip: string; started_at: number }>;
-    active: Database.Statement<[number], Row>;
-    history: Database.Statement<[string], Row & { ended_at: number | null; end_reason: string | null }>;
-    trusted: Database.Statement<[number], { ip: string; account: string; until: number }>;
-    meta: Database.Statement<[string], { value: string }>;
-  };
+  private stmt!: Statements;
 
   private readonly historyKeepMs: number;
   private readonly now: () => number;
   private readonly onWriteError: (err: StoreError) => void;
   private readonly enforcer: Enforcer;
   private readonly stallMs: number;
+  private readonly dir: string;
 
   /** Opens (creating if needed) STATE_DIR/ami2ban.sqlite; a StoreError names the path and the cause. */
   constructor(dir: string, options: StoreOptions) {
@@ -323,38 +360,35 @@ export class BanStore {
     this.enforcer = options.enforcer ?? 'nftables';
     this.stallMs = options.stallMs ?? STALL_MS;
     this.path = join(dir, DATABASE_FILE);
+    this.dir = dir;
+    if (options.deferOpen !== true) this.open();
+  }
+
+  /** Whether the database is open (reads work, writes go to the writer thread). */
+  get isOpen(): boolean {
+    return this.db !== undefined;
+  }
+
+  /** Opens the database (after a deferred start); a StoreError names the path and the cause. */
+  open(): void {
+    if (this.db !== undefined) return;
+    const dir = this.dir;
     try {
       makeDirectory(dir);
       // No busy wait: a lock held elsewhere fails at once (a write is retried later).
-      this.db = new Database(this.path, { timeout: 0 });
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = NORMAL');
-      this.db.exec(SCHEMA);
-      // Databases made before the enforcer was recorded: their bans were kernel bans.
-      const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(bans)').all();
-      if (!columns.some((c) => c.name === 'enforcer')) this.db.exec("ALTER TABLE bans ADD COLUMN enforcer TEXT NOT NULL DEFAULT 'nftables'");
-      if (!columns.some((c) => c.name === 'details')) this.db.exec("ALTER TABLE bans ADD COLUMN details TEXT NOT NULL DEFAULT '[]'");
-      if (!columns.some((c) => c.name === 'origin')) this.db.exec('ALTER TABLE bans ADD COLUMN origin TEXT');
-      if (!columns.some((c) => c.name === 'local')) this.db.exec('ALTER TABLE bans ADD COLUMN local INTEGER NOT NULL DEFAULT 0');
-      // A damaged page elsewhere in the file is found now, at start, not by a write later.
-      const check = (this.db.pragma('quick_check(3)') as { quick_check: string }[]).flatMap((r) => r.quick_check.split('\n')).filter((l) => !l.startsWith('***'));
-      if (check[0] !== 'ok') throw new Error(`database disk image is malformed (integrity check: ${check[0] ?? 'failed'})`);
-      this.stmt = {
-        starts: this.db.prepare("SELECT ip, started_at FROM bans WHERE started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
-        // A ban continued by a longer one is one ban: its `extended` row is not counted.
-        count: this.db.prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
-        active: this.db.prepare(
-          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
-        ),
-        history: this.db.prepare(
-          'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
-        ),
-        trusted: this.db.prepare('SELECT ip, account, until FROM trust WHERE until > ? ORDER BY until'),
-        meta: this.db.prepare('SELECT value FROM meta WHERE key = ?'),
-      };
+      const db = new Database(this.path, { timeout: 0 });
+      try {
+        this.stmt = prepare(db);
+      } catch (err) {
+        db.close();
+        throw err;
+      }
+      this.db = db;
     } catch (err) {
       throw new StoreError(`cannot open the ban database ${this.path}: ${errorMessage(err)}`, err);
     }
+    // Writes queued before it was open go now.
+    if (this.pending.length > 0 && this.inFlight === undefined && this.retryTimer === undefined) this.flushScheduled ??= setImmediate(() => { this.flush(); });
   }
 
   /** Every ban start within BAN_HISTORY_KEEP (an extension is not another ban): read once at start. */
@@ -470,12 +504,13 @@ export class BanStore {
   health(): StoreHealth {
     const stalledMs = this.inFlight === undefined ? 0 : this.now() - this.inFlight.sentAt;
     const stalled = stalledMs >= this.stallMs;
+    const open = this.db !== undefined;
     return {
-      healthy: this.lastError === undefined && !stalled,
+      healthy: open && this.lastError === undefined && !stalled,
       pending: this.pending.length + (this.inFlight?.ops.length ?? 0),
       writeErrors: this.writeErrors,
       dropped: this.dropped,
-      lastError: stalled ? this.stallMessage(stalledMs) : (this.lastError?.message ?? null),
+      lastError: !open ? this.notOpenMessage() : stalled ? this.stallMessage(stalledMs) : (this.lastError?.message ?? null),
     };
   }
 
@@ -483,6 +518,8 @@ export class BanStore {
   flush(): void {
     if (this.flushScheduled !== undefined) clearImmediate(this.flushScheduled);
     this.flushScheduled = undefined;
+    // Not open yet: writes wait in the queue (open() sends them).
+    if (this.db === undefined) return;
     if (this.inFlight !== undefined || this.pending.length === 0 || this.closed) {
       this.settleIdle();
       return;
@@ -510,7 +547,8 @@ export class BanStore {
       this.retryTimer = undefined;
     }
     this.flush();
-    if (this.inFlight !== undefined || this.pending.length > 0) {
+    // Never opened: nothing can be written; the kernel keeps the bans and the next start adopts them.
+    if (this.db !== undefined && (this.inFlight !== undefined || this.pending.length > 0)) {
       const idle = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<void>((resolve) => {
@@ -528,7 +566,7 @@ export class BanStore {
     this.waiters = [];
     if (this.writer !== undefined) await this.writer.terminate();
     this.writer = undefined;
-    this.db.close();
+    this.db?.close();
   }
 
   private enqueue(calls: readonly Call[], done?: (changes: number) => void, failed?: (err: StoreError) => void): void {
@@ -631,11 +669,16 @@ export class BanStore {
     for (const resolve of idle) resolve();
   }
 
+  private notOpenMessage(): string {
+    return `the ban database ${this.path} is not open yet: STATE_DIR does not answer (disk hung?)`;
+  }
+
   private stallMessage(ms: number): string {
     return `a write to the ban database ${this.path} has not completed for ${Math.round(ms / 1000)} s (disk hung or full?)`;
   }
 
   private read<T>(what: string, fn: () => T): T {
+    if (this.db === undefined) throw new StoreError(`${what} from ${this.path} failed: ${this.notOpenMessage()}`);
     try {
       return fn();
     } catch (err) {
