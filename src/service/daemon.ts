@@ -289,7 +289,9 @@ export class Daemon implements ControlTarget {
     );
     const kernel: KernelBan[] = [];
     for (const [ip, r] of this.unrecorded) if (this.records.get(ip) === r) kernel.push({ ip, family: r.ban.family, expiresAt: r.ban.expiresAt });
-    const stored = store.activeBans(now).filter((s) => s.startedAt < this.startedAt && (!this.records.has(s.ip) || this.unrecorded.has(s.ip)));
+    // A ban decided since the start has its own record: its address is this run's, not the database's.
+    const taken = new Set(kernel.map((k) => k.ip));
+    const stored = store.activeBans(now).filter((s) => s.startedAt < this.startedAt && (!this.records.has(s.ip) || taken.has(s.ip)));
     this.unrecorded.clear();
     const plan = reconcile(stored, kernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
     const done = this.applyPlan(plan, now, true);
