@@ -209,10 +209,15 @@ describe('daemon start without its database (STATE_DIR did not answer)', () => {
       // In the kernel, not durable: not acknowledged. An unban is done in the kernel, not answered as done.
       expect(await daemon.unban('192.0.2.6')).toMatchObject({ kind: 'failed', status: 503 });
       expect(firewall.elements.has('192.0.2.6')).toBe(false);
-      expect(acked('198.51.100.7')).toBe(false);
+      // So is a manual ban: in the kernel at once, answered as not written yet (503, not 201).
+      const manual = await daemon.ban('203.0.113.50', '1h', false);
+      expect(manual).toMatchObject({ kind: 'failed', status: 503 });
+      expect(manual.kind === 'failed' ? manual.message : '').toMatch(/^203\.0\.113\.50 is blocked in the kernel, but the ban database failed \(retrying\): not written within 2 s \(the ban database .* is not open yet/);
+      expect(firewall.elements.has('203.0.113.50')).toBe(true);
+      expect(acked('198.51.100.7') || acked('203.0.113.50')).toBe(false);
 
       await daemon.openStore();
-      await expectEventually(() => acked('198.51.100.7'));
+      await expectEventually(() => acked('198.51.100.7') && acked('203.0.113.50'));
       await expectEventually(() => firewall.elements.has('192.0.2.1'));
       expect(log.lines.find((l) => l.message === 'the ban database answers: its bans reconciled with the kernel')?.meta).toMatchObject({
         stored: 3,
@@ -220,8 +225,8 @@ describe('daemon start without its database (STATE_DIR did not answer)', () => {
         adoptedFromFirewall: 1,
         liftedAsExcluded: 1,
       });
-      expect(reasons()).toEqual(['192.0.2.1 threshold', '192.0.2.2 manual', '192.0.2.4 adopted', '198.51.100.7 threshold']);
-      expect([...firewall.elements.keys()].sort()).toEqual(['192.0.2.1', '198.51.100.7']);
+      expect(reasons()).toEqual(['192.0.2.1 threshold', '192.0.2.2 manual', '192.0.2.4 adopted', '198.51.100.7 threshold', '203.0.113.50 manual']);
+      expect([...firewall.elements.keys()].sort()).toEqual(['192.0.2.1', '198.51.100.7', '203.0.113.50']);
       expect(daemon.status().store).toMatchObject({ healthy: true, lastError: null });
       expect(await daemon.explain('192.0.2.2')).toMatchObject({ kind: 'explained', history: [{ rule: 'manual', ended: null }] });
       attack('198.51.100.8', 'b');
@@ -236,7 +241,7 @@ describe('daemon start without its database (STATE_DIR did not answer)', () => {
     const ends = (ip: string): (string | null)[] => after.history(ip).map((h) => h.endReason);
     expect(ends('192.0.2.3')).toEqual(['ignored']);
     expect(ends('192.0.2.6')).toEqual(['manual']);
-    expect(after.activeBans(Date.now()).map((b) => `${b.ip} ${b.reason}`).sort()).toEqual(['192.0.2.1 threshold', '192.0.2.2 manual', '192.0.2.4 adopted', '198.51.100.7 threshold', '198.51.100.8 threshold']);
+    expect(after.activeBans(Date.now()).map((b) => `${b.ip} ${b.reason}`).sort()).toEqual(['192.0.2.1 threshold', '192.0.2.2 manual', '192.0.2.4 adopted', '198.51.100.7 threshold', '198.51.100.8 threshold', '203.0.113.50 manual']);
     await after.close();
   });
 });

@@ -139,8 +139,8 @@ const HISTORY_PURGE_MS = 3_600_000;
 const RETRY_MIN_MS = 500;
 /** Milliseconds of `ban` log lines written per loop turn. */
 const LOG_SLICE_MS = 3;
-/** Longest an unban waits for its database write before answering that it is not written yet. */
-const UNBAN_ANSWER_MS = 2000;
+/** Longest a manual ban or unban waits for its database write before answering that it is not written yet. */
+const ANSWER_MS = 2000;
 const RETRY_MAX_MS = 30_000;
 const ENDED_KEEP_MS = 60_000;
 
@@ -523,7 +523,7 @@ export class Daemon implements ControlTarget {
     if (this.o.engine.isSelf(r.decision.ip)) {
       this.o.logger.warn('forced ban of an address of this host', { ip: r.decision.ip, consequence: 'traffic from it is dropped: AMI, the control API or the host itself may become unreachable' });
     }
-    const result = await this.applyBanReplacing(r.decision, local);
+    const result = await this.applyBanReplacing(r.decision, local, ANSWER_MS);
     if (!result.ok) return { kind: 'failed', status: result.status, message: result.message };
     return { kind: 'banned', ban: this.view(this.fromDecision(r.decision, local), now) };
   }
@@ -540,20 +540,8 @@ export class Daemon implements ControlTarget {
     if (error === null) {
       if (shared) this.o.fleet?.unbanned(d.ip, d.at);
       // Answered once written: a restart before it would restore the ban from the database. A
-      // failing store retries with backoff: the operator is told within UNBAN_ANSWER_MS.
-      let timer: NodeJS.Timeout | undefined;
-      const storeError = await Promise.race([
-        this.o.store.durable().then(
-          () => null,
-          (err: unknown) => errorMessage(err),
-        ),
-        new Promise<string>((resolve) => {
-          timer = setTimeout(() => {
-            resolve(`not written within ${String(UNBAN_ANSWER_MS / 1000)} s (${this.o.store.health().lastError ?? 'the database is slow'})`);
-          }, UNBAN_ANSWER_MS);
-        }),
-      ]);
-      clearTimeout(timer);
+      // failing store retries with backoff: the operator is told within ANSWER_MS.
+      const storeError = await this.durableWithin(ANSWER_MS);
       if (storeError !== null) return { kind: 'failed', status: 503, message: `${d.ip} is lifted from the kernel, but the ban database failed (retrying the write; until it is written, a restart would ban it again): ${storeError}` };
       return { kind: 'unbanned' };
     }
@@ -671,14 +659,14 @@ export class Daemon implements ControlTarget {
    * is in the kernel, so that none of them goes free meanwhile; if it never gets there, their
    * elements stay and expire on their own.
    */
-  private async applyBanReplacing(d: BanDecision, local = false): Promise<BanResult> {
+  private async applyBanReplacing(d: BanDecision, local = false, answerWithinMs?: number): Promise<BanResult> {
     const replaced = d.replaces ?? [];
     const lift = (u: UnbanDecision): void => {
       this.o.logger.info('ban replaced by a ban of its network', { ip: u.ip, network: d.ip });
       void this.applyUnban(u);
     };
     for (const u of replaced) if (u.ip.includes('/')) lift(u);
-    const result = await this.applyBan(d, local);
+    const result = await this.applyBan(d, local, answerWithinMs);
     for (const u of replaced) if (result.ok && !u.ip.includes('/')) lift(u);
     return result;
   }
@@ -718,7 +706,8 @@ export class Daemon implements ControlTarget {
 
 
   /** Commits a decision to the kernel and the store; logs `ban` only once both hold it. */
-  private async applyBan(d: BanDecision, local = false): Promise<BanResult> {
+  /** answerWithinMs (an operator waits for the answer): a database this slow answers as failed, and the ban is acknowledged once written. */
+  private async applyBan(d: BanDecision, local = false, answerWithinMs?: number): Promise<BanResult> {
     this.counters.bans++;
     this.o.metrics.bans.inc({ reason: d.reason });
     const replace = this.takeOver(d.ip);
@@ -729,7 +718,8 @@ export class Daemon implements ControlTarget {
     this.o.store.recordBan(local ? { ...d, local } : d);
     // The others learn of it now; never on the way to our own kernel, never another host's again.
     if (d.origin === undefined && !local) this.o.fleet?.banned(d);
-    const [kernelError, storeError] = await Promise.all([kernel, this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err))]);
+    const durable = answerWithinMs === undefined ? this.o.store.durable().then(() => null, (err: unknown) => errorMessage(err)) : this.durableWithin(answerWithinMs);
+    const [kernelError, storeError] = await Promise.all([kernel, durable]);
     if (kernelError === null && storeError !== null) this.o.logger.error('ban in the kernel but not yet in the ban database (retrying the write)', { ip: d.ip, store: this.o.store.path, error: storeError });
     return this.settle(record, d, kernelError, storeError);
   }
@@ -887,6 +877,24 @@ export class Daemon implements ControlTarget {
     this.o.store.recordUnban(d.ip, d.at, d.reason);
     void this.logUnbanWhenDurable(d);
     return null;
+  }
+
+  /** null once every write queued so far is in the database; else why not, at the latest after `ms` (the writes go on). */
+  private async durableWithin(ms: number): Promise<string | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      this.o.store.durable().then(
+        () => null,
+        (err: unknown) => errorMessage(err),
+      ),
+      new Promise<string>((resolve) => {
+        timer = setTimeout(() => {
+          resolve(`not written within ${String(ms / 1000)} s (${this.o.store.health().lastError ?? 'the database is slow'})`);
+        }, ms);
+      }),
+    ]);
+    clearTimeout(timer);
+    return outcome;
   }
 
   /** Resolves once every write queued so far is in the database, however many attempts it takes. */
