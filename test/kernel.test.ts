@@ -1183,9 +1183,14 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       // In the kernel, not yet durable: not acknowledged, and the store says it is behind.
       expect(acks(d)).toBe(0);
       expect((await storeOf()).pending).toBeGreaterThanOrEqual(20);
+      // A manual ban: in the kernel at once; the operator is told within 2 s that it is not written yet.
+      const manual = await ctl(['ban', '198.51.100.60']);
+      expect(manual.code).not.toBe(0);
+      expect(manual.stderr).toMatch(/198\.51\.100\.60 is blocked in the kernel, but the ban database failed \(retrying\): not written within 2 s \(a write to the ban database .* (has not completed|is still running)/);
+      expect(setElements(TABLE, 'ipv4_addr').has('198.51.100.60')).toBe(true);
       m.thaw();
       const running = d;
-      await vi.waitUntil(() => acks(running) === 20, { timeout: 10_000, interval: 20 });
+      await vi.waitUntil(() => acks(running) === 21, { timeout: 10_000, interval: 20 });
       // Other writes queued meanwhile (an hourly purge, an expiry) may still be finishing.
       await vi.waitUntil(async () => { const s = await storeOf(); return s.healthy && s.pending === 0; }, { timeout: 10_000, interval: 50 });
       expect(await storeOf()).toMatchObject({ healthy: true, pending: 0, lastError: null });

@@ -889,7 +889,7 @@ export class Daemon implements ControlTarget {
       ),
       new Promise<string>((resolve) => {
         timer = setTimeout(() => {
-          resolve(`not written within ${String(ms / 1000)} s (${this.o.store.health().lastError ?? 'the database is slow'})`);
+          resolve(`not written within ${String(ms / 1000)} s (${this.o.store.health().lastError ?? `a write to the ban database ${this.o.store.path} is still running: disk slow or hung?`})`);
         }, ms);
       }),
     ]);
