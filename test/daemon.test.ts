@@ -246,6 +246,27 @@ describe('daemon start without its database (STATE_DIR did not answer)', () => {
   });
 });
 
+describe('daemon start without its database, with a fleet', () => {
+  it('the fleet joins once the database opens (its stream position is kept there)', async () => {
+    const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
+    const port = await server.start();
+    const log = new MemoryLogger([], false);
+    // Nothing listens on port 1: the bus, once started, says it is unreachable.
+    const cfg = config({ AMI_PORT: String(port), STATE_DIR: mkdtempSync(join(tmpdir(), 'ami2ban-')), FLEET_REDIS_URL: 'redis://127.0.0.1:1', FLEET_HOST_ID: 'pbx-1' });
+    const { daemon } = buildDaemon(cfg, log, 'test', { firewall: new MemoryFirewall(), deferStore: true });
+    try {
+      await daemon.start();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(log.lines.some((l) => l.message.startsWith('fleet bus unreachable'))).toBe(false);
+      await daemon.openStore();
+      await expectEventually(() => log.lines.some((l) => l.message.startsWith('fleet bus unreachable')));
+    } finally {
+      await daemon.stop();
+      await server.stop();
+    }
+  });
+});
+
 describe('daemon: what the firewall is asked to do', () => {
   it('a new ban is added; a ban of an address banned now, or a moment ago, replaces its element', async () => {
     const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });

@@ -166,9 +166,9 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   private running: Promise<void> | undefined;
   /** A connection opened by prepare(), for run() to take over. */
   private early: Promise<Connection> | undefined;
-  private cursor: string | null;
+  private cursor: string | null = null;
   /** The bus's data generation the cursor belongs to (a key Redis loses with its data). */
-  private epoch: string | null;
+  private epoch: string | null = null;
   private connectedSince: number | null = null;
   private lastError: string | null = null;
   private outbox: FleetDecision[] = [];
@@ -192,9 +192,6 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     super();
     this.keys = { bans: `${o.name}:bans`, stream: `${o.name}:stream`, hosts: `${o.name}:hosts` };
     this.now = o.now ?? Date.now;
-    const [epoch, id] = (o.cursor.load() ?? '').split('/');
-    this.epoch = epoch !== undefined && id !== undefined ? epoch : null;
-    this.cursor = epoch !== undefined && id !== undefined ? id : null;
     this.stopSignal = new Promise((resolve) => {
       this.signalStop = resolve;
     });
@@ -213,6 +210,12 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   }
 
   start(): void {
+    if (this.running === undefined) {
+      // Read here, not when made: a daemon started without its database starts its bus once that opens.
+      const [epoch, id] = (this.o.cursor.load() ?? '').split('/');
+      this.epoch = epoch !== undefined && id !== undefined ? epoch : null;
+      this.cursor = epoch !== undefined && id !== undefined ? id : null;
+    }
     this.running ??= this.run();
     const every = this.o.heartbeatMs ?? 1000;
     this.heartbeat = setInterval(() => {
