@@ -1188,9 +1188,14 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       expect(manual.code).not.toBe(0);
       expect(manual.stderr).toMatch(/198\.51\.100\.60 is blocked in the kernel, but the ban database failed \(retrying\): not written within 2 s \(a write to the ban database .* (has not completed|is still running)/);
       expect(setElements(TABLE, 'ipv4_addr').has('198.51.100.60')).toBe(true);
+      // explain reads the history on the database's thread: it answers that the disk does not, within 2 s.
+      const why = await ctl(['explain', ips[0] ?? '']);
+      expect(why.code).not.toBe(0);
+      expect(why.stderr).toMatch(/the ban database .*ami2ban\.sqlite did not answer within 2 s/);
       m.thaw();
       const running = d;
       await vi.waitUntil(() => acks(running) === 21, { timeout: 10_000, interval: 20 });
+      expect((await ctl(['explain', ips[0] ?? ''])).stdout).toMatch(/\s+threshold\s+3\s+InvalidPassword×3\s+in force$/m);
       // Other writes queued meanwhile (an hourly purge, an expiry) may still be finishing.
       await vi.waitUntil(async () => { const s = await storeOf(); return s.healthy && s.pending === 0; }, { timeout: 10_000, interval: 50 });
       expect(await storeOf()).toMatchObject({ healthy: true, pending: 0, lastError: null });

@@ -231,6 +231,33 @@ describe('BanStore (a real SQLite file)', () => {
     expect(errors).toEqual([expect.stringMatching(/with 1 writes not done \(the kernel keeps those bans; the next start adopts them\)$/)]);
   });
 
+  it('the history read for explain runs on the writer thread: behind a write hung on a frozen disk it waits, the loop does not', async () => {
+    const m = freezableMount();
+    try {
+      const s = new BanStore(m.dir, { historyKeepMs: H });
+      const now = Date.now();
+      s.recordBan(ban('192.0.2.81', now - 2000, 1));
+      await s.durable();
+      m.freeze();
+      s.recordBan(ban('192.0.2.81', now, 600));
+      // Queued in this turn, so written before the read: the read then waits behind it.
+      let rows: { reason: string; endReason: string | null }[] | undefined;
+      const read = s.historyOf('192.0.2.81').then((r) => {
+        rows = r;
+      });
+      for (let i = 0; i < 30; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(rows).toBeUndefined();
+      await m.thawWithoutFork();
+      await read;
+      expect(rows?.map((r) => r.endReason)).toEqual(['replaced', null]);
+      expect(s.history('192.0.2.81')).toEqual(rows);
+      await s.close();
+      await expect(s.historyOf('192.0.2.81')).rejects.toThrow(/^reading the history of an address from .*ami2ban\.sqlite failed: it is closed$/);
+    } finally {
+      m.cleanup();
+    }
+  });
+
   it('an unusable directory is a clear error too', () => {
     const d = dir();
     const file = join(d, 'not-a-dir');

@@ -10,7 +10,7 @@ import { BAN_REASONS, type BanDecision, type BanReason, type Engine, type Ignore
 import { errorMessage } from '../errors.js';
 import type { BanItem, ExistingBan, Firewall } from '../firewall/firewall.js';
 import type { Logger } from '../log/logger.js';
-import type { BanHistoryRow, BanStore, StoredBan } from '../store/store.js';
+import type { BanStore, StoredBan } from '../store/store.js';
 import { banLogFields, toEngineEvent } from './pipeline.js';
 import { type Enforcer, type KernelBan, type Plan, reconcile } from './reconcile.js';
 import type { SelfResult } from './self.js';
@@ -550,15 +550,21 @@ export class Daemon implements ControlTarget {
     return { kind: 'failed', status: 502, message: `nftables could not remove ${d.ip}; it stays banned: ${error}` };
   }
 
-  explain(ipText: string): Promise<ExplainOutcome> {
+  async explain(ipText: string): Promise<ExplainOutcome> {
     const addr = parseBanTarget(ipText);
-    if (addr === null) return Promise.resolve({ kind: 'invalid', message: `"${ipText}" is not an IPv4 or IPv6 address or network` });
-    let rows: BanHistoryRow[];
-    try {
-      rows = this.o.store.history(addr.ip);
-    } catch (err) {
-      return Promise.resolve({ kind: 'failed', message: errorMessage(err) });
-    }
+    if (addr === null) return { kind: 'invalid', message: `"${ipText}" is not an IPv4 or IPv6 address or network` };
+    // Read on the database's own thread: a hung disk answers late, and never holds the event loop.
+    let timer: NodeJS.Timeout | undefined;
+    const rows = await Promise.race([
+      this.o.store.historyOf(addr.ip).catch((err: unknown) => errorMessage(err)),
+      new Promise<string>((resolve) => {
+        timer = setTimeout(() => {
+          resolve(`the ban database ${this.o.store.path} did not answer within ${String(ANSWER_MS / 1000)} s (${this.o.store.health().lastError ?? 'disk slow or hung?'})`);
+        }, ANSWER_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (typeof rows === 'string') return { kind: 'failed', message: rows };
     const now = this.now();
     const r = this.records.get(addr.ip);
     const inForce = r !== undefined && this.o.engine.isBanned(addr.ip, now) ? { ...this.view(r.ban, now), outcome: r.outcome } : null;
@@ -573,7 +579,7 @@ export class Daemon implements ControlTarget {
       timesBannedBefore: h.previousBans,
       ended: h.endedAt === null ? null : { at: iso(h.endedAt), why: h.endReason ?? 'ended' },
     }));
-    return Promise.resolve({ kind: 'explained', ip: addr.ip, inForce, history });
+    return { kind: 'explained', ip: addr.ip, inForce, history };
   }
 
   async unbanAll(): Promise<number> {

@@ -175,6 +175,14 @@ const SQL = {
   meta: 'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
 } as const;
 
+/** Reads the writer thread also runs (explain): a hung disk then holds a thread, not the event loop. */
+const READS = {
+  history:
+    'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
+} as const;
+
+type HistoryRow = Row & { ended_at: number | null; end_reason: string | null };
+
 type Statement = keyof typeof SQL;
 type Call = readonly [Statement, readonly (string | number | null)[]];
 
@@ -187,7 +195,11 @@ interface Op {
   readonly failed?: (err: StoreError) => void;
 }
 
-type Reply = { readonly seq: number; readonly changes: number[] } | { readonly seq: number; readonly error: string };
+type Reply =
+  | { readonly seq: number; readonly changes: number[] }
+  | { readonly seq: number; readonly error: string }
+  | { readonly read: number; readonly rows: HistoryRow[] }
+  | { readonly read: number; readonly error: string };
 
 /**
  * The writer thread's nice value: with both cores busy under a flood, the scheduler gives the main
@@ -204,6 +216,7 @@ const { parentPort, workerData } = require('node:worker_threads');
 try { require('node:os').setPriority(workerData.nice); } catch {}
 const Database = require(workerData.driver);
 let db, run, openError;
+const reads = {};
 try {
   db = new Database(workerData.path, { timeout: 0 });
   db.pragma('journal_mode = WAL');
@@ -211,15 +224,18 @@ try {
   const stmts = {};
   for (const [name, sql] of Object.entries(workerData.sql)) stmts[name] = db.prepare(sql);
   run = db.transaction((calls) => calls.map(([name, args]) => stmts[name].run(...args).changes));
+  for (const [name, sql] of Object.entries(workerData.reads)) reads[name] = db.prepare(sql);
 } catch (err) {
   openError = err;
 }
-parentPort.on('message', ({ seq, calls }) => {
+parentPort.on('message', ({ seq, calls, read, args }) => {
   try {
     if (openError !== undefined) throw openError;
-    parentPort.postMessage({ seq, changes: run(calls) });
+    if (read !== undefined) parentPort.postMessage({ read: seq, rows: reads[read].all(...args) });
+    else parentPort.postMessage({ seq, changes: run(calls) });
   } catch (err) {
-    parentPort.postMessage({ seq, error: err instanceof Error ? err.message : String(err) });
+    const error = err instanceof Error ? err.message : String(err);
+    parentPort.postMessage(read !== undefined ? { read: seq, error } : { seq, error });
   }
 });
 `;
@@ -232,6 +248,10 @@ function parseDetails(text: string): StoredFailure[] {
   } catch {
     return [];
   }
+}
+
+function toHistory(r: HistoryRow): BanHistoryRow {
+  return { ...toStored(r), endedAt: r.ended_at, endReason: r.end_reason };
 }
 
 function toStored(r: Row): StoredBan {
@@ -288,7 +308,7 @@ type Statements = {
   count: Database.Statement<[string, number], { n: number }>;
   starts: Database.Statement<[number], { ip: string; started_at: number }>;
   active: Database.Statement<[number], Row>;
-  history: Database.Statement<[string], Row & { ended_at: number | null; end_reason: string | null }>;
+  history: Database.Statement<[string], HistoryRow>;
   trusted: Database.Statement<[number], { ip: string; account: string; until: number }>;
   meta: Database.Statement<[string], { value: string }>;
 };
@@ -314,9 +334,7 @@ function prepare(db: Database.Database): Statements {
     active: db.prepare(
       'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
     ),
-    history: db.prepare(
-      'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
-    ),
+    history: db.prepare(READS.history),
     trusted: db.prepare('SELECT ip, account, until FROM trust WHERE until > ? ORDER BY until'),
     meta: db.prepare('SELECT value FROM meta WHERE key = ?'),
   };
@@ -338,6 +356,9 @@ export class BanStore {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = RETRY_MIN_MS;
   private waiters: Waiter[] = [];
+  /** Reads sent to the writer thread, by id. */
+  private readonly reads = new Map<number, { readonly resolve: (rows: HistoryRow[]) => void; readonly reject: (error: string) => void }>();
+  private nextRead = 0;
   private idleWaiters: (() => void)[] = [];
   private writeErrors = 0;
   private dropped = 0;
@@ -426,9 +447,30 @@ export class BanStore {
 
   /** Every ban of one address the history keeps (BAN_HISTORY_KEEP), oldest first: one indexed read. */
   history(ip: string): BanHistoryRow[] {
-    return this.read('reading the history of an address', () =>
-      this.stmt.history.all(ip).map((r) => ({ ...toStored(r), endedAt: r.ended_at, endReason: r.end_reason })),
-    );
+    return this.read('reading the history of an address', () => this.stmt.history.all(ip).map(toHistory));
+  }
+
+  /**
+   * The same, read on the writer thread (after the writes queued before it): a hung disk holds
+   * that thread, never the event loop. Rejects with a StoreError naming the file.
+   */
+  historyOf(ip: string): Promise<BanHistoryRow[]> {
+    const what = 'reading the history of an address';
+    if (this.db === undefined || this.closed) return Promise.reject(new StoreError(`${what} from ${this.path} failed: ${this.db === undefined ? this.notOpenMessage() : 'it is closed'}`));
+    // Queued writes go first (unless a batch is running): a ban just decided is in its history.
+    this.flush();
+    const id = this.nextRead++;
+    return new Promise<BanHistoryRow[]>((resolve, reject) => {
+      this.reads.set(id, {
+        resolve: (rows) => {
+          resolve(rows.map(toHistory));
+        },
+        reject: (error) => {
+          reject(new StoreError(`${what} from ${this.path} failed: ${error}`));
+        },
+      });
+      this.worker().postMessage({ seq: id, read: 'history', args: [ip] });
+    });
   }
 
   /**
@@ -564,6 +606,7 @@ export class BanStore {
     const error = new StoreError(`the ban database ${this.path} is closed`);
     for (const w of this.waiters) w.reject(error);
     this.waiters = [];
+    this.failReads('it is closed');
     if (this.writer !== undefined) await this.writer.terminate();
     this.writer = undefined;
     this.db?.close();
@@ -600,14 +643,17 @@ export class BanStore {
   private worker(): Worker {
     if (this.writer !== undefined) return this.writer;
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    const w = new Worker(WRITER, { eval: true, workerData: { path: this.path, driver, sql: SQL, nice: WRITER_NICE } });
+    const w = new Worker(WRITER, { eval: true, workerData: { path: this.path, driver, sql: SQL, reads: READS, nice: WRITER_NICE } });
     w.unref();
     w.on('message', (r: Reply) => {
-      this.settle(r);
+      if ('read' in r) this.answerRead(r);
+      else this.settle(r);
     });
     w.on('error', (err) => {
       this.writer = undefined;
-      this.settle({ seq: -1, error: `writer thread failed: ${errorMessage(err)}` });
+      const error = `writer thread failed: ${errorMessage(err)}`;
+      this.failReads(error);
+      this.settle({ seq: -1, error });
     });
     w.on('exit', () => {
       if (this.writer === w) this.writer = undefined;
@@ -616,7 +662,21 @@ export class BanStore {
     return w;
   }
 
-  private settle(r: Reply): void {
+  private answerRead(r: Extract<Reply, { read: number }>): void {
+    const pending = this.reads.get(r.read);
+    if (pending === undefined) return;
+    this.reads.delete(r.read);
+    if ('error' in r) pending.reject(r.error);
+    else pending.resolve(r.rows);
+  }
+
+  private failReads(error: string): void {
+    const pending = [...this.reads.values()];
+    this.reads.clear();
+    for (const p of pending) p.reject(error);
+  }
+
+  private settle(r: Extract<Reply, { seq: number }>): void {
     const batch = this.inFlight;
     if (batch === undefined) return;
     this.inFlight = undefined;

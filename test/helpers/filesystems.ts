@@ -1,6 +1,7 @@
 // Real filesystems that fail: a loop-mounted ext4 that can be frozen (fsfreeze) and a tiny tmpfs
 // that fills up. Root only (CI runs as root); mounts are undone by cleanup().
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,12 @@ export interface TestMount {
 export interface FreezableMount extends TestMount {
   freeze(): void;
   thaw(): void;
+  /**
+   * Thaws through a process started before the freeze. A thread of ours asleep in a page fault on
+   * the frozen disk (SQLite's WAL index is a shared mapping) holds a lock on its memory area, and
+   * forking copies every area: thaw(), which starts fsfreeze, would wait for the thaw itself.
+   */
+  thawWithoutFork(): Promise<void>;
 }
 
 function run(cmd: string, ...args: string[]): void {
@@ -29,15 +36,29 @@ export function freezableMount(): FreezableMount {
   run('mkfs.ext4', '-q', '-F', image);
   run('mount', '-o', 'loop', image, dir);
   let frozen = false;
+  let thawer: ChildProcess | undefined;
   return {
     dir,
     freeze(): void {
+      thawer = spawn('sh', ['-c', 'read _ && exec fsfreeze --unfreeze "$0"', dir], { stdio: ['pipe', 'ignore', 'ignore'] });
       run('fsfreeze', '--freeze', dir);
       frozen = true;
     },
     thaw(): void {
+      thawer?.kill();
+      thawer = undefined;
       if (!frozen) return;
       run('fsfreeze', '--unfreeze', dir);
+      frozen = false;
+    },
+    async thawWithoutFork(): Promise<void> {
+      const t = thawer;
+      if (!frozen || t === undefined) return;
+      const exited = once(t, 'exit');
+      t.stdin?.end('\n');
+      const [code] = (await exited) as [number | null];
+      if (code !== 0) throw new Error(`fsfreeze --unfreeze ${dir} failed (${String(code)})`);
+      thawer = undefined;
       frozen = false;
     },
     cleanup(): void {
