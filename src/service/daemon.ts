@@ -163,6 +163,21 @@ interface BanRecord {
   retry: { readonly decision: BanDecision; delayMs: number; timer: NodeJS.Timeout } | null;
 }
 
+/** `p`'s value, or `late()` once it has taken `ms` (p goes on). */
+async function within<T>(p: Promise<T>, ms: number, late: () => string): Promise<T | string> {
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([
+    p,
+    new Promise<string>((resolve) => {
+      timer = setTimeout(() => {
+        resolve(late());
+      }, ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return outcome;
+}
+
 function newRecord(ban: StoredBan, enforcedAt: number | null): BanRecord {
   return { ban, outcome: enforcedAt === null ? 'pending' : 'enforced', enforcedAt, rebannedAt: null, warnedIneffective: false, retry: null };
 }
@@ -554,16 +569,11 @@ export class Daemon implements ControlTarget {
     const addr = parseBanTarget(ipText);
     if (addr === null) return { kind: 'invalid', message: `"${ipText}" is not an IPv4 or IPv6 address or network` };
     // Read on the database's own thread: a hung disk answers late, and never holds the event loop.
-    let timer: NodeJS.Timeout | undefined;
-    const rows = await Promise.race([
+    const rows = await within(
       this.o.store.historyOf(addr.ip).catch((err: unknown) => errorMessage(err)),
-      new Promise<string>((resolve) => {
-        timer = setTimeout(() => {
-          resolve(`the ban database ${this.o.store.path} did not answer within ${String(ANSWER_MS / 1000)} s (${this.o.store.health().lastError ?? 'disk slow or hung?'})`);
-        }, ANSWER_MS);
-      }),
-    ]);
-    clearTimeout(timer);
+      ANSWER_MS,
+      () => `the ban database ${this.o.store.path} did not answer within ${String(ANSWER_MS / 1000)} s (${this.o.store.health().lastError ?? 'disk slow or hung?'})`,
+    );
     if (typeof rows === 'string') return { kind: 'failed', message: rows };
     const now = this.now();
     const r = this.records.get(addr.ip);
@@ -886,21 +896,15 @@ export class Daemon implements ControlTarget {
   }
 
   /** null once every write queued so far is in the database; else why not, at the latest after `ms` (the writes go on). */
-  private async durableWithin(ms: number): Promise<string | null> {
-    let timer: NodeJS.Timeout | undefined;
-    const outcome = await Promise.race([
+  private durableWithin(ms: number): Promise<string | null> {
+    return within(
       this.o.store.durable().then(
         () => null,
         (err: unknown) => errorMessage(err),
       ),
-      new Promise<string>((resolve) => {
-        timer = setTimeout(() => {
-          resolve(`not written within ${String(ms / 1000)} s (${this.o.store.health().lastError ?? `a write to the ban database ${this.o.store.path} is still running: disk slow or hung?`})`);
-        }, ms);
-      }),
-    ]);
-    clearTimeout(timer);
-    return outcome;
+      ms,
+      () => `not written within ${String(ms / 1000)} s (${this.o.store.health().lastError ?? `a write to the ban database ${this.o.store.path} is still running: disk slow or hung?`})`,
+    );
   }
 
   /** Resolves once every write queued so far is in the database, however many attempts it takes. */
