@@ -1,6 +1,6 @@
 // Durable ban history in SQLite: every ban and unban, for incremental ban time and for restoring
-// bans after a restart or a reboot. Writes run on a worker thread: a hung or full disk delays the
-// acknowledgement of a ban, never its way to the kernel.
+// bans after a restart or a reboot. Writes, and the reads made after the start, run on a worker
+// thread: a hung or full disk delays the acknowledgement of a ban, never its way to the kernel.
 import { mkdirSync } from 'node:fs';
 import { utimes } from 'node:fs/promises';
 import { createRequire } from 'node:module';
