@@ -1262,6 +1262,29 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     }
   });
 
+  it('started without its database on a hung disk, a database found corrupt once the disk answers ends the daemon with one clear line', async () => {
+    const m = freezableMount();
+    let d: RunningDaemon | undefined;
+    try {
+      const state = join(m.dir, 'state');
+      mkdirSync(state);
+      writeFileSync(join(state, 'ami2ban.sqlite'), Buffer.alloc(8192, 0x42));
+      m.freeze();
+      d = spawnDaemon({ ...env, STATE_DIR: state });
+      const running = d;
+      await vi.waitUntil(() => running.lines().some((l) => l.message === 'ami2ban started'), { timeout: 10_000, interval: 50 });
+      m.thaw();
+      expect(await d.exited).toBe(1);
+      const failed = d.lines().find((l) => l.message === 'start failed');
+      expect(failed?.error).toBe(`cannot open the ban database ${join(state, 'ami2ban.sqlite')}: file is not a database`);
+      expect(d.output()).not.toMatch(/\n\s+at /);
+    } finally {
+      m.thaw();
+      if (d?.child.exitCode === null) d.child.kill('SIGKILL');
+      m.cleanup();
+    }
+  });
+
   it('a full disk under STATE_DIR: bans still reach the kernel, the store says why, and catches up once there is room', async () => {
     const m = smallTmpfs(2048);
     let d: RunningDaemon | undefined;
