@@ -48,7 +48,8 @@ function statusText(s: StatusReport): string {
   return [
     `ami2ban ${s.version}, up ${formatRemaining(s.uptimeSeconds)}`,
     `AMI:        ${s.ami.state}${s.ami.connected ? '' : ' (not receiving events)'}, last event ${age}, ${s.ami.reconnects} reconnects`,
-    `firewall:   ${s.firewall.backend}, ${s.firewall.state}`,
+    `firewall:   ${s.firewall.backend}, ${s.firewall.state}${s.firewall.unenforced > 0 ? `; ${s.firewall.unenforced} bans not in the kernel, retrying: ${s.firewall.lastError ?? 'nftables failed'}` : ''}`,
+    `database:   ${s.store.healthy ? 'healthy' : 'not healthy'}, ${s.store.pending} writes waiting${s.store.dropped > 0 ? `, ${s.store.dropped} dropped` : ''} (${s.store.path})${s.store.lastError === null ? '' : `: ${s.store.lastError}`}`,
     `bans:       ${s.activeBans} active; ${s.trackedAddresses} addresses with pending failures`,
     `since start: ${s.counts.events} events, ${s.counts.failures} failures, ${s.counts.bans} bans, ${s.counts.unbans} unbans`,
     ...(s.fleet === null ? [] : [`fleet:      ${s.fleet.state} as ${s.fleet.hostId}${s.fleet.outbox > 0 ? `, ${s.fleet.outbox} decisions waiting to be published` : ''}${s.fleet.lastError === null ? '' : ` (${s.fleet.lastError})`}`]),

@@ -899,6 +899,7 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     expect(status.code).toBe(0);
     expect(status.stdout).toMatch(/AMI: +ready/);
     expect(status.stdout).toMatch(/firewall: +nftables \(libnftables\), ready/);
+    expect(status.stdout).toMatch(/^database: +healthy, \d+ writes waiting \(.*ami2ban\.sqlite\)$/m);
 
     const ban = await ctl(['ban', '198.51.100.7', '--for', '1h']);
     expect(ban.stdout.trim()).toBe('banned 198.51.100.7 for 1h');
@@ -1188,6 +1189,9 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       expect(manual.code).not.toBe(0);
       expect(manual.stderr).toMatch(/198\.51\.100\.60 is blocked in the kernel, but the ban database failed \(retrying\): not written within 2 s \(a write to the ban database .* (has not completed|is still running)/);
       expect(setElements(TABLE, 'ipv4_addr').has('198.51.100.60')).toBe(true);
+      // `status` says why, in words.
+      await vi.waitUntil(async () => !(await storeOf()).healthy, { timeout: 10_000, interval: 50 });
+      expect((await ctl(['status'])).stdout).toMatch(/^database: +not healthy, \d+ writes waiting \(.*ami2ban\.sqlite\): a write to the ban database .* has not completed for \d+ s \(disk hung or full\?\)$/m);
       // explain reads the history on the database's thread: it answers that the disk does not, within 2 s.
       const why = await ctl(['explain', ips[0] ?? '']);
       expect(why.code).not.toBe(0);
