@@ -265,7 +265,7 @@ async function openWhenAnswered(
     if (controlLater) await listenControl(control, config, logger);
   } catch (err) {
     logger.error('start failed', { error: errorMessage(err), ...(err instanceof Ami2banError ? { code: err.code } : {}) });
-    return `the ban database could not be opened once STATE_DIR answered: ${errorMessage(err)}`;
+    return `the start could not be completed once STATE_DIR answered: ${errorMessage(err)}`;
   }
   return never;
 }

@@ -656,7 +656,10 @@ export class BanStore {
       this.settle({ seq: -1, error });
     });
     w.on('exit', () => {
-      if (this.writer === w) this.writer = undefined;
+      if (this.writer !== w) return;
+      this.writer = undefined;
+      // Its reads will not be answered (a write in flight fails through 'error' or the stall timer).
+      this.failReads('the writer thread ended');
     });
     this.writer = w;
     return w;
