@@ -4,7 +4,6 @@ import { request } from 'node:http';
 import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BanView, StatusReport } from '../src/control/api.js';
 import { parseCommand } from '../src/cli-args.js';
@@ -16,6 +15,7 @@ import { FakeAmiServer, eventBlocks } from '../src/demo/fake-ami-server.js';
 import { MemoryFirewall } from '../src/firewall/memory.js';
 import { buildDaemon } from '../src/service/build.js';
 import type { Daemon } from '../src/service/daemon.js';
+import { fillUp, smallTmpfs } from './helpers/filesystems.js';
 import { fixture } from './helpers/fixtures.js';
 import { referencedMetrics } from './helpers/observability.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
@@ -42,8 +42,8 @@ afterEach(async () => {
   rig = undefined;
 });
 
-async function start(options: { token?: string; tcp?: boolean; env?: Record<string, string>; connect?: boolean } = {}): Promise<Rig> {
-  const dir = mkdtempSync(join(tmpdir(), 'ami2ban-control-'));
+async function start(options: { token?: string; tcp?: boolean; env?: Record<string, string>; connect?: boolean; dir?: string } = {}): Promise<Rig> {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'ami2ban-control-'));
   const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
   const port = await server.start();
   const cfg = config({ AMI_PORT: String(port), STATE_DIR: dir, BAN_IGNOREIP: '10.0.0.0/8', ...options.env });
@@ -259,35 +259,38 @@ describe('consistency check', () => {
     expect((await r.client.call('GET', '/readyz')).status).toBe(200);
   });
 
-  it('a ban database that fails: the ban is in the kernel but not acknowledged (503) until the write succeeds', async () => {
-    const r = await start({ env: { BAN_IGNOREIP: '' } });
-    // The start's own write (closing bans that ended while down) is not waited for by the start.
-    await vi.waitUntil(async () => ((await r.client.call('GET', '/v1/status')).body as { store: { pending: number } }).store.pending === 0, { timeout: 5000, interval: 20 });
-    // Another connection holds the write lock: every write of ours fails at once.
-    const other = new Database(join(r.dir, 'ami2ban.sqlite'));
-    other.exec('BEGIN EXCLUSIVE');
+  it('a ban database that fails (a full disk): the ban is in the kernel but not acknowledged (503) until the write succeeds', async () => {
+    const m = smallTmpfs(1024);
     try {
-      const res = await r.client.call('POST', '/v1/bans', { ip: '198.51.100.62', duration: '1h' });
-      expect(res.status).toBe(503);
-      expect(JSON.stringify(res.body)).toContain('blocked in the kernel, but the ban database failed');
-      expect(r.firewall.elements.has('198.51.100.62')).toBe(true);
-      const status = (await r.client.call('GET', '/v1/status')).body as { store: { healthy: boolean; pending: number; writeErrors: number } };
-      expect(status.store).toMatchObject({ healthy: false, pending: 1 });
-      expect(status.store.writeErrors).toBeGreaterThan(0);
-      expect(String((await r.client.call('GET', '/metrics')).body)).toContain('ami2ban_store_healthy 0');
-      // The bans in force are still listed: they come from the daemon, not from the failing database.
-      const listed = (await r.client.call('GET', '/v1/bans')).body as { bans: { ip: string }[] };
-      expect(listed.bans.map((x) => x.ip)).toEqual(['198.51.100.62']);
-      expect(r.log.lines.some((l) => l.message === 'ban')).toBe(false);
+      const r = await start({ env: { BAN_IGNOREIP: '' }, dir: m.dir });
+      // The start's own write (closing bans that ended while down) is not waited for by the start.
+      await vi.waitUntil(async () => ((await r.client.call('GET', '/v1/status')).body as { store: { pending: number } }).store.pending === 0, { timeout: 5000, interval: 20 });
+      // Every write of ours fails from now on.
+      const free = fillUp(m.dir);
+      try {
+        const res = await r.client.call('POST', '/v1/bans', { ip: '198.51.100.62', duration: '1h' });
+        expect(res.status).toBe(503);
+        expect(JSON.stringify(res.body)).toContain('blocked in the kernel, but the ban database failed');
+        expect(JSON.stringify(res.body)).toContain('database or disk is full');
+        expect(r.firewall.elements.has('198.51.100.62')).toBe(true);
+        const status = (await r.client.call('GET', '/v1/status')).body as { store: { healthy: boolean; pending: number; writeErrors: number } };
+        expect(status.store).toMatchObject({ healthy: false, pending: 1 });
+        expect(status.store.writeErrors).toBeGreaterThan(0);
+        expect(String((await r.client.call('GET', '/metrics')).body)).toContain('ami2ban_store_healthy 0');
+        // The bans in force are still listed: they come from the daemon, not from the failing database.
+        const listed = (await r.client.call('GET', '/v1/bans')).body as { bans: { ip: string }[] };
+        expect(listed.bans.map((x) => x.ip)).toEqual(['198.51.100.62']);
+        expect(r.log.lines.some((l) => l.message === 'ban')).toBe(false);
+      } finally {
+        free();
+      }
+      await vi.waitUntil(() => r.log.lines.some((l) => l.message === 'ban' && l.meta.ip === '198.51.100.62'), { timeout: 5000, interval: 20 });
+      const status = (await r.client.call('GET', '/v1/status')).body as { store: { healthy: boolean; pending: number } };
+      expect(status.store).toMatchObject({ healthy: true, pending: 0 });
+      expect(await r.daemon.explain('198.51.100.62')).toMatchObject({ kind: 'explained', history: [{ rule: 'manual', ended: null }] });
     } finally {
-      other.exec('COMMIT');
-      other.close();
+      m.cleanup();
     }
-    await vi.waitUntil(() => r.log.lines.some((l) => l.message === 'ban' && l.meta.ip === '198.51.100.62'), { timeout: 5000, interval: 20 });
-    const status = (await r.client.call('GET', '/v1/status')).body as { store: { healthy: boolean; pending: number } };
-    expect(status.store).toMatchObject({ healthy: true, pending: 0 });
-    const rows = new Database(join(r.dir, 'ami2ban.sqlite'), { readonly: true }).prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = '198.51.100.62'").get() as { n: number };
-    expect(rows.n).toBe(1);
   });
 
   it('lists thousands of bans page by page in one valid JSON answer', async () => {

@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import Database from 'better-sqlite3';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +14,7 @@ import type { Daemon } from '../src/service/daemon.js';
 import { EXPECTED_BANS, fixture } from './helpers/fixtures.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
 import { DnsStub } from './helpers/dns-stub.js';
+import { fillUp, smallTmpfs } from './helpers/filesystems.js';
 import { config } from './helpers/policy.js';
 
 describe('daemon: AMI → engine → firewall', () => {
@@ -91,7 +91,7 @@ describe('daemon start: store and firewall reconciled', () => {
   it('re-adds what the kernel lost or holds for less time than recorded, adopts what only the kernel has', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ami2ban-'));
     const now = Date.now();
-    const store = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
+    const store = await BanStore.open(dir, { historyKeepMs: 30 * 86400_000 });
     const row = (ip: string, seconds: number): Parameters<BanStore['recordBan']>[0] => ({
       ip,
       family: 'ipv4',
@@ -131,22 +131,22 @@ describe('daemon start: store and firewall reconciled', () => {
       await daemon.stop();
       await server.stop();
     }
-    const after = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
-    expect(after.history('192.0.2.5').map((h) => h.endReason)).toEqual(['expired']);
+    const after = await BanStore.open(dir, { historyKeepMs: 30 * 86400_000 });
+    expect((await after.historyOf('192.0.2.5')).map((h) => h.endReason)).toEqual(['expired']);
     await after.close();
   });
 });
 
 describe('daemon start: a ban database that cannot be written', () => {
-  it('the start does not wait for it: closing the bans that ended meanwhile fails, is logged, and is done once it can be', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ami2ban-'));
+  it('the start does not wait for it: closing the bans that ended meanwhile fails (a full disk), is logged, and is done once it can be', async () => {
+    const m = smallTmpfs(1024);
+    const dir = m.dir;
     const now = Date.now();
-    const store = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
+    const store = await BanStore.open(dir, { historyKeepMs: 30 * 86400_000 });
     store.recordBan({ ip: '192.0.2.5', family: 'ipv4', at: now - 7200_000, banSeconds: 60, until: now - 7140_000, reason: 'threshold', failures: 3, events: {}, previousBans: 0 });
     await store.close();
-    // Another connection holds the write lock (readers go on): every write of ours fails at once.
-    const other = new Database(join(dir, 'ami2ban.sqlite'));
-    other.exec('BEGIN IMMEDIATE');
+    // Reads go on; every write fails.
+    const free = fillUp(dir);
     const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
     const port = await server.start();
     const log = new MemoryLogger([], false);
@@ -155,15 +155,14 @@ describe('daemon start: a ban database that cannot be written', () => {
     try {
       await daemon.start();
       expect(log.lines.some((l) => l.message === 'ami2ban started')).toBe(true);
-      await expectEventually(() => log.lines.some((l) => l.message === 'ban database write failed'));
+      await expectEventually(() => log.lines.some((l) => l.message === 'ban database write failed' && /database or disk is full/.test(String(l.meta.error))));
       expect(closed()).toBe(false);
-      other.exec('COMMIT');
+      free();
       await expectEventually(closed, 10_000);
     } finally {
-      if (other.inTransaction) other.exec('COMMIT');
-      other.close();
       await daemon.stop();
       await server.stop();
+      m.cleanup();
     }
   });
 });
@@ -172,7 +171,7 @@ describe('daemon start without its database (STATE_DIR did not answer)', () => {
   it('bans go to the kernel at once, acknowledged once the database opens; then the stored bans are reconciled with what was done meanwhile', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ami2ban-'));
     const now = Date.now();
-    const before = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
+    const before = await BanStore.open(dir, { historyKeepMs: 30 * 86400_000 });
     const row = (ip: string, reason = 'threshold'): Parameters<BanStore['recordBan']>[0] => ({ ip, family: 'ipv4', at: now - 1000, banSeconds: 3600, until: now + 3599_000, reason, failures: 3, events: {}, previousBans: 0 });
     before.recordBan(row('192.0.2.1')); // lost from the kernel: restored once the database opens
     before.recordBan(row('192.0.2.2', 'manual')); // in the kernel: taken as it is, then known as manual
@@ -237,11 +236,11 @@ describe('daemon start without its database (STATE_DIR did not answer)', () => {
       await daemon.stop();
       await server.stop();
     }
-    const after = new BanStore(dir, { historyKeepMs: 30 * 86400_000 });
-    const ends = (ip: string): (string | null)[] => after.history(ip).map((h) => h.endReason);
-    expect(ends('192.0.2.3')).toEqual(['ignored']);
-    expect(ends('192.0.2.6')).toEqual(['manual']);
-    expect(after.activeBans(Date.now()).map((b) => `${b.ip} ${b.reason}`).sort()).toEqual(['192.0.2.1 threshold', '192.0.2.2 manual', '192.0.2.4 adopted', '198.51.100.7 threshold', '198.51.100.8 threshold', '203.0.113.50 manual']);
+    const after = await BanStore.open(dir, { historyKeepMs: 30 * 86400_000 });
+    const ends = async (ip: string): Promise<(string | null)[]> => (await after.historyOf(ip)).map((h) => h.endReason);
+    expect(await ends('192.0.2.3')).toEqual(['ignored']);
+    expect(await ends('192.0.2.6')).toEqual(['manual']);
+    expect((await after.activeBans(Date.now())).map((b) => `${b.ip} ${b.reason}`).sort()).toEqual(['192.0.2.1 threshold', '192.0.2.2 manual', '192.0.2.4 adopted', '198.51.100.7 threshold', '198.51.100.8 threshold', '203.0.113.50 manual']);
     await after.close();
   });
 });

@@ -1226,7 +1226,7 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     };
     try {
       // A ban recorded before, lost from the kernel (a reboot): put back once the database answers.
-      const before = new BanStore(state, { historyKeepMs: 86400_000 });
+      const before = await BanStore.open(state, { historyKeepMs: 86400_000 });
       before.recordBan({ ip: '10.88.9.9', family: 'ipv4', at: Date.now(), banSeconds: 3600, until: Date.now() + 3600_000, reason: 'threshold', failures: 3, events: {}, previousBans: 0 });
       await before.close();
       m.freeze();

@@ -251,6 +251,11 @@ export class Engine {
     this.trust?.load(trusted);
   }
 
+  /** Bans of an address within the history (BAN_HISTORY_KEEP): what its next ban counts as before it. */
+  previousBans(ip: string, now: number): number {
+    return this.history.count(ip, now);
+  }
+
   /** Replaces the ignore list (e.g. on reload); pending failures of now-ignored addresses are dropped. */
   setIgnoreList(cidrs: readonly Cidr[]): void {
     this.ignore = new AddressSet(cidrs);

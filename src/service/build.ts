@@ -71,7 +71,6 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
       logger.error('ban database write failed', { error: err.message });
     },
     enforcer: config.firewall,
-    deferOpen: overrides.deferStore === true,
   });
   const metrics = new Metrics({ version, banReasons: BAN_REASONS, unbanReasons: UNBAN_REASONS, ignoreReasons: IGNORE_REASONS, fleetRefusals: FLEET_REFUSALS, maxTracked: config.ban.maxTracked });
   const ami = new AmiClient({
@@ -99,9 +98,9 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     void store.close();
     throw err;
   }
-  // Read once: the engine is given the history as data and never asks the store (without the
-  // database, it is given it once that opens).
-  const engine = new Engine(config.ban, store.isOpen ? { previousBans: store.banStarts(), trusted: config.ban.trustSuccess ? store.trustedPairs(Date.now()) : [] } : {});
+  // The engine is given the history as data when the store opens (Daemon.start or openStore), and
+  // never asks the store.
+  const engine = new Engine(config.ban);
   const dropped = firewall instanceof NftablesFirewall ? () => firewall.counters() : undefined;
   const listen = config.control.listen;
   const self = config.ban.ignoreSelf
@@ -117,6 +116,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     engine,
     firewall,
     store,
+    ...(overrides.deferStore === true ? { storeLater: true } : {}),
     metrics,
     logger,
     version,

@@ -97,6 +97,8 @@ export interface DaemonOptions {
   readonly engine: Engine;
   readonly firewall: Firewall;
   readonly store: BanStore;
+  /** STATE_DIR did not answer: start without the database (openStore once it does). */
+  readonly storeLater?: boolean;
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly version: string;
@@ -257,13 +259,21 @@ export class Daemon implements ControlTarget {
       // A failed write is logged by the store's error handler, and retried.
       () => undefined,
     );
+    // Without its database (STATE_DIR did not answer), what the kernel holds is taken as it is, and
+    // reconciled with the stored bans once the database opens (openStore).
+    const deferred = this.o.storeLater === true && !store.isOpen;
+    let stored: StoredBan[] = [];
+    if (!deferred) {
+      await store.open();
+      // The engine is given the history as data; it never asks the store.
+      const [starts, trusted] = await Promise.all([store.banStarts(), store.trustedPairs(this.now())]);
+      engine.loadHistory(starts, trusted);
+    }
     const inKernel = await firewall.start();
     this.firewallState = 'ready';
     const now = this.now();
-    // Without its database (STATE_DIR did not answer), what the kernel holds is taken as it is, and
-    // reconciled with the stored bans once the database opens (openStore).
-    const deferred = !store.isOpen;
-    const plan = reconcile(deferred ? [] : store.activeBans(now), inKernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
+    if (!deferred) stored = await store.activeBans(now);
+    const plan = reconcile(stored, inKernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
     const done = this.applyPlan(plan, now, !deferred);
     await this.idle();
     logger.info('ami2ban started', {
@@ -293,20 +303,23 @@ export class Daemon implements ControlTarget {
   async openStore(): Promise<void> {
     const { store, engine, logger } = this.o;
     if (store.isOpen) return;
-    store.open();
+    await store.open();
     // This run's writes go first: an unban since the start closes its row, and a ban since then
     // is told apart by its start time.
     await this.written();
+    const read = this.now();
+    const [starts, trusted, active] = await Promise.all([store.banStarts(), store.trustedPairs(read), store.activeBans(read)]);
+    // From here on nothing waits: what this run did and what the database holds are compared as one.
     const now = this.now();
     engine.loadHistory(
-      store.banStarts().filter((b) => b.startedAt < this.startedAt),
-      store.trustedPairs(now),
+      starts.filter((b) => b.startedAt < this.startedAt),
+      trusted,
     );
     const kernel: KernelBan[] = [];
     for (const [ip, r] of this.unrecorded) if (this.records.get(ip) === r) kernel.push({ ip, family: r.ban.family, expiresAt: r.ban.expiresAt });
     // A ban decided since the start has its own record: its address is this run's, not the database's.
     const taken = new Set(kernel.map((k) => k.ip));
-    const stored = store.activeBans(now).filter((s) => s.startedAt < this.startedAt && (!this.records.has(s.ip) || taken.has(s.ip)));
+    const stored = active.filter((s) => s.startedAt < this.startedAt && (!this.records.has(s.ip) || taken.has(s.ip)));
     this.unrecorded.clear();
     const plan = reconcile(stored, kernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
     const done = this.applyPlan(plan, now, true);
@@ -377,7 +390,8 @@ export class Daemon implements ControlTarget {
     for (const k of plan.adopt) {
       // In the kernel but unknown to the store (e.g. the database was replaced): adopt and record it.
       if (!engine.adopt(k.ip, k.expiresAt, now)) continue;
-      const previousBans = record ? store.previousBans(k.ip) : 0;
+      // The history was read at open (none yet without the database).
+      const previousBans = engine.previousBans(k.ip, now);
       const r = newRecord({ ip: k.ip, family: k.family, enforcer: this.o.policy.enforcer, startedAt: now, expiresAt: k.expiresAt, reason: 'adopted', failures: 0, events: NO_EVENTS, details: NO_DETAILS, previousBans, origin: null, local: false }, now);
       this.records.set(k.ip, r);
       if (!record) {

@@ -1,12 +1,11 @@
 // Durable ban history in SQLite: every ban and unban, for incremental ban time and for restoring
-// bans after a restart or a reboot. Writes, and the reads made after the start, run on a worker
-// thread: a hung or full disk delays the acknowledgement of a ban, never its way to the kernel.
-import { mkdirSync } from 'node:fs';
+// bans after a restart or a reboot. Its one connection lives on a worker thread, which runs every
+// write and read: a hung or full disk delays the acknowledgement of a ban, never its way to the
+// kernel.
 import { utimes } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import Database from 'better-sqlite3';
 import { StoreError, errorMessage } from '../errors.js';
 
 /** One failure behind a ban (structurally the engine's FailureDetail). */
@@ -128,6 +127,8 @@ const RETRY_MAX_MS = 10_000;
 const STALL_MS = 5_000;
 /** How long close() waits for queued writes before giving up on them (the kernel keeps the bans). */
 const CLOSE_WAIT_MS = 10_000;
+/** How long close() waits for the writer thread to close the database before ending it. */
+const CLOSE_THREAD_MS = 2_000;
 
 export interface StoreHealth {
   readonly healthy: boolean;
@@ -149,11 +150,6 @@ export interface StoreOptions {
   readonly enforcer?: Enforcer;
   /** A write running this long makes the store unhealthy (default 5 s). */
   readonly stallMs?: number;
-  /**
-   * Not opened by the constructor (STATE_DIR does not answer): writes queue until open() is called,
-   * reads throw until then.
-   */
-  readonly deferOpen?: boolean;
 }
 
 interface Waiter {
@@ -175,11 +171,29 @@ const SQL = {
   meta: 'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
 } as const;
 
-/** Reads the writer thread also runs (explain): a hung disk then holds a thread, not the event loop. */
+/** Reads, run on the writer thread too (after the writes sent before them): the daemon's only connection. */
 const READS = {
+  starts: "SELECT ip, started_at FROM bans WHERE started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')",
+  // A ban continued by a longer one is one ban: its `extended` row is not counted.
+  count: "SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')",
+  active:
+    'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
   history:
     'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local, ended_at, end_reason FROM bans WHERE ip = ? ORDER BY started_at, id',
+  trusted: 'SELECT ip, account, until FROM trust WHERE until > ? ORDER BY until',
+  meta: 'SELECT key, value FROM meta',
 } as const;
+
+/** Columns added since the first schema: databases made before them get them at open. */
+const COLUMNS: readonly (readonly [string, string])[] = [
+  // Their bans were kernel bans.
+  ['enforcer', "ALTER TABLE bans ADD COLUMN enforcer TEXT NOT NULL DEFAULT 'nftables'"],
+  ['details', "ALTER TABLE bans ADD COLUMN details TEXT NOT NULL DEFAULT '[]'"],
+  ['origin', 'ALTER TABLE bans ADD COLUMN origin TEXT'],
+  ['local', 'ALTER TABLE bans ADD COLUMN local INTEGER NOT NULL DEFAULT 0'],
+];
+
+type ReadName = keyof typeof READS;
 
 type HistoryRow = Row & { ended_at: number | null; end_reason: string | null };
 
@@ -198,8 +212,11 @@ interface Op {
 type Reply =
   | { readonly seq: number; readonly changes: number[] }
   | { readonly seq: number; readonly error: string }
-  | { readonly read: number; readonly rows: HistoryRow[] }
-  | { readonly read: number; readonly error: string };
+  | { readonly read: number; readonly rows: unknown[] }
+  | { readonly read: number; readonly error: string }
+  | { readonly opened: true; readonly meta: [string, string][] }
+  | { readonly opened: false; readonly error: string }
+  | { readonly closed: true };
 
 /**
  * The writer thread's nice value: with both cores busy under a flood, the scheduler gives the main
@@ -208,29 +225,67 @@ type Reply =
 const WRITER_NICE = 5;
 
 // Plain JavaScript evaluated in the thread, so that it runs alike from the TypeScript sources (tests)
-// and from the build. It knows no schema: it runs the named statements it is sent, in one
-// transaction per message, and answers with the rows each changed.
+// and from the build. It opens the database (making STATE_DIR), runs the named statements it is
+// sent, in one transaction per message, and answers with the rows each changed or read.
 const WRITER = `
 const { parentPort, workerData } = require('node:worker_threads');
+const { mkdirSync } = require('node:fs');
+const { dirname, resolve } = require('node:path');
 // WRITER_NICE: on Linux a thread has its own nice value (raising one's own needs no privilege).
 try { require('node:os').setPriority(workerData.nice); } catch {}
 const Database = require(workerData.driver);
+// mkdir -p one level at a time: Node 20's recursive mkdir spins forever under some parents
+// (e.g. /proc/1/x/y); here every level is tried once and the first real error is thrown.
+function makeDirectory(path) {
+  const levels = [];
+  for (let p = resolve(path); ; p = dirname(p)) {
+    levels.unshift(p);
+    if (dirname(p) === p) break;
+  }
+  for (const level of levels) {
+    try { mkdirSync(level); } catch (err) { if (err.code !== 'EEXIST') throw err; }
+  }
+}
 let db, run, openError;
 const reads = {};
 try {
+  makeDirectory(workerData.dir);
+  // No busy wait: a lock held elsewhere fails at once (a write is retried later).
   db = new Database(workerData.path, { timeout: 0 });
+  // Set before the first access: the WAL index is then kept in this process's heap, not in a
+  // shared mapping of the -shm file, whose page faults on a hung disk would hold the memory map of
+  // the whole daemon (and, on kernels before 6.4, its event loop).
+  db.pragma('locking_mode = EXCLUSIVE');
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
+  db.exec(workerData.schema);
+  // Databases made before a column existed.
+  const columns = new Set(db.prepare('PRAGMA table_info(bans)').all().map((c) => c.name));
+  for (const [name, ddl] of workerData.columns) if (!columns.has(name)) db.exec(ddl);
+  // A damaged page elsewhere in the file is found now, at start, not by a write later.
+  const check = db.pragma('quick_check(3)').flatMap((r) => r.quick_check.split('\\n')).filter((l) => !l.startsWith('***'));
+  if (check[0] !== 'ok') throw new Error('database disk image is malformed (integrity check: ' + (check[0] ?? 'failed') + ')');
   const stmts = {};
   for (const [name, sql] of Object.entries(workerData.sql)) stmts[name] = db.prepare(sql);
   run = db.transaction((calls) => calls.map(([name, args]) => stmts[name].run(...args).changes));
   for (const [name, sql] of Object.entries(workerData.reads)) reads[name] = db.prepare(sql);
+  parentPort.postMessage({ opened: true, meta: reads.meta.raw().all() });
 } catch (err) {
-  openError = err;
+  openError = err instanceof Error ? err.message : String(err);
+  try { db?.close(); } catch {}
+  db = undefined;
+  parentPort.postMessage({ opened: false, error: openError });
 }
-parentPort.on('message', ({ seq, calls, read, args }) => {
+parentPort.on('message', ({ seq, calls, read, args, close }) => {
+  if (close) {
+    try { db?.close(); } catch {}
+    db = undefined;
+    openError = 'it is closed';
+    parentPort.postMessage({ closed: true });
+    return;
+  }
   try {
-    if (openError !== undefined) throw openError;
+    if (openError !== undefined) throw new Error(openError);
     if (read !== undefined) parentPort.postMessage({ read: seq, rows: reads[read].all(...args) });
     else parentPort.postMessage({ seq, changes: run(calls) });
   } catch (err) {
@@ -272,25 +327,6 @@ function toStored(r: Row): StoredBan {
 }
 
 /**
- * mkdir -p one level at a time: Node 20's recursive mkdir spins forever under some parents
- * (e.g. /proc/1/x/y); here every level is tried once and the first real error is thrown.
- */
-export function makeDirectory(path: string): void {
-  const levels: string[] = [];
-  for (let p = resolve(path); ; p = dirname(p)) {
-    levels.unshift(p);
-    if (dirname(p) === p) break;
-  }
-  for (const level of levels) {
-    try {
-      mkdirSync(level);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-  }
-}
-
-/**
  * Resolves once the disk under `dir` answers a write (its time stamps touched, on libuv's thread
  * pool): a hung disk (fsfreeze, a dead network volume) blocks every write, and opening SQLite there
  * would block the main thread as long, saying nothing. An error is an answer too (no such directory
@@ -304,51 +340,17 @@ export function diskAnswers(dir: string): Promise<void> {
   );
 }
 
-type Statements = {
-  count: Database.Statement<[string, number], { n: number }>;
-  starts: Database.Statement<[number], { ip: string; started_at: number }>;
-  active: Database.Statement<[number], Row>;
-  history: Database.Statement<[string], HistoryRow>;
-  trusted: Database.Statement<[number], { ip: string; account: string; until: number }>;
-  meta: Database.Statement<[string], { value: string }>;
-};
-
-/** Sets up an opened database (schema, migrations, an integrity check) and prepares the reads. */
-function prepare(db: Database.Database): Statements {
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.exec(SCHEMA);
-  // Databases made before the enforcer was recorded: their bans were kernel bans.
-  const columns = db.prepare<[], { name: string }>('PRAGMA table_info(bans)').all();
-  if (!columns.some((c) => c.name === 'enforcer')) db.exec("ALTER TABLE bans ADD COLUMN enforcer TEXT NOT NULL DEFAULT 'nftables'");
-  if (!columns.some((c) => c.name === 'details')) db.exec("ALTER TABLE bans ADD COLUMN details TEXT NOT NULL DEFAULT '[]'");
-  if (!columns.some((c) => c.name === 'origin')) db.exec('ALTER TABLE bans ADD COLUMN origin TEXT');
-  if (!columns.some((c) => c.name === 'local')) db.exec('ALTER TABLE bans ADD COLUMN local INTEGER NOT NULL DEFAULT 0');
-  // A damaged page elsewhere in the file is found now, at start, not by a write later.
-  const check = (db.pragma('quick_check(3)') as { quick_check: string }[]).flatMap((r) => r.quick_check.split('\n')).filter((l) => !l.startsWith('***'));
-  if (check[0] !== 'ok') throw new Error(`database disk image is malformed (integrity check: ${check[0] ?? 'failed'})`);
-  return {
-    starts: db.prepare("SELECT ip, started_at FROM bans WHERE started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
-    // A ban continued by a longer one is one ban: its `extended` row is not counted.
-    count: db.prepare("SELECT COUNT(*) AS n FROM bans WHERE ip = ? AND started_at >= ? AND (end_reason IS NULL OR end_reason != 'extended')"),
-    active: db.prepare(
-      'SELECT ip, family, enforcer, started_at, expires_at, reason, failures, events, details, previous_bans, origin, local FROM bans WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
-    ),
-    history: db.prepare(READS.history),
-    trusted: db.prepare('SELECT ip, account, until FROM trust WHERE until > ? ORDER BY until'),
-    meta: db.prepare('SELECT value FROM meta WHERE key = ?'),
-  };
-}
-
 export class BanStore {
   readonly path: string;
-  /** Reads at start (and in tests); every write goes through the writer thread. Unset until open. */
-  private db: Database.Database | undefined;
+  /** The thread that holds the database's one connection (writes and reads). */
   private writer: Worker | undefined;
+  /** The database was opened once: writes go to the writer thread (a new one if it ended). */
+  private opened = false;
+  private opening: { readonly promise: Promise<void>; readonly resolve: () => void; readonly reject: (err: StoreError) => void } | undefined;
+  /** The meta table (a few settings), read at open: meta() answers at once. */
+  private readonly metaValues = new Map<string, string>();
   private pending: Op[] = [];
   private inFlight: { readonly ops: Op[]; readonly sentAt: number; readonly stall: NodeJS.Timeout } | undefined;
-  /** Bans queued and not yet written, per address: counted by previousBans until written. */
-  private readonly pendingPerIp = new Map<string, number[]>();
   private nextSeq = 0;
   /** Every operation numbered below this is written. */
   private written = 0;
@@ -357,14 +359,13 @@ export class BanStore {
   private retryMs = RETRY_MIN_MS;
   private waiters: Waiter[] = [];
   /** Reads sent to the writer thread, by id. */
-  private readonly reads = new Map<number, { readonly resolve: (rows: HistoryRow[]) => void; readonly reject: (error: string) => void }>();
+  private readonly reads = new Map<number, { readonly resolve: (rows: unknown[]) => void; readonly reject: (error: string) => void }>();
   private nextRead = 0;
   private idleWaiters: (() => void)[] = [];
   private writeErrors = 0;
   private dropped = 0;
   private lastError: StoreError | undefined;
   private closed = false;
-  private stmt!: Statements;
 
   private readonly historyKeepMs: number;
   private readonly now: () => number;
@@ -373,7 +374,10 @@ export class BanStore {
   private readonly stallMs: number;
   private readonly dir: string;
 
-  /** Opens (creating if needed) STATE_DIR/ami2ban.sqlite; a StoreError names the path and the cause. */
+  /**
+   * For STATE_DIR/ami2ban.sqlite; nothing is opened until open(). Writes queue until then, reads
+   * wait for it.
+   */
   constructor(dir: string, options: StoreOptions) {
     this.historyKeepMs = options.historyKeepMs;
     this.now = options.now ?? Date.now;
@@ -382,44 +386,50 @@ export class BanStore {
     this.stallMs = options.stallMs ?? STALL_MS;
     this.path = join(dir, DATABASE_FILE);
     this.dir = dir;
-    if (options.deferOpen !== true) this.open();
   }
 
-  /** Whether the database is open (reads work, writes go to the writer thread). */
+  /** A store, opened. */
+  static async open(dir: string, options: StoreOptions): Promise<BanStore> {
+    const store = new BanStore(dir, options);
+    await store.open();
+    return store;
+  }
+
+  /** Whether the database was opened (reads answer, writes are sent to the writer thread). */
   get isOpen(): boolean {
-    return this.db !== undefined;
+    return this.opened;
   }
 
-  /** Opens the database (after a deferred start); a StoreError names the path and the cause. */
-  open(): void {
-    if (this.db !== undefined) return;
-    const dir = this.dir;
-    try {
-      makeDirectory(dir);
-      // No busy wait: a lock held elsewhere fails at once (a write is retried later).
-      const db = new Database(this.path, { timeout: 0 });
-      try {
-        this.stmt = prepare(db);
-      } catch (err) {
-        db.close();
-        throw err;
-      }
-      this.db = db;
-    } catch (err) {
-      throw new StoreError(`cannot open the ban database ${this.path}: ${errorMessage(err)}`, err);
+  /**
+   * Opens (creating STATE_DIR and the database if needed) on the writer thread: a hung disk holds
+   * that thread and this promise, never the event loop. Rejects with a StoreError naming the path
+   * and the cause; it may be called again.
+   */
+  open(): Promise<void> {
+    if (this.opened) return Promise.resolve();
+    if (this.closed) return Promise.reject(new StoreError(`cannot open the ban database ${this.path}: it is closed`));
+    if (this.opening === undefined) {
+      let resolve!: () => void;
+      let reject!: (err: StoreError) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.opening = { promise, resolve, reject };
+      this.worker();
     }
-    // Writes queued before it was open go now.
-    if (this.pending.length > 0 && this.inFlight === undefined && this.retryTimer === undefined) this.flushScheduled ??= setImmediate(() => { this.flush(); });
+    return this.opening.promise;
   }
 
   /** Every ban start within BAN_HISTORY_KEEP (an extension is not another ban): read once at start. */
-  banStarts(): { ip: string; startedAt: number }[] {
-    return this.read('reading ban history', () => this.stmt.starts.all(this.now() - this.historyKeepMs).map((r) => ({ ip: r.ip, startedAt: r.started_at })));
+  async banStarts(): Promise<{ ip: string; startedAt: number }[]> {
+    const rows = (await this.query('reading ban history', 'starts', [this.now() - this.historyKeepMs])) as { ip: string; started_at: number }[];
+    return rows.map((r) => ({ ip: r.ip, startedAt: r.started_at }));
   }
 
   /** (address, account) pairs trusted after a login, not expired at `now` (BAN_TRUST_SUCCESS): read once at start. */
-  trustedPairs(now: number): { ip: string; account: string; until: number }[] {
-    return this.read('reading trusted logins', () => this.stmt.trusted.all(now));
+  async trustedPairs(now: number): Promise<{ ip: string; account: string; until: number }[]> {
+    return (await this.query('reading trusted logins', 'trusted', [now])) as { ip: string; account: string; until: number }[];
   }
 
   /** Records trusted pairs (new, or with a later expiry). */
@@ -432,45 +442,24 @@ export class BanStore {
     if (pairs.length > 0) this.enqueue(pairs.map((p): Call => ['untrust', [p.ip, p.account]]));
   }
 
-  /** Bans of this address within BAN_HISTORY_KEEP, written or queued. */
-  previousBans(ip: string): number {
-    const since = this.now() - this.historyKeepMs;
-    const pending = (this.pendingPerIp.get(ip) ?? []).filter((at) => at >= since).length;
-    // (A pending extension is counted until written; it only ever overstates by one for a moment.)
-    return this.read('counting previous bans', () => this.stmt.count.get(ip, since)?.n ?? 0) + pending;
+  /** Bans of this address within BAN_HISTORY_KEEP, once the writes queued before are done. */
+  async previousBans(ip: string): Promise<number> {
+    await this.durable();
+    const rows = (await this.query('counting previous bans', 'count', [ip, this.now() - this.historyKeepMs])) as { n: number }[];
+    return rows[0]?.n ?? 0;
   }
 
   /** Open bans that have not expired by `now`, as written (await durable() for queued ones). */
-  activeBans(now: number): StoredBan[] {
-    return this.read('reading active bans', () => this.stmt.active.all(now).map(toStored));
-  }
-
-  /** Every ban of one address the history keeps (BAN_HISTORY_KEEP), oldest first: one indexed read. */
-  history(ip: string): BanHistoryRow[] {
-    return this.read('reading the history of an address', () => this.stmt.history.all(ip).map(toHistory));
+  async activeBans(now: number): Promise<StoredBan[]> {
+    return ((await this.query('reading active bans', 'active', [now])) as Row[]).map(toStored);
   }
 
   /**
-   * The same, read on the writer thread (after the writes queued before it): a hung disk holds
-   * that thread, never the event loop. Rejects with a StoreError naming the file.
+   * Every ban of one address the history keeps (BAN_HISTORY_KEEP), oldest first: one indexed read,
+   * after the writes queued before it (unless a batch is running).
    */
-  historyOf(ip: string): Promise<BanHistoryRow[]> {
-    const what = 'reading the history of an address';
-    if (this.db === undefined || this.closed) return Promise.reject(new StoreError(`${what} from ${this.path} failed: ${this.db === undefined ? this.notOpenMessage() : 'it is closed'}`));
-    // Queued writes go first (unless a batch is running): a ban just decided is in its history.
-    this.flush();
-    const id = this.nextRead++;
-    return new Promise<BanHistoryRow[]>((resolve, reject) => {
-      this.reads.set(id, {
-        resolve: (rows) => {
-          resolve(rows.map(toHistory));
-        },
-        reject: (error) => {
-          reject(new StoreError(`${what} from ${this.path} failed: ${error}`));
-        },
-      });
-      this.worker().postMessage({ seq: id, read: 'history', args: [ip] });
-    });
+  async historyOf(ip: string): Promise<BanHistoryRow[]> {
+    return ((await this.query('reading the history of an address', 'history', [ip])) as HistoryRow[]).map(toHistory);
   }
 
   /**
@@ -479,9 +468,6 @@ export class BanStore {
    */
   recordBan(b: BanRecordInput): void {
     const permanent = b.until === Number.POSITIVE_INFINITY;
-    const times = this.pendingPerIp.get(b.ip);
-    if (times === undefined) this.pendingPerIp.set(b.ip, [b.at]);
-    else times.push(b.at);
     this.enqueue([
       ['close', [b.at, b.extendsBan === true ? 'extended' : 'replaced', b.ip]],
       [
@@ -510,13 +496,15 @@ export class BanStore {
     this.enqueue([['close', [at, reason, ip]]]);
   }
 
-  /** A value kept between runs (the fleet's stream position), as written; undefined when none. */
+  /** A value kept between runs (the fleet's stream position), as last set; undefined when none. */
   meta(key: string): string | undefined {
-    return this.read('reading a setting', () => this.stmt.meta.get(key)?.value);
+    if (!this.opened) throw new StoreError(`reading a setting from ${this.path} failed: ${this.notOpenMessage()}`);
+    return this.metaValues.get(key);
   }
 
   /** Writes such a value (queued like a ban). */
   setMeta(key: string, value: string): void {
+    this.metaValues.set(key, value);
     this.enqueue([['meta', [key, value]]]);
   }
 
@@ -546,7 +534,7 @@ export class BanStore {
   health(): StoreHealth {
     const stalledMs = this.inFlight === undefined ? 0 : this.now() - this.inFlight.sentAt;
     const stalled = stalledMs >= this.stallMs;
-    const open = this.db !== undefined;
+    const open = this.opened;
     return {
       healthy: open && this.lastError === undefined && !stalled,
       pending: this.pending.length + (this.inFlight?.ops.length ?? 0),
@@ -561,7 +549,7 @@ export class BanStore {
     if (this.flushScheduled !== undefined) clearImmediate(this.flushScheduled);
     this.flushScheduled = undefined;
     // Not open yet: writes wait in the queue (open() sends them).
-    if (this.db === undefined) return;
+    if (!this.opened) return;
     if (this.inFlight !== undefined || this.pending.length === 0 || this.closed) {
       this.settleIdle();
       return;
@@ -590,7 +578,7 @@ export class BanStore {
     }
     this.flush();
     // Never opened: nothing can be written; the kernel keeps the bans and the next start adopts them.
-    if (this.db !== undefined && (this.inFlight !== undefined || this.pending.length > 0)) {
+    if (this.opened && (this.inFlight !== undefined || this.pending.length > 0)) {
       const idle = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<void>((resolve) => {
@@ -607,9 +595,30 @@ export class BanStore {
     for (const w of this.waiters) w.reject(error);
     this.waiters = [];
     this.failReads('it is closed');
-    if (this.writer !== undefined) await this.writer.terminate();
+    this.opening?.reject(new StoreError(`cannot open the ban database ${this.path}: it is closed`));
+    this.opening = undefined;
+    const w = this.writer;
     this.writer = undefined;
-    this.db?.close();
+    if (w !== undefined) {
+      // The database is closed by its thread (its lock released, the WAL folded in); a thread stuck
+      // on a hung disk is ended without.
+      const closed = new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, CLOSE_THREAD_MS);
+        w.on('message', (r: Reply) => {
+          if ('closed' in r) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        w.once('exit', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      w.postMessage({ close: true });
+      await closed;
+      await w.terminate();
+    }
   }
 
   private enqueue(calls: readonly Call[], done?: (changes: number) => void, failed?: (err: StoreError) => void): void {
@@ -643,16 +652,25 @@ export class BanStore {
   private worker(): Worker {
     if (this.writer !== undefined) return this.writer;
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    const w = new Worker(WRITER, { eval: true, workerData: { path: this.path, driver, sql: SQL, reads: READS, nice: WRITER_NICE } });
+    const w = new Worker(WRITER, {
+      eval: true,
+      workerData: { dir: this.dir, path: this.path, driver, schema: SCHEMA, columns: COLUMNS, sql: SQL, reads: READS, nice: WRITER_NICE },
+    });
     w.unref();
     w.on('message', (r: Reply) => {
-      if ('read' in r) this.answerRead(r);
-      else this.settle(r);
+      // A thread given up (it could not open, or the store closed) is not listened to.
+      if (this.writer !== w) return;
+      if ('opened' in r) this.opened_(w, r);
+      else if ('read' in r) this.answerRead(r);
+      else if ('seq' in r) this.settle(r);
     });
     w.on('error', (err) => {
+      if (this.writer !== w) return;
       this.writer = undefined;
       const error = `writer thread failed: ${errorMessage(err)}`;
       this.failReads(error);
+      this.opening?.reject(new StoreError(`cannot open the ban database ${this.path}: ${error}`));
+      this.opening = undefined;
       this.settle({ seq: -1, error });
     });
     w.on('exit', () => {
@@ -663,6 +681,28 @@ export class BanStore {
     });
     this.writer = w;
     return w;
+  }
+
+  /** A writer thread opened the database, or could not. */
+  private opened_(w: Worker, r: Extract<Reply, { opened: boolean }>): void {
+    if (r.opened) {
+      // Values set before (by an earlier thread) are newer than the file's.
+      if (!this.opened) for (const [key, value] of r.meta) this.metaValues.set(key, value);
+      this.opened = true;
+      this.opening?.resolve();
+      this.opening = undefined;
+      // Writes queued before it was open go now.
+      if (this.pending.length > 0 && this.inFlight === undefined && this.retryTimer === undefined) this.flushScheduled ??= setImmediate(() => { this.flush(); });
+      return;
+    }
+    this.writer = undefined;
+    void w.terminate();
+    const error = new StoreError(`cannot open the ban database ${this.path}: ${r.error}`);
+    this.failReads(error.message);
+    this.opening?.reject(error);
+    this.opening = undefined;
+    // A thread made again after one ended: its batch fails and is retried with backoff.
+    this.settle({ seq: -1, error: r.error });
   }
 
   private answerRead(r: Extract<Reply, { read: number }>): void {
@@ -714,7 +754,6 @@ export class BanStore {
     }
     this.written = (batch.ops[batch.ops.length - 1]?.seq ?? -1) + 1;
     // What is written is counted by the database now.
-    if (this.pending.length === 0) this.pendingPerIp.clear();
     const left: Waiter[] = [];
     for (const w of this.waiters) {
       if (w.upTo <= this.written) w.resolve();
@@ -740,12 +779,25 @@ export class BanStore {
     return `a write to the ban database ${this.path} has not completed for ${Math.round(ms / 1000)} s (disk hung or full?)`;
   }
 
-  private read<T>(what: string, fn: () => T): T {
-    if (this.db === undefined) throw new StoreError(`${what} from ${this.path} failed: ${this.notOpenMessage()}`);
-    try {
-      return fn();
-    } catch (err) {
-      throw new StoreError(`${what} from ${this.path} failed: ${errorMessage(err)}`, err);
+  /** A read on the writer thread, once the database is open; rejects with a StoreError naming the file. */
+  private async query(what: string, name: ReadName, args: readonly (string | number)[]): Promise<unknown[]> {
+    const fail = (why: string): StoreError => new StoreError(`${what} from ${this.path} failed: ${why}`);
+    if (this.closed) throw fail('it is closed');
+    if (!this.opened) {
+      if (this.opening === undefined) throw fail(this.notOpenMessage());
+      await this.opening.promise;
     }
+    // Queued writes go first (unless a batch is running): a ban just decided is in its history.
+    this.flush();
+    const id = this.nextRead++;
+    return new Promise<unknown[]>((resolve, reject) => {
+      this.reads.set(id, {
+        resolve,
+        reject: (error) => {
+          reject(fail(error));
+        },
+      });
+      this.worker().postMessage({ seq: id, read: name, args });
+    });
   }
 }

@@ -2,7 +2,7 @@
 // that fills up. Root only (CI runs as root); mounts are undone by cleanup().
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -15,9 +15,9 @@ export interface FreezableMount extends TestMount {
   freeze(): void;
   thaw(): void;
   /**
-   * Thaws through a process started before the freeze. A thread of ours asleep in a page fault on
-   * the frozen disk (SQLite's WAL index is a shared mapping) holds a lock on its memory area, and
-   * forking copies every area: thaw(), which starts fsfreeze, would wait for the thaw itself.
+   * Thaws through a process started before the freeze. A thread asleep in a page fault on the
+   * frozen disk (a shared mapping of a file there) holds a lock on its memory area, and forking
+   * copies every area: thaw(), which starts fsfreeze, would then wait for the thaw itself.
    */
   thawWithoutFork(): Promise<void>;
 }
@@ -80,5 +80,22 @@ export function smallTmpfs(kib: number): TestMount {
       run('umount', '-l', dir);
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/** Fills the filesystem under `dir` (ENOSPC from then on); the function returned frees it. */
+export function fillUp(dir: string): () => void {
+  const file = join(dir, 'filler');
+  const fd = openSync(file, 'w');
+  const block = Buffer.alloc(4096);
+  try {
+    for (;;) writeSync(fd, block);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    closeSync(fd);
+  }
+  return () => {
+    rmSync(file);
   };
 }
