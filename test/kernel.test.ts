@@ -1212,6 +1212,42 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     }
   });
 
+  it('a frozen disk under STATE_DIR with the `nft` fallback (a fork per transaction): bans keep reaching the kernel while a write hangs', async () => {
+    const m = freezableMount();
+    let d: RunningDaemon | undefined;
+    try {
+      const subscribed = server.nextSubscription();
+      d = await startDaemon({ ...env, STATE_DIR: join(m.dir, 'state'), NFT_BACKEND: 'nft' });
+      await subscribed;
+      expect(d.lines().find((l) => l.message === 'ami2ban started')).toBeDefined();
+      m.freeze();
+      const inKernel = (ips: readonly string[]): boolean => {
+        const set = setElements(TABLE, 'ipv4_addr');
+        return ips.every((ip) => set.has(ip));
+      };
+      // The first wave's write now waits on the disk; the next waves need new `nft` processes.
+      for (const wave of [0, 1, 2]) {
+        const ips = Array.from({ length: 5 }, (_, i) => `10.89.${wave}.${i + 1}`);
+        server.broadcast(
+          ips.flatMap((ip, i) => [0, 1, 2].map((n) => `Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${wave}${i}${n}\r\nRemoteAddress: IPV4/TCP/${ip}/5038\r\n\r\n`)).join(''),
+        );
+        await vi.waitUntil(() => inKernel(ips), { timeout: 10_000, interval: 20 });
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      expect(acks(d)).toBe(0);
+      expect((await storeOf()).pending).toBeGreaterThanOrEqual(15);
+      m.thaw();
+      const running = d;
+      await vi.waitUntil(() => acks(running) === 15, { timeout: 10_000, interval: 20 });
+      d.child.kill('SIGTERM');
+      expect(await d.exited).toBe(0);
+    } finally {
+      m.thaw();
+      if (d?.child.exitCode === null) d.child.kill('SIGKILL');
+      m.cleanup();
+    }
+  });
+
   it('a start while the disk under STATE_DIR is hung goes on without its database: bans reach the kernel, and are acknowledged and reconciled once it answers', async () => {
     const m = freezableMount();
     const started: ChildProcess[] = [];
