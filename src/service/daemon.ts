@@ -251,7 +251,7 @@ export class Daemon implements ControlTarget {
       await Promise.race([first, new Promise((r) => setTimeout(r, FIRST_RESOLUTION_MS).unref())]);
     }
     const { store, engine, firewall, logger } = this.o;
-    // Not waited for: reconciliation reads only bans in force, and the writer thread boots meanwhile.
+    // Not waited for: it is written before the reads of the start (which take only bans in force).
     void store.expireDue(this.startedAt).then(
       (n) => {
         if (n > 0) logger.info('bans that ended while ami2ban was down closed in the database', { bans: n });
@@ -262,17 +262,9 @@ export class Daemon implements ControlTarget {
     // Without its database (STATE_DIR did not answer), what the kernel holds is taken as it is, and
     // reconciled with the stored bans once the database opens (openStore).
     const deferred = this.o.storeLater === true && !store.isOpen;
-    let stored: StoredBan[] = [];
-    if (!deferred) {
-      await store.open();
-      // The engine is given the history as data; it never asks the store.
-      const [starts, trusted] = await Promise.all([store.banStarts(), store.trustedPairs(this.now())]);
-      engine.loadHistory(starts, trusted);
-    }
-    const inKernel = await firewall.start();
+    const { stored, inKernel } = deferred ? { stored: [], inKernel: await firewall.start() } : await this.readStateAtStart();
     this.firewallState = 'ready';
     const now = this.now();
-    if (!deferred) stored = await store.activeBans(now);
     const plan = reconcile(stored, inKernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
     const done = this.applyPlan(plan, now, !deferred);
     await this.idle();
@@ -294,6 +286,20 @@ export class Daemon implements ControlTarget {
       this.sweep();
     }, this.o.housekeepingMs ?? 1000);
     this.housekeeping.unref();
+  }
+
+  /**
+   * Opens the database, gives the engine its history, and reads the stored bans on the writer
+   * thread while the firewall reads the kernel (a ban expiring meanwhile is dropped by reconcile).
+   */
+  private async readStateAtStart(): Promise<{ stored: StoredBan[]; inKernel: readonly ExistingBan[] }> {
+    const { store, engine, firewall } = this.o;
+    await store.open();
+    const read = this.now();
+    const [starts, trusted, stored, inKernel] = await Promise.all([store.banStarts(), store.trustedPairs(read), store.activeBans(read), firewall.start()]);
+    // The engine is given the history as data; it never asks the store.
+    engine.loadHistory(starts, trusted);
+    return { stored, inKernel };
   }
 
   /**
