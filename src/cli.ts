@@ -10,11 +10,10 @@ import { controlCommand } from './cli-control.js';
 import { ControlServer } from './control/server.js';
 import { Ami2banError, ConfigError, ReplayInputError, errorMessage } from './errors.js';
 import { type Logger, createLogger } from './log/logger.js';
-import { buildDaemon } from './service/build.js';
+import { type Built, buildDaemon } from './service/build.js';
 import type { Daemon } from './service/daemon.js';
 import { eventSummary, failureLines } from './service/pipeline.js';
 import { type ReplayResult, Replayer } from './service/replay.js';
-import { diskAnswers } from './store/store.js';
 
 export interface CliIo {
   readonly env: Env;
@@ -290,9 +289,20 @@ async function run(io: CliIo): Promise<number> {
     events: config.ban.events.join(','),
     ignoreIp: config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`).join(','),
   });
-  // A hung disk (fsfreeze, a dead network volume) blocks every write to it, opening SQLite there
-  // included: past STATE_DIR_WAIT_MS the daemon starts without its database rather than wait.
-  const answered = diskAnswers(config.stateDir);
+  let built: Built;
+  try {
+    built = buildDaemon(config, logger, io.version);
+  } catch (err) {
+    logger.error('start failed', { error: errorMessage(err), ...(err instanceof Ami2banError ? { code: err.code } : {}) });
+    return EXIT_FAILURE;
+  }
+  // The database opens on its own thread. A hung disk (fsfreeze, a dead network volume) holds that
+  // thread as long: past STATE_DIR_WAIT_MS the daemon starts without its database rather than wait.
+  // (A failure is an answer too: the start reports it.)
+  const answered = built.store.open().then(
+    () => undefined,
+    () => undefined,
+  );
   const disk = await stateDirWithin(answered, io.stopSignal, STATE_DIR_WAIT_MS);
   if (disk === 'stopped') {
     logger.error('stopped while waiting for STATE_DIR to answer', { stateDir: config.stateDir });
@@ -300,7 +310,7 @@ async function run(io: CliIo): Promise<number> {
   }
   const deferred = disk === 'late';
   if (deferred) {
-    logger.error(`STATE_DIR does not answer: a write to it has not completed (disk hung?); starting without the ban database: ${WITHOUT_DATABASE}`, {
+    logger.error(`STATE_DIR does not answer: the ban database has not opened (disk hung?); starting without it: ${WITHOUT_DATABASE}`, {
       stateDir: config.stateDir,
       waitedSeconds: STATE_DIR_WAIT_MS / 1000,
     });
@@ -308,12 +318,10 @@ async function run(io: CliIo): Promise<number> {
   // A control socket in STATE_DIR cannot be made there either: it follows the database.
   const listen = config.control.listen;
   const controlLater = deferred && listen.kind === 'unix' && isWithin(listen.path, config.stateDir);
-  let daemon: Daemon;
+  const daemon = built.daemon;
   let control: ControlServer;
   let observability: ControlServer | undefined;
   try {
-    const built = buildDaemon(config, logger, io.version, { deferStore: deferred });
-    daemon = built.daemon;
     control = new ControlServer({
       listen: config.control.listen,
       token: config.control.token?.reveal(),
@@ -324,7 +332,10 @@ async function run(io: CliIo): Promise<number> {
     if (config.metricsListen !== undefined) {
       observability = new ControlServer({ listen: config.metricsListen, token: undefined, target: daemon, metrics: built.metrics, observabilityOnly: true });
     }
-    await daemon.start(config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`));
+    await daemon.start(
+      config.ban.ignoreIp.map((c) => `${c.address.ip}/${c.prefix}`),
+      { withoutStore: deferred },
+    );
     if (!controlLater) await listenControl(control, config, logger);
     await observability?.listen();
     if (observability !== undefined) logger.info('metrics listening', { address: observability.address });

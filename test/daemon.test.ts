@@ -186,7 +186,7 @@ describe('daemon start without its database (STATE_DIR did not answer)', () => {
     const server = new FakeAmiServer({ username: 'ami2ban', secret: 'ami2ban-secret' });
     const port = await server.start();
     const log = new MemoryLogger([], false);
-    const { daemon } = buildDaemon(config({ AMI_PORT: String(port), STATE_DIR: dir, BAN_IGNOREIP: '192.0.2.3', BAN_INCREMENT: 'true' }), log, 'test', { firewall, deferStore: true });
+    const { daemon } = buildDaemon(config({ AMI_PORT: String(port), STATE_DIR: dir, BAN_IGNOREIP: '192.0.2.3', BAN_INCREMENT: 'true' }), log, 'test', { firewall });
     const attack = (ip: string, session: string): void => {
       server.broadcast([0, 1, 2].map((n) => `Event: InvalidPassword\r\nPrivilege: security,all\r\nSeverity: Error\r\nService: AMI\r\nSessionID: 0x${session}${n}\r\nRemoteAddress: IPV4/TCP/${ip}/5038\r\n\r\n`).join(''));
     };
@@ -194,7 +194,7 @@ describe('daemon start without its database (STATE_DIR did not answer)', () => {
     const acked = (ip: string): boolean => log.lines.some((l) => l.message === 'ban' && l.meta.ip === ip);
     try {
       const subscribed = server.nextSubscription();
-      await daemon.start();
+      await daemon.start([], { withoutStore: true });
       await subscribed;
       expect(log.lines.find((l) => l.message === 'ami2ban started')?.meta).toMatchObject({ activeBans: 3, adoptedFromFirewall: 3, liftedAsExcluded: 1 });
       expect(firewall.operations).toEqual(['unban 192.0.2.3']);
@@ -252,9 +252,9 @@ describe('daemon start without its database, with a fleet', () => {
     const log = new MemoryLogger([], false);
     // Nothing listens on port 1: the bus, once started, says it is unreachable.
     const cfg = config({ AMI_PORT: String(port), STATE_DIR: mkdtempSync(join(tmpdir(), 'ami2ban-')), FLEET_REDIS_URL: 'redis://127.0.0.1:1', FLEET_HOST_ID: 'pbx-1' });
-    const { daemon } = buildDaemon(cfg, log, 'test', { firewall: new MemoryFirewall(), deferStore: true });
+    const { daemon } = buildDaemon(cfg, log, 'test', { firewall: new MemoryFirewall() });
     try {
-      await daemon.start();
+      await daemon.start([], { withoutStore: true });
       await new Promise((r) => setTimeout(r, 300));
       expect(log.lines.some((l) => l.message.startsWith('fleet bus unreachable'))).toBe(false);
       await daemon.openStore();

@@ -1252,7 +1252,7 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
     const m = freezableMount();
     const started: ChildProcess[] = [];
     const state = join(m.dir, 'state');
-    const WITHOUT = 'STATE_DIR does not answer: a write to it has not completed (disk hung?); starting without the ban database: bans go to the kernel; their acknowledgements, the ban history and the fleet wait for it';
+    const WITHOUT = 'STATE_DIR does not answer: the ban database has not opened (disk hung?); starting without it: bans go to the kernel; their acknowledgements, the ban history and the fleet wait for it';
     // The control socket in STATE_DIR (the default place): it can only be made there once the disk answers.
     const control = join(state, 'control.sock');
     const run = (): RunningDaemon & { said: (message: string) => boolean } => {

@@ -23,8 +23,6 @@ export interface BuildOverrides {
   readonly firewall?: Firewall;
   readonly runner?: NftRunner;
   readonly resolveHost?: ResolveHost;
-  /** STATE_DIR does not answer: start without the database (Daemon.openStore once it does). */
-  readonly deferStore?: boolean;
 }
 
 export function buildFirewall(
@@ -61,9 +59,11 @@ export function buildFirewall(
 export interface Built {
   readonly daemon: Daemon;
   readonly metrics: Metrics;
+  /** Not open yet: Daemon.start opens it (the CLI opens it first, to know whether its disk answers). */
+  readonly store: BanStore;
 }
 
-/** Throws StoreError (database) or FirewallError (no usable nftables backend) with a clear message. */
+/** Throws FirewallError (no usable nftables backend) with a clear message; the database opens at start. */
 export function buildDaemon(config: Config, logger: Logger, version: string, overrides: BuildOverrides = {}): Built {
   const store = new BanStore(config.stateDir, {
     historyKeepMs: config.ban.historyKeep * 1000,
@@ -116,7 +116,6 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     engine,
     firewall,
     store,
-    ...(overrides.deferStore === true ? { storeLater: true } : {}),
     metrics,
     logger,
     version,
@@ -129,7 +128,7 @@ export function buildDaemon(config: Config, logger: Logger, version: string, ove
     ...(fleet === undefined ? {} : { fleet }),
   });
   owner.daemon = daemon;
-  return { daemon, metrics };
+  return { daemon, metrics, store };
 }
 
 const CURSOR_KEY = 'fleet.cursor';

@@ -97,8 +97,6 @@ export interface DaemonOptions {
   readonly engine: Engine;
   readonly firewall: Firewall;
   readonly store: BanStore;
-  /** STATE_DIR did not answer: start without the database (openStore once it does). */
-  readonly storeLater?: boolean;
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly version: string;
@@ -203,6 +201,8 @@ export class Daemon implements ControlTarget {
   private readonly records = new ShardedMap<string, BanRecord>();
   /** Bans taken from the kernel at a start without the database, not recorded yet (openStore). */
   private readonly unrecorded = new Map<string, BanRecord>();
+  /** Started without the database: openStore has its reconciliation to do. */
+  private withoutStore = false;
   /** Records whose outcome is `failed`, counted as they change (observers never scan). */
   private failedCount = 0;
   /**
@@ -238,7 +238,11 @@ export class Daemon implements ControlTarget {
   }
 
   /** Reconciles store, kernel and engine, then starts reading AMI. No ban lapses or doubles. */
-  async start(ignoreEntries: readonly string[] = []): Promise<void> {
+  /**
+   * `withoutStore`: the database did not open in time (its disk does not answer): start without it,
+   * and call openStore once it does.
+   */
+  async start(ignoreEntries: readonly string[] = [], options: { readonly withoutStore?: boolean } = {}): Promise<void> {
     this.ignoreEntries = ignoreEntries;
     this.staticIgnore = this.o.ignoreIp ?? [];
     this.startedAt = this.now();
@@ -261,7 +265,8 @@ export class Daemon implements ControlTarget {
     );
     // Without its database (STATE_DIR did not answer), what the kernel holds is taken as it is, and
     // reconciled with the stored bans once the database opens (openStore).
-    const deferred = this.o.storeLater === true && !store.isOpen;
+    const deferred = options.withoutStore === true && !store.isOpen;
+    this.withoutStore = deferred;
     const { stored, inKernel } = deferred ? { stored: [], inKernel: await firewall.start() } : await this.readStateAtStart();
     this.firewallState = 'ready';
     const now = this.now();
@@ -308,8 +313,10 @@ export class Daemon implements ControlTarget {
    */
   async openStore(): Promise<void> {
     const { store, engine, logger } = this.o;
-    if (store.isOpen) return;
+    // (The store may have opened by itself meanwhile: what it holds is reconciled all the same.)
+    if (!this.withoutStore) return;
     await store.open();
+    this.withoutStore = false;
     // This run's writes go first: an unban since the start closes its row, and a ban since then
     // is told apart by its start time.
     await this.written();

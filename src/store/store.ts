@@ -2,7 +2,6 @@
 // bans after a restart or a reboot. Its one connection lives on a worker thread, which runs every
 // write and read: a hung or full disk delays the acknowledgement of a ban, never its way to the
 // kernel.
-import { utimes } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -339,20 +338,6 @@ function toStored(r: Row): StoredBan {
     origin: r.origin,
     local: r.local === 1,
   };
-}
-
-/**
- * Resolves once the disk under `dir` answers a write (its time stamps touched, on libuv's thread
- * pool): a hung disk (fsfreeze, a dead network volume) blocks every write, and opening SQLite there
- * would block the main thread as long, saying nothing. An error is an answer too (no such directory
- * yet, a read-only one): opening the database makes it or reports it.
- */
-export function diskAnswers(dir: string): Promise<void> {
-  const now = new Date();
-  return utimes(dir, now, now).then(
-    () => undefined,
-    () => undefined,
-  );
 }
 
 export class BanStore {
