@@ -17,7 +17,7 @@ import type { RulesetOptions } from '../src/firewall/ruleset.js';
 import { AddonRunner, CliRunner, type NftRunner, chooseRunner } from '../src/firewall/runner.js';
 import { runCli, startCli } from './helpers/cli.js';
 import { EXPECTED_BANS, fixture } from './helpers/fixtures.js';
-import { freezableMount, smallTmpfs } from './helpers/filesystems.js';
+import { type FreezableMount, freezableMount, smallTmpfs } from './helpers/filesystems.js';
 import { assertPrivateNetns, nft, nftJson, setElements } from './helpers/kernel.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
 import { BanStore } from '../src/store/store.js';
@@ -1165,13 +1165,26 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
   const storeOf = async (): Promise<{ healthy: boolean; pending: number; lastError: string | null }> =>
     (JSON.parse((await ctl(['status', '--json'])).stdout) as { store: { healthy: boolean; pending: number; lastError: string | null } }).store;
 
-  it('a frozen disk under STATE_DIR (fsfreeze): bans still reach the kernel, and are acknowledged once it thaws', async () => {
+  /** A daemon whose STATE_DIR is on a freezable disk: `body` freezes and thaws it; the daemon must then stop cleanly. */
+  async function onFreezableDisk(extraEnv: Record<string, string>, body: (d: RunningDaemon, m: FreezableMount) => Promise<void>): Promise<void> {
     const m = freezableMount();
     let d: RunningDaemon | undefined;
     try {
       const subscribed = server.nextSubscription();
-      d = await startDaemon({ ...env, STATE_DIR: join(m.dir, 'state') });
+      d = await startDaemon({ ...env, STATE_DIR: join(m.dir, 'state'), ...extraEnv });
       await subscribed;
+      await body(d, m);
+      d.child.kill('SIGTERM');
+      expect(await d.exited).toBe(0);
+    } finally {
+      m.thaw();
+      if (d?.child.exitCode === null) d.child.kill('SIGKILL');
+      m.cleanup();
+    }
+  }
+
+  it('a frozen disk under STATE_DIR (fsfreeze): bans still reach the kernel, and are acknowledged once it thaws', async () => {
+    await onFreezableDisk({}, async (d, m) => {
       m.freeze();
       const ips = attack(20);
       await vi.waitUntil(
@@ -1197,28 +1210,16 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       expect(why.code).not.toBe(0);
       expect(why.stderr).toMatch(/the ban database .*ami2ban\.sqlite did not answer within 2 s/);
       m.thaw();
-      const running = d;
-      await vi.waitUntil(() => acks(running) === 21, { timeout: 10_000, interval: 20 });
+      await vi.waitUntil(() => acks(d) === 21, { timeout: 10_000, interval: 20 });
       expect((await ctl(['explain', ips[0] ?? ''])).stdout).toMatch(/\s+threshold\s+3\s+InvalidPassword×3\s+in force$/m);
       // Other writes queued meanwhile (an hourly purge, an expiry) may still be finishing.
       await vi.waitUntil(async () => { const s = await storeOf(); return s.healthy && s.pending === 0; }, { timeout: 10_000, interval: 50 });
       expect(await storeOf()).toMatchObject({ healthy: true, pending: 0, lastError: null });
-      d.child.kill('SIGTERM');
-      expect(await d.exited).toBe(0);
-    } finally {
-      m.thaw();
-      if (d?.child.exitCode === null) d.child.kill('SIGKILL');
-      m.cleanup();
-    }
+    });
   });
 
   it('a frozen disk under STATE_DIR with the `nft` fallback (a fork per transaction): bans keep reaching the kernel while a write hangs', async () => {
-    const m = freezableMount();
-    let d: RunningDaemon | undefined;
-    try {
-      const subscribed = server.nextSubscription();
-      d = await startDaemon({ ...env, STATE_DIR: join(m.dir, 'state'), NFT_BACKEND: 'nft' });
-      await subscribed;
+    await onFreezableDisk({ NFT_BACKEND: 'nft' }, async (d, m) => {
       expect(d.lines().find((l) => l.message === 'ami2ban started')).toBeDefined();
       m.freeze();
       const inKernel = (ips: readonly string[]): boolean => {
@@ -1237,15 +1238,8 @@ describe('operating it: CLI, restarts and reboots on the real kernel', () => {
       expect(acks(d)).toBe(0);
       expect((await storeOf()).pending).toBeGreaterThanOrEqual(15);
       m.thaw();
-      const running = d;
-      await vi.waitUntil(() => acks(running) === 15, { timeout: 10_000, interval: 20 });
-      d.child.kill('SIGTERM');
-      expect(await d.exited).toBe(0);
-    } finally {
-      m.thaw();
-      if (d?.child.exitCode === null) d.child.kill('SIGKILL');
-      m.cleanup();
-    }
+      await vi.waitUntil(() => acks(d) === 15, { timeout: 10_000, interval: 20 });
+    });
   });
 
   it('a start while the disk under STATE_DIR is hung goes on without its database: bans reach the kernel, and are acknowledged and reconciled once it answers', async () => {
