@@ -296,6 +296,7 @@ async function run(io: CliIo): Promise<number> {
     logger.error('start failed', { error: errorMessage(err), ...(err instanceof Ami2banError ? { code: err.code } : {}) });
     return EXIT_FAILURE;
   }
+  built.daemon.prepare();
   // The database opens on its own thread. A hung disk (fsfreeze, a dead network volume) holds that
   // thread as long: past STATE_DIR_WAIT_MS the daemon starts without its database rather than wait.
   // (A failure is an answer too: the start reports it.)

@@ -201,6 +201,10 @@ export class Daemon implements ControlTarget {
   private readonly records = new ShardedMap<string, BanRecord>();
   /** Bans taken from the kernel at a start without the database, not recorded yet (openStore). */
   private readonly unrecorded = new Map<string, BanRecord>();
+  /** What prepare() began. */
+  private prepared: Promise<void> | undefined;
+  /** The firewall's start (prepare()): the elements already in our sets. */
+  private kernelAtStart: Promise<readonly ExistingBan[]> | undefined;
   /** Started without the database: openStore has its reconciliation to do. */
   private withoutStore = false;
   /** Records whose outcome is `failed`, counted as they change (observers never scan). */
@@ -239,21 +243,32 @@ export class Daemon implements ControlTarget {
 
   /** Reconciles store, kernel and engine, then starts reading AMI. No ban lapses or doubles. */
   /**
+   * Begins what does not need the database — connecting to the fleet, reading this host's
+   * addresses, resolving the trunks' names, making our table and reading its elements — so that it
+   * overlaps the opening of the database (the CLI calls it first; start() waits for it).
+   */
+  prepare(): void {
+    if (this.prepared !== undefined) return;
+    this.staticIgnore = this.o.ignoreIp ?? [];
+    this.o.fleet?.prepare();
+    this.kernelAtStart = this.o.firewall.start();
+    // Its failure is start()'s.
+    this.kernelAtStart.catch(() => undefined);
+    // Trunks by name are known before anything is reconciled or counted (bounded: a dead DNS
+    // server delays the start by at most FIRST_RESOLUTION_MS, then they follow when resolved).
+    const trunks = this.o.trunks === undefined ? undefined : Promise.race([this.refreshTrunks(), new Promise((r) => setTimeout(r, FIRST_RESOLUTION_MS).unref())]);
+    this.prepared = Promise.all([this.refreshSelf(), trunks]).then(() => undefined);
+  }
+
+  /**
    * `withoutStore`: the database did not open in time (its disk does not answer): start without it,
    * and call openStore once it does.
    */
   async start(ignoreEntries: readonly string[] = [], options: { readonly withoutStore?: boolean } = {}): Promise<void> {
     this.ignoreEntries = ignoreEntries;
-    this.staticIgnore = this.o.ignoreIp ?? [];
     this.startedAt = this.now();
-    this.o.fleet?.prepare();
-    await this.refreshSelf();
-    // Trunks by name are known before anything is reconciled or counted (bounded: a dead DNS
-    // server delays the start by at most FIRST_RESOLUTION_MS, then they follow when resolved).
-    if (this.o.trunks !== undefined) {
-      const first = this.refreshTrunks();
-      await Promise.race([first, new Promise((r) => setTimeout(r, FIRST_RESOLUTION_MS).unref())]);
-    }
+    this.prepare();
+    await this.prepared;
     const { store, engine, firewall, logger } = this.o;
     // Not waited for: it is written before the reads of the start (which take only bans in force).
     void store.expireDue(this.startedAt).then(
@@ -267,7 +282,8 @@ export class Daemon implements ControlTarget {
     // reconciled with the stored bans once the database opens (openStore).
     const deferred = options.withoutStore === true && !store.isOpen;
     this.withoutStore = deferred;
-    const { stored, inKernel } = deferred ? { stored: [], inKernel: await firewall.start() } : await this.readStateAtStart();
+    const kernel = this.kernelAtStart ?? firewall.start();
+    const { stored, inKernel } = deferred ? { stored: [], inKernel: await kernel } : await this.readStateAtStart(kernel);
     this.firewallState = 'ready';
     const now = this.now();
     const plan = reconcile(stored, inKernel, { ...this.o.policy, excluded: (ip) => this.excluded(ip) }, now);
@@ -297,11 +313,11 @@ export class Daemon implements ControlTarget {
    * Opens the database, gives the engine its history, and reads the stored bans on the writer
    * thread while the firewall reads the kernel (a ban expiring meanwhile is dropped by reconcile).
    */
-  private async readStateAtStart(): Promise<{ stored: StoredBan[]; inKernel: readonly ExistingBan[] }> {
-    const { store, engine, firewall } = this.o;
+  private async readStateAtStart(kernel: Promise<readonly ExistingBan[]>): Promise<{ stored: StoredBan[]; inKernel: readonly ExistingBan[] }> {
+    const { store, engine } = this.o;
     await store.open();
     const read = this.now();
-    const [starts, trusted, stored, inKernel] = await Promise.all([store.banStarts(), store.trustedPairs(read), store.activeBans(read), firewall.start()]);
+    const [starts, trusted, stored, inKernel] = await Promise.all([store.banStarts(), store.trustedPairs(read), store.activeBans(read), kernel]);
     // The engine is given the history as data; it never asks the store.
     engine.loadHistory(starts, trusted);
     return { stored, inKernel };
