@@ -38,6 +38,14 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   },
   unban: { usage: 'usage: ami2ban unban IP|NETWORK | --all [--json]', options: { all: { type: 'boolean' }, ...JSON_FLAG }, positionals: [0, 1] },
   explain: { usage: 'usage: ami2ban explain IP|NETWORK [--json]\n  why an address is or was banned: the ban in force and its history', options: JSON_FLAG, positionals: [1, 1] },
+  backup: {
+    usage:
+      'usage: ami2ban backup [--json]\n' +
+      '  a consistent copy of the ban database, written by the daemon into STATE_DIR as ami2ban-backup-TIME.sqlite\n' +
+      '  (while ami2ban runs, no other process can open its database)',
+    options: JSON_FLAG,
+    positionals: [0, 0],
+  },
   fleet: { usage: 'usage: ami2ban fleet [--json]\n  the fleet as this host sees it: hosts seen and their last contact, stream lag, outbox, what was applied and refused', options: JSON_FLAG, positionals: [0, 0] },
   trust: {
     usage:

@@ -191,6 +191,16 @@ export async function controlCommand(command: string, args: CommandArgs, config:
         write(io.stdout, json ? JSON.stringify(r.body) : explainText(r.body as Explained));
         return 0;
       }
+      case 'backup': {
+        const r = await client.call('POST', '/v1/backup');
+        if (r.status !== 201) {
+          write(io.stderr, `ami2ban: ${errorOf(r)}`);
+          return 1;
+        }
+        const b = r.body as { path: string; bytes: number };
+        write(io.stdout, json ? JSON.stringify(b) : `backup written: ${b.path} (${String(b.bytes)} bytes)`);
+        return 0;
+      }
       case 'fleet': {
         const r = await client.call('GET', '/v1/fleet');
         if (r.status !== 200) throw new Error(errorOf(r));

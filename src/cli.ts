@@ -55,6 +55,7 @@ commands:
                         lift one ban, or all of them
   explain IP [--json]   why an address is or was banned: the ban in force and its history
   fleet [--json]        the fleet (Redis) as this host sees it: hosts, lag, outbox, refusals
+  backup [--json]       a consistent copy of the ban database, written into STATE_DIR
   trust [--json]        the (address, account) pairs trusted after a successful SIP login
   trust revoke IP [--account A]
                         revoke an address's trust (every account, or one)
@@ -400,6 +401,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     case 'explain':
     case 'trust':
     case 'fleet':
+    case 'backup':
     case 'unban': {
       const config = configOrExit(io, 'client');
       if (typeof config === 'number') return config;

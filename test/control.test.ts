@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
+import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BanView, StatusReport } from '../src/control/api.js';
@@ -59,6 +60,18 @@ async function start(options: { token?: string; tcp?: boolean; env?: Record<stri
   const client = new ControlClient(options.tcp === true ? { kind: 'tcp', host: '127.0.0.1', port: control.port() } : listen, options.token);
   rig = { daemon, server, control, client, firewall, log, dir };
   return rig;
+}
+
+/** A CLI command against a rig's control socket: its exit code and what it wrote. */
+async function cli(r: Rig, command: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const cfg = config({ STATE_DIR: r.dir, CONTROL_LISTEN: join(r.dir, 'control.sock') });
+  let out = '';
+  let err = '';
+  const sink = (f: (s: string) => void): NodeJS.WritableStream => new Writable({ write(c: Buffer, _e, done) { f(c.toString()); done(); } });
+  const parsed = parseCommand(command, args);
+  if (parsed.kind !== 'ok') throw new Error(parsed.kind);
+  const code = await controlCommand(command, parsed, cfg, { stdout: sink((c) => (out += c)), stderr: sink((c) => (err += c)) });
+  return { code, out, err };
 }
 
 describe('control API over a real socket', () => {
@@ -281,6 +294,10 @@ describe('consistency check', () => {
         const listed = (await r.client.call('GET', '/v1/bans')).body as { bans: { ip: string }[] };
         expect(listed.bans.map((x) => x.ip)).toEqual(['198.51.100.62']);
         expect(r.log.lines.some((l) => l.message === 'ban')).toBe(false);
+        // Nor can a backup be written there: said, not hidden.
+        const backup = await cli(r, 'backup', []);
+        expect(backup.code).toBe(1);
+        expect(backup.err).toMatch(/^ami2ban: writing a backup to .*ami2ban-backup-.*\.sqlite from .*ami2ban\.sqlite failed: database or disk is full\n$/);
       } finally {
         free();
       }
@@ -291,6 +308,27 @@ describe('consistency check', () => {
     } finally {
       m.cleanup();
     }
+  });
+
+  it('ami2ban backup: a consistent copy of the database while the daemon holds it alone', async () => {
+    const r = await start({ env: { BAN_IGNOREIP: '' } });
+    expect(await r.daemon.ban('198.51.100.70', '1h', false)).toMatchObject({ kind: 'banned' });
+    const original = join(r.dir, 'ami2ban.sqlite');
+    // Held by the daemon: another process cannot read it.
+    expect(() => new Database(original, { readonly: true, timeout: 0 }).prepare('SELECT 1 FROM bans').get()).toThrow(/database is locked/);
+    const done = await cli(r, 'backup', []);
+    expect(done.code).toBe(0);
+    const path = /^backup written: (\S+) \((\d+) bytes\)\n$/.exec(done.out)?.[1] ?? '';
+    expect(path.startsWith(join(r.dir, 'ami2ban-backup-'))).toBe(true);
+    const copy = new Database(path, { readonly: true });
+    try {
+      expect(copy.prepare('SELECT ip, reason, ended_at FROM bans').all()).toEqual([{ ip: '198.51.100.70', reason: 'manual', ended_at: null }]);
+    } finally {
+      copy.close();
+    }
+    expect(r.log.lines.find((l) => l.message === 'ban database backed up')?.meta).toMatchObject({ backup: path });
+    // Only a POST, with a JSON body or none.
+    expect((await r.client.call('GET', '/v1/backup')).status).toBe(405);
   });
 
   it('lists thousands of bans page by page in one valid JSON answer', async () => {
@@ -479,16 +517,7 @@ describe('trust learned from logins, through the API and across a restart', () =
     const r = await start();
     r.server.broadcast(login('192.0.2.95', '1001') + login('192.0.2.94', '1002'));
     await vi.waitUntil(() => r.daemon.trusted().length === 2);
-    const cfg = config({ STATE_DIR: r.dir, CONTROL_LISTEN: join(r.dir, 'control.sock') });
-    const run = async (args: string[]): Promise<{ code: number; out: string; err: string }> => {
-      let out = '';
-      let err = '';
-      const sink = (f: (s: string) => void): NodeJS.WritableStream => new Writable({ write(c: Buffer, _e, done) { f(c.toString()); done(); } });
-      const parsed = parseCommand('trust', args);
-      if (parsed.kind !== 'ok') throw new Error(parsed.kind);
-      const code = await controlCommand('trust', parsed, cfg, { stdout: sink((c) => (out += c)), stderr: sink((c) => (err += c)) });
-      return { code, out, err };
-    };
+    const run = (args: string[]): Promise<{ code: number; out: string; err: string }> => cli(r, 'trust', args);
     const listed = await run([]);
     expect(listed.code).toBe(0);
     expect(listed.out).toMatch(/^ADDRESS\s+ACCOUNT\s+UNTIL\n192\.0\.2\.94\s+1002\s+\S+Z\n192\.0\.2\.95\s+1001\s+\S+Z/);

@@ -129,6 +129,9 @@ export interface TrustView {
   readonly until: string;
 }
 
+/** A copy of the ban database written by the daemon (`ami2ban backup`, POST /v1/backup). */
+export type BackupOutcome = { readonly kind: 'written'; readonly path: string; readonly bytes: number } | { readonly kind: 'failed'; readonly message: string };
+
 export type RevokeOutcome = { readonly kind: 'invalid'; readonly message: string } | { readonly kind: 'revoked'; readonly revoked: readonly TrustView[] };
 
 export interface ControlTarget {
@@ -149,4 +152,6 @@ export interface ControlTarget {
   /** Revokes the trust of an address (every account, or one). */
   revokeTrust(ip: string, account: string | undefined): RevokeOutcome;
   fleet(): FleetView;
+  /** Writes a consistent copy of the ban database into STATE_DIR. */
+  backup(): Promise<BackupOutcome>;
 }

@@ -241,6 +241,12 @@ export class ControlServer {
       if (done.kind === 'not-banned') throw new HttpError(404, `${ip} is not banned`);
       if (done.kind === 'failed') throw new HttpError(done.status, done.message);
       send(res, 200, { unbanned: ip });
+    } else if (path === '/v1/backup') {
+      only('POST');
+      await readJson(req);
+      const b = await t.backup();
+      if (b.kind === 'failed') throw new HttpError(503, b.message);
+      send(res, 201, { path: b.path, bytes: b.bytes });
     } else if (path === '/v1/fleet') {
       only('GET');
       send(res, 200, t.fleet());

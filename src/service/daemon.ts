@@ -4,7 +4,7 @@ import type { SecurityEvent } from '../ami/security-event.js';
 import { type Cidr, describeUnbannable, parseBanTarget, parseIp } from '../common/ip.js';
 import { ShardedMap } from '../common/sharded-map.js';
 import { DURATION_LIMIT_TEXT, PERMANENT, parseDuration } from '../config/duration.js';
-import type { BanView, ControlTarget, ExplainOutcome, FleetView, ManualBanOutcome, RevokeOutcome, StatusReport, TrustView, UnbanOutcome } from '../control/api.js';
+import type { BackupOutcome, BanView, ControlTarget, ExplainOutcome, FleetView, ManualBanOutcome, RevokeOutcome, StatusReport, TrustView, UnbanOutcome } from '../control/api.js';
 import type { Metrics } from '../control/metrics.js';
 import { BAN_REASONS, type BanDecision, type BanReason, type Engine, type IgnoreReason, NO_DETAILS, NO_EVENTS, type UnbanDecision } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
@@ -141,6 +141,8 @@ const RETRY_MIN_MS = 500;
 const LOG_SLICE_MS = 3;
 /** Longest a manual ban or unban waits for its database write before answering that it is not written yet. */
 const ANSWER_MS = 2000;
+/** How long `ami2ban backup` waits for the copy: under the control client's 10 s. */
+const BACKUP_MS = 8000;
 const RETRY_MAX_MS = 30_000;
 const ENDED_KEEP_MS = 60_000;
 
@@ -606,6 +608,19 @@ export class Daemon implements ControlTarget {
     // Still blocked in the kernel: it stays banned in our view too, until it expires there.
     this.o.engine.adopt(d.ip, before.until, this.now());
     return { kind: 'failed', status: 502, message: `nftables could not remove ${d.ip}; it stays banned: ${error}` };
+  }
+
+  /** A consistent copy of the database, made on its thread (no other process may open it meanwhile). */
+  async backup(): Promise<BackupOutcome> {
+    const path = this.o.store.path;
+    const done = await within(
+      this.o.store.backup().catch((err: unknown) => errorMessage(err)),
+      BACKUP_MS,
+      () => `the backup of ${path} is not written after ${String(BACKUP_MS / 1000)} s (${this.o.store.health().lastError ?? 'disk slow or hung?'}); it may still complete`,
+    );
+    if (typeof done === 'string') return { kind: 'failed', message: done };
+    this.o.logger.info('ban database backed up', { store: path, backup: done.path, bytes: done.bytes });
+    return { kind: 'written', ...done };
   }
 
   async explain(ipText: string): Promise<ExplainOutcome> {

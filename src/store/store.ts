@@ -282,7 +282,7 @@ try {
   db = undefined;
   parentPort.postMessage({ opened: false, error: openError });
 }
-parentPort.on('message', ({ seq, calls, read, args, close }) => {
+parentPort.on('message', ({ seq, calls, read, args, close, backup }) => {
   if (close) {
     try { db?.close(); } catch {}
     db = undefined;
@@ -292,12 +292,24 @@ parentPort.on('message', ({ seq, calls, read, args, close }) => {
   }
   try {
     if (openError !== undefined) throw new Error(openError);
+    if (backup !== undefined) {
+      // A consistent copy, made by this connection (no other may open the file while it runs).
+      try {
+        db.prepare('VACUUM INTO ?').run(backup);
+      } catch (err) {
+        // Not half a copy left behind (a full disk).
+        try { require('node:fs').unlinkSync(backup); } catch {}
+        throw err;
+      }
+      parentPort.postMessage({ read: seq, json: JSON.stringify([{ bytes: require('node:fs').statSync(backup).size }]) });
+      return;
+    }
     // As JSON text: one string crosses to the main thread, which parses it faster than a clone.
     if (read !== undefined) parentPort.postMessage({ read: seq, json: JSON.stringify(reads[read].all(...args)) });
     else parentPort.postMessage({ seq, changes: run(calls) });
   } catch (err) {
     const error = err instanceof Error ? err.message : String(err);
-    parentPort.postMessage(read !== undefined ? { read: seq, error } : { seq, error });
+    parentPort.postMessage(read !== undefined || backup !== undefined ? { read: seq, error } : { seq, error });
   }
 });
 `;
@@ -461,6 +473,17 @@ export class BanStore {
    */
   async historyOf(ip: string): Promise<BanHistoryRow[]> {
     return ((await this.query('reading the history of an address', 'history', [ip])) as HistoryRow[]).map(toHistory);
+  }
+
+  /**
+   * Writes a consistent copy of the database into STATE_DIR (`ami2ban-backup-<time>.sqlite`), made on
+   * the writer thread after the writes queued before it: while ami2ban runs no other process can
+   * open the database to copy it.
+   */
+  async backup(): Promise<{ path: string; bytes: number }> {
+    const path = join(this.dir, `ami2ban-backup-${new Date(this.now()).toISOString().replace(/[:.]/g, '-')}.sqlite`);
+    const rows = (await this.query(`writing a backup to ${path}`, { backup: path })) as { bytes: number }[];
+    return { path, bytes: rows[0]?.bytes ?? 0 };
   }
 
   /**
@@ -781,7 +804,7 @@ export class BanStore {
   }
 
   /** A read on the writer thread, once the database is open; rejects with a StoreError naming the file. */
-  private async query(what: string, name: ReadName, args: readonly (string | number)[]): Promise<unknown[]> {
+  private async query(what: string, name: ReadName | { readonly backup: string }, args: readonly (string | number)[] = []): Promise<unknown[]> {
     const fail = (why: string): StoreError => new StoreError(`${what} from ${this.path} failed: ${why}`);
     if (this.closed) throw fail('it is closed');
     if (!this.opened) {
@@ -798,7 +821,7 @@ export class BanStore {
           reject(fail(error));
         },
       });
-      this.worker().postMessage({ seq: id, read: name, args });
+      this.worker().postMessage(typeof name === 'string' ? { seq: id, read: name, args } : { seq: id, backup: name.backup });
     });
   }
 }
