@@ -351,6 +351,27 @@ describe('BanStore: what explain and trust need', () => {
     await again.close();
   });
 
+  it('opens a database left by a killed process of an earlier version (WAL in shared memory, not checkpointed): nothing lost', async () => {
+    const d = dir();
+    const path = join(d, 'ami2ban.sqlite');
+    const writer = `
+      const db = new (require('better-sqlite3'))(${JSON.stringify(path)});
+      db.pragma('journal_mode = WAL');
+      db.pragma('wal_autocheckpoint = 0');
+      db.exec("CREATE TABLE bans (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, family TEXT NOT NULL, started_at INTEGER NOT NULL, duration_s REAL, expires_at INTEGER, reason TEXT NOT NULL, failures INTEGER NOT NULL DEFAULT 0, events TEXT NOT NULL DEFAULT '{}', previous_bans INTEGER NOT NULL DEFAULT 0, ended_at INTEGER, end_reason TEXT)");
+      for (let i = 0; i < 50; i++) db.prepare("INSERT INTO bans (ip, family, started_at, duration_s, expires_at, reason) VALUES (?, 'ipv4', 1000, 3600, 3601000, 'threshold')").run('192.0.2.' + i);
+      process.kill(process.pid, 'SIGKILL');`;
+    const killed = spawnSync(process.execPath, ['-e', writer], { cwd: process.cwd() });
+    expect(killed.signal).toBe('SIGKILL');
+    expect(readdirSync(d).sort()).toEqual(['ami2ban.sqlite', 'ami2ban.sqlite-shm', 'ami2ban.sqlite-wal']);
+    const store = await BanStore.open(d, { historyKeepMs: 24 * H, now: () => 2000 });
+    expect(await store.activeBans(2000)).toHaveLength(50);
+    await store.close();
+    // Folded into the file at close.
+    expect(readdirSync(d)).not.toContain('ami2ban.sqlite-wal');
+    expect(rowsFor(d, '192.0.2.49')).toBe(1);
+  });
+
   it('opens a database made before details and trust were kept, and adds them', async () => {
     const d = dir();
     const old = new Database(join(d, 'ami2ban.sqlite'));
