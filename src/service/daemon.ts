@@ -204,9 +204,7 @@ export class Daemon implements ControlTarget {
   /** Bans taken from the kernel at a start without the database, not recorded yet (openStore). */
   private readonly unrecorded = new Map<string, BanRecord>();
   /** What prepare() began. */
-  private prepared: Promise<void> | undefined;
-  /** The firewall's start (prepare()): the elements already in our sets. */
-  private kernelAtStart: Promise<readonly ExistingBan[]> | undefined;
+  private prepared: { readonly ready: Promise<void>; readonly kernel: Promise<readonly ExistingBan[]> } | undefined;
   /** Started without the database: openStore has its reconciliation to do. */
   private withoutStore = false;
   /** Records whose outcome is `failed`, counted as they change (observers never scan). */
@@ -249,17 +247,21 @@ export class Daemon implements ControlTarget {
    * addresses, resolving the trunks' names, making our table and reading its elements — so that it
    * overlaps the opening of the database (the CLI calls it first; start() waits for it).
    */
-  prepare(): void {
-    if (this.prepared !== undefined) return;
+  prepare(): { readonly ready: Promise<void>; readonly kernel: Promise<readonly ExistingBan[]> } {
+    if (this.prepared !== undefined) return this.prepared;
     this.staticIgnore = this.o.ignoreIp ?? [];
     this.o.fleet?.prepare();
-    this.kernelAtStart = this.o.firewall.start();
-    // Its failure is start()'s.
-    this.kernelAtStart.catch(() => undefined);
+    // The elements already in our sets.
+    const kernel = this.o.firewall.start();
+    kernel.catch(() => undefined);
     // Trunks by name are known before anything is reconciled or counted (bounded: a dead DNS
     // server delays the start by at most FIRST_RESOLUTION_MS, then they follow when resolved).
     const trunks = this.o.trunks === undefined ? undefined : Promise.race([this.refreshTrunks(), new Promise((r) => setTimeout(r, FIRST_RESOLUTION_MS).unref())]);
-    this.prepared = Promise.all([this.refreshSelf(), trunks]).then(() => undefined);
+    const ready = Promise.all([this.refreshSelf(), trunks]).then(() => undefined);
+    // (Their failures too are start()'s, not unhandled while the CLI waits for the database.)
+    ready.catch(() => undefined);
+    this.prepared = { ready, kernel };
+    return this.prepared;
   }
 
   /**
@@ -269,8 +271,8 @@ export class Daemon implements ControlTarget {
   async start(ignoreEntries: readonly string[] = [], options: { readonly withoutStore?: boolean } = {}): Promise<void> {
     this.ignoreEntries = ignoreEntries;
     this.startedAt = this.now();
-    this.prepare();
-    await this.prepared;
+    const { ready, kernel } = this.prepare();
+    await ready;
     const { store, engine, firewall, logger } = this.o;
     // Not waited for: it is written before the reads of the start (which take only bans in force).
     void store.expireDue(this.startedAt).then(
@@ -284,7 +286,6 @@ export class Daemon implements ControlTarget {
     // reconciled with the stored bans once the database opens (openStore).
     const deferred = options.withoutStore === true && !store.isOpen;
     this.withoutStore = deferred;
-    const kernel = this.kernelAtStart ?? firewall.start();
     const { stored, inKernel } = deferred ? { stored: [], inKernel: await kernel } : await this.readStateAtStart(kernel);
     this.firewallState = 'ready';
     const now = this.now();
