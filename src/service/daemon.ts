@@ -241,7 +241,6 @@ export class Daemon implements ControlTarget {
     });
   }
 
-  /** Reconciles store, kernel and engine, then starts reading AMI. No ban lapses or doubles. */
   /**
    * Begins what does not need the database — connecting to the fleet, reading this host's
    * addresses, resolving the trunks' names, making our table and reading its elements — so that it
@@ -265,6 +264,7 @@ export class Daemon implements ControlTarget {
   }
 
   /**
+   * Reconciles store, kernel and engine, then starts reading AMI. No ban lapses or doubles.
    * `withoutStore`: the database did not open in time (its disk does not answer): start without it,
    * and call openStore once it does.
    */
