@@ -264,6 +264,20 @@ describe('BanStore (a real SQLite file)', () => {
     }
   });
 
+  it('a writer thread that ends (killed) is made again: its database is opened anew and the next writes go through', async () => {
+    const d = dir();
+    const s = await BanStore.open(d, { historyKeepMs: H });
+    s.recordBan(ban('192.0.2.84', Date.now(), 600));
+    await s.durable();
+    // Fault injection: the thread that holds the one connection is ended from outside.
+    await (s as unknown as { writer: { terminate(): Promise<number> } }).writer.terminate();
+    s.recordBan(ban('192.0.2.85', Date.now(), 600));
+    await s.durable().catch(() => s.durable());
+    expect((await s.activeBans(Date.now())).map((b) => b.ip).sort()).toEqual(['192.0.2.84', '192.0.2.85']);
+    expect(s.health()).toMatchObject({ healthy: true, pending: 0 });
+    await s.close();
+  });
+
   it('holds the database alone while open: a second ami2ban on the same STATE_DIR is refused, naming the file', async () => {
     const d = dir();
     const s = await BanStore.open(d, { historyKeepMs: H });
