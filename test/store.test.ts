@@ -332,11 +332,17 @@ describe('BanStore (a real SQLite file)', () => {
 describe('BanStore: its writer thread', () => {
   it('runs at a lower priority than the main thread (nice 5), which keeps its own', async () => {
     // Linux keeps a nice value per thread: /proc/self/task/<tid>/stat, 19th field.
+    // (A thread of an earlier test's store may end between the listing and the read: skipped.)
     const nices = (): Map<string, number> =>
       new Map(
-        readdirSync('/proc/self/task').map((tid) => {
-          const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-          return [tid, Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+        readdirSync('/proc/self/task').flatMap((tid): [string, number][] => {
+          let stat: string;
+          try {
+            stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+          } catch {
+            return [];
+          }
+          return [[tid, Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])]];
         }),
       );
     const mainBefore = Number(readFileSync(`/proc/self/task/${String(process.pid)}/stat`, 'utf8').split(') ')[1]?.split(' ')[16]);
