@@ -5,7 +5,7 @@ import { RedisDecisionBus, type RedisBusOptions } from '../src/fleet/redis-bus.j
 import { MemoryLogger } from './helpers/memory-logger.js';
 
 afterEach(() => {
-  vi.doUnmock('@redis/client');
+  vi.doUnmock('@redis/client/dist/lib/client/index.js');
   vi.resetModules();
 });
 
@@ -13,7 +13,7 @@ describe('the Redis bus when its client module cannot be loaded', () => {
   it('says so as the fleet error, keeps what it was to share in its bounded outbox, retries, and stops at once', async () => {
     // A broken install (the package missing or unreadable): the import itself fails.
     vi.resetModules();
-    vi.doMock('@redis/client', () => {
+    vi.doMock('@redis/client/dist/lib/client/index.js', () => {
       throw new Error('Cannot find package @redis/client');
     });
     const { RedisDecisionBus: Unloadable } = await import('../src/fleet/redis-bus.js');
@@ -25,7 +25,7 @@ describe('the Redis bus when its client module cannot be loaded', () => {
       expect(bus.status().state).toBe('degraded');
     });
     // The fleet's error is the import's own (vitest words it its way).
-    const importError = await import('@redis/client').then(
+    const importError = await import('@redis/client/dist/lib/client/index.js').then(
       () => 'loaded',
       (err: unknown) => (err instanceof Error ? err.message : String(err)),
     );
