@@ -756,6 +756,27 @@ describe('automatic bans of networks (escalation)', () => {
     for (let i = 1; i <= 50; i++) expect(spread.observe(ev(`203.0.113.${String(i)}`), i * S).kind).toBe('counted');
   });
 
+  it('a ban lifted or ended no longer counts toward its network, in either family', () => {
+    const e = engine({ ...on, BAN_SUBNET_MAXRETRY: '0', BAN_V4_SUBNET_MAXRETRY: '0' });
+    const ban = (ip: string, t: number): string => {
+      const r = feed(e, ip, [t, t + S, t + 2 * S])[2];
+      return r?.kind === 'banned' ? r.decision.ip : String(r?.kind);
+    };
+    // 4 of 203.0.113.0/24 (its number is negative as a signed 32-bit integer), one lifted: the 5th is an address ban.
+    expect([1, 2, 3, 4].map((n) => ban(`203.0.113.${String(n)}`, n * 10 * S))).toEqual(['203.0.113.1', '203.0.113.2', '203.0.113.3', '203.0.113.4']);
+    expect(e.unban('203.0.113.2', 50 * S)).not.toBeNull();
+    expect(ban('203.0.113.5', 60 * S)).toBe('203.0.113.5');
+    expect(ban('203.0.113.6', 70 * S)).toBe('203.0.113.0/24');
+    // The same in 10.9.9.0/24 (positive), and in an IPv6 /64 (by text).
+    expect([1, 2, 3, 4].map((n) => ban(`10.9.9.${String(n)}`, 100 * S + n * 10 * S))).toEqual(['10.9.9.1', '10.9.9.2', '10.9.9.3', '10.9.9.4']);
+    expect(e.unban('10.9.9.1', 150 * S)).not.toBeNull();
+    expect(ban('10.9.9.5', 160 * S)).toBe('10.9.9.5');
+    expect([1, 2].map((n) => ban(`2001:db8:8:8::${String(n)}`, 200 * S + n * 10 * S))).toEqual(['2001:db8:8:8::1', '2001:db8:8:8::2']);
+    expect(e.unban('2001:db8:8:8::1', 230 * S)).not.toBeNull();
+    expect(ban('2001:db8:8:8::3', 240 * S)).toBe('2001:db8:8:8::3');
+    expect(ban('2001:db8:8:8::4', 250 * S)).toBe('2001:db8:8:8::/64');
+  });
+
   it('a network holding an ignored or own address is never banned automatically: its addresses are banned one by one', () => {
     const e = engine({ ...on, BAN_IGNOREIP: '2001:db8:7:7::99' });
     const out = [1, 2, 3, 4, 5, 6].map((i) => e.observe(ev(`2001:db8:7:7::${String(i)}`), i * S));

@@ -157,6 +157,11 @@ function groupsOf(addr: IpAddress): number[] {
   return addr.family === 'ipv4' ? [ipv4Number(addr.ip)] : ipv6Groups(addr.ip);
 }
 
+/** The network of a canonical dotted quad at a prefix length, as a signed 32-bit number (a small integer to V8). */
+export function ipv4NetworkNumber(ip: string, prefix: number): number {
+  return prefix === 0 ? 0 : ipv4Number(ip) & (~0 << (32 - prefix));
+}
+
 /** The network of a CIDR: its address with the host bits cleared. */
 export function networkOf(c: Cidr): Cidr {
   if (c.address.family === 'ipv4') {

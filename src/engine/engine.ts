@@ -1,5 +1,5 @@
 // The threshold engine: fail2ban's semantics over security events. Pure: time is an argument.
-import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableReason, cidrContains, cidrsOverlap, detach, networkOf, parseBanTarget, parseIp, unbannable } from '../common/ip.js';
+import { AddressSet, type Cidr, type IpAddress, type IpFamily, type UnbannableReason, cidrContains, cidrsOverlap, detach, ipv4NetworkNumber, networkOf, parseBanTarget, parseIp, unbannable } from '../common/ip.js';
 import { ShardedMap } from '../common/sharded-map.js';
 import { type BanTimePolicy, nextBanSeconds } from './ban-time.js';
 import { ExpiryQueue } from './expiry-queue.js';
@@ -212,7 +212,8 @@ export class Engine {
   private readonly netLengths: Record<IpFamily, Map<number, number>> = { ipv4: new Map(), ipv6: new Map() };
   /** Failures per network (BAN_SUBNET_MAXRETRY); addresses banned per network (BAN_SUBNET_ESCALATE). */
   private readonly netFailures: FailureTable;
-  private readonly bannedPerNet = new Map<string, number>();
+  /** Keyed by netCountKey; sharded: a scattered scan bans as many networks as addresses. */
+  private readonly bannedPerNet = new ShardedMap<string | number, number>();
   /** Kept as bans come and go, so that observers never count the map. */
   private readonly bansByFamily: Record<IpFamily, number> = { ipv4: 0, ipv6: 0 };
   private readonly expiry = new ExpiryQueue();
@@ -416,9 +417,8 @@ export class Engine {
     if (n <= 0) return undefined;
     const addr = parseIp(ip);
     if (addr === null) return undefined;
-    const net = this.networkKey(addr);
-    if ((this.bannedPerNet.get(net) ?? 0) + 1 < n) return undefined;
-    return this.banNetworkAuto(net, family, now, failures, named);
+    if ((this.bannedPerNet.get(this.netCountKey(addr.ip, family)) ?? 0) + 1 < n) return undefined;
+    return this.banNetworkAuto(this.networkKey(addr), family, now, failures, named);
   }
 
   /**
@@ -647,8 +647,8 @@ export class Engine {
         lengths.set(t.cidr.prefix, (lengths.get(t.cidr.prefix) ?? 0) + 1);
       }
     } else if (before === undefined && this.escalates(family)) {
-      const net = this.netOf(ip);
-      if (net !== undefined) this.bannedPerNet.set(net, (this.bannedPerNet.get(net) ?? 0) + 1);
+      const net = this.netCountKey(ip, family);
+      this.bannedPerNet.set(net, (this.bannedPerNet.get(net) ?? 0) + 1);
     }
   }
 
@@ -656,9 +656,14 @@ export class Engine {
     return (family === 'ipv4' ? this.policy.v4SubnetEscalate : this.policy.subnetEscalate) > 0;
   }
 
-  private netOf(ip: string): string | undefined {
+  /**
+   * Where a banned address is counted for BAN_*SUBNET_ESCALATE: an IPv4 network by its number (no
+   * parse, no string per ban), an IPv6 one by its text. `ip` is canonical, as bans are kept.
+   */
+  private netCountKey(ip: string, family: IpFamily): string | number {
+    if (family === 'ipv4') return ipv4NetworkNumber(ip, this.policy.v4Prefix);
     const addr = parseIp(ip);
-    return addr === null ? undefined : this.networkKey(addr);
+    return addr === null ? ip : this.networkKey(addr);
   }
 
   private deleteBan(ip: string): void {
@@ -675,12 +680,10 @@ export class Engine {
       else lengths.set(net.prefix, n);
     }
     if (!ip.includes('/') && this.escalates(before.family)) {
-      const net = this.netOf(ip);
-      const n = net === undefined ? 0 : (this.bannedPerNet.get(net) ?? 0) - 1;
-      if (net !== undefined) {
-        if (n <= 0) this.bannedPerNet.delete(net);
-        else this.bannedPerNet.set(net, n);
-      }
+      const net = this.netCountKey(ip, before.family);
+      const n = (this.bannedPerNet.get(net) ?? 0) - 1;
+      if (n <= 0) this.bannedPerNet.delete(net);
+      else this.bannedPerNet.set(net, n);
     }
   }
 
