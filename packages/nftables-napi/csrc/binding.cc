@@ -8,7 +8,6 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <string>
-#include <vector>
 
 #include "nl_exchange.h"
 #include "nft_runner.h"
@@ -56,65 +55,11 @@ class RunWorker : public Napi::AsyncWorker {
   std::string err_;
 };
 
-// netlinkAsync's exchange on a worker thread: a large batch keeps the kernel busy for a millisecond
-// or more, time the event loop spends on other work. Its own socket and reply buffer (the
-// context's), its own copy of the request (the caller's buffer is reused for the next one).
-class NetlinkWorker : public Napi::AsyncWorker {
- public:
-  NetlinkWorker(Napi::Env env, Napi::Object owner, int* fd, char** acc, size_t* cap, const char* data, size_t len)
-      : Napi::AsyncWorker(env),
-        owner_(Napi::Persistent(owner)),
-        fd_(fd),
-        acc_(acc),
-        cap_(cap),
-        request_(data, data + len),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    if (*fd_ < 0) {
-      int fd = nl_exchange_open();
-      if (fd < 0) {
-        rc_ = fd;
-        what_ = "netlink socket";
-        return;
-      }
-      *fd_ = fd;
-    }
-    rc_ = nl_exchange(*fd_, request_.data(), request_.size(), acc_, cap_, &out_len_);
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (rc_ < 0) {
-      Napi::Error error = Napi::Error::New(env, std::string(what_) + ": " + std::strerror(-rc_));
-      error.Set("errno", Napi::Number::New(env, -rc_));
-      deferred_.Reject(error.Value());
-      return;
-    }
-    deferred_.Resolve(Napi::Buffer<char>::Copy(env, *acc_, out_len_));
-  }
-
- private:
-  // Keeps the context (and so the socket and buffer this worker uses) alive until it is done.
-  Napi::ObjectReference owner_;
-  int* fd_;
-  char** acc_;
-  size_t* cap_;
-  std::vector<char> request_;
-  Napi::Promise::Deferred deferred_;
-  int rc_ = 0;
-  const char* what_ = "netlink exchange";
-  size_t out_len_ = 0;
-};
-
 class Context : public Napi::ObjectWrap<Context> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Context", {InstanceMethod("run", &Context::Run), InstanceMethod("netlink", &Context::Netlink),
-                                        InstanceMethod("netlinkAsync", &Context::NetlinkAsync), InstanceMethod("close", &Context::Close)});
+                                        InstanceMethod("close", &Context::Close)});
   }
 
   explicit Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
@@ -125,9 +70,7 @@ class Context : public Napi::ObjectWrap<Context> {
   ~Context() override {
     nft_runner_free(runner_);
     nl_exchange_close(nl_fd_);
-    nl_exchange_close(async_fd_);
     std::free(replies_);
-    std::free(async_replies_);
   }
 
  private:
@@ -171,25 +114,6 @@ class Context : public Napi::ObjectWrap<Context> {
     return Napi::Buffer<char>::Copy(env, replies_, out_len);
   }
 
-  // netlinkAsync(request: Buffer): Promise<Buffer> of the replies, the exchange on a worker thread.
-  // The JS loader keeps one in flight per context.
-  Napi::Value NetlinkAsync(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() != 1 || !info[0].IsBuffer()) {
-      Napi::TypeError::New(env, "netlinkAsync(request) expects one Buffer").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    if (!runner_) {
-      Napi::Error::New(env, "libnftables context is closed").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    Napi::Buffer<char> request = info[0].As<Napi::Buffer<char>>();
-    auto* worker = new NetlinkWorker(env, info.This().As<Napi::Object>(), &async_fd_, &async_replies_, &async_replies_cap_, request.Data(), request.Length());
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
-  }
-
   static Napi::Value ThrowErrno(Napi::Env env, int err, const char* what) {
     Napi::Error error = Napi::Error::New(env, std::string(what) + ": " + std::strerror(err));
     error.Set("errno", Napi::Number::New(env, err));
@@ -202,8 +126,6 @@ class Context : public Napi::ObjectWrap<Context> {
     runner_ = nullptr;
     nl_exchange_close(nl_fd_);
     nl_fd_ = -1;
-    nl_exchange_close(async_fd_);
-    async_fd_ = -1;
     return info.Env().Undefined();
   }
 
@@ -212,10 +134,6 @@ class Context : public Napi::ObjectWrap<Context> {
   // The replies' buffer, kept from one exchange to the next.
   char* replies_ = nullptr;
   size_t replies_cap_ = 0;
-  // netlinkAsync's socket and replies, used by one worker thread at a time.
-  int async_fd_ = -1;
-  char* async_replies_ = nullptr;
-  size_t async_replies_cap_ = 0;
 };
 
 // quickAck(fd): TCP_QUICKACK on a connected TCP socket, once (the kernel goes back to delayed

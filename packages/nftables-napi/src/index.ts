@@ -32,8 +32,6 @@ export interface NativeContext {
   run(json: string): Promise<string>;
   /** Sends netlink messages to nf_tables on the calling thread; returns the replies. */
   netlink?(request: Buffer): Buffer;
-  /** The same on a worker thread, with a socket of its own; one in flight at a time. */
-  netlinkAsync?(request: Buffer): Promise<Buffer>;
   close(): void;
 }
 
@@ -88,12 +86,6 @@ export function tcpQuickAck(load: () => BindingLoad = loadBinding): ((fd: number
   return 'binding' in loaded ? loaded.binding.quickAck : undefined;
 }
 
-function elementCount(batch: ElementBatch): number {
-  let n = 0;
-  for (const m of batch.messages) n += m.keys.length;
-  return n;
-}
-
 function validate(commands: unknown): asserts commands is NftCommands {
   if (typeof commands !== 'object' || commands === null || !Array.isArray((commands as { nftables?: unknown }).nftables)) {
     throw new TypeError('run(commands) expects an object { nftables: [ … ] } of libnftables JSON commands');
@@ -102,13 +94,6 @@ function validate(commands: unknown): asserts commands is NftCommands {
     if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new TypeError('every libnftables command must be an object');
   }
 }
-
-/**
- * An element transaction of at least this many elements is committed on a worker thread: the
- * kernel takes about 2 µs per element, so the event loop goes on meanwhile. A smaller one is sent
- * at once, on the calling thread (a hop to a worker and back costs more than a few elements).
- */
-const ASYNC_ELEMENTS = 256;
 
 export class Nftables {
   private readonly ctx: NativeContext;
@@ -121,8 +106,6 @@ export class Nftables {
   private readonly writer = new Writer();
   /** Transactions committed and reads answered by netlink, and those handed to libnftables. */
   readonly fastPath = { committed: 0, read: 0, declined: 0 };
-  /** Of `committed`, those committed on a worker thread. */
-  committedAsync = 0;
 
   /** Throws when the addon is not built; pass a binding to substitute it (tests). */
   constructor(binding?: NativeBinding) {
@@ -139,12 +122,7 @@ export class Nftables {
   run(commands: NftCommands): Promise<unknown> {
     validate(commands);
     if (this.closed) return Promise.reject(new NftablesError('the libnftables context is closed'));
-    const batch = elementBatch(commands.nftables);
-    if (batch !== undefined && this.ctx.netlinkAsync !== undefined && elementCount(batch) >= ASYNC_ELEMENTS) {
-      // In its turn, on a worker thread; libnftables (and its message) only when that declines.
-      return this.inTurn(async () => ((await this.tryNetlinkAsync(batch)) ? null : this.call(JSON.stringify(commands))));
-    }
-    const fast = this.netlinkFor(commands.nftables, batch);
+    const fast = this.netlinkFor(commands.nftables);
     // Element commands on plain sets, and reads of a counter or of a plain set, go straight to the
     // kernel: now if nothing is in flight (order is kept), else in their turn.
     const now = fast !== undefined && this.inFlight === 0;
@@ -153,15 +131,11 @@ export class Nftables {
       if (done !== undefined) return Promise.resolve(done.value);
     }
     const json = JSON.stringify(commands);
-    return this.inTurn(() => {
+    this.inFlight++;
+    const call = (): Promise<unknown> => {
       const done = fast !== undefined && !now ? fast() : undefined;
       return done !== undefined ? Promise.resolve(done.value) : this.call(json);
-    });
-  }
-
-  /** Runs `call` after every call before it has settled. */
-  private inTurn(call: () => Promise<unknown>): Promise<unknown> {
-    this.inFlight++;
+    };
     const next = this.tail.then(call, call);
     this.tail = next
       .catch(() => undefined)
@@ -218,7 +192,8 @@ export class Nftables {
   }
 
   /** How these commands can be done by netlink (undefined: only by libnftables). */
-  private netlinkFor(commands: readonly object[], batch: ElementBatch | undefined): (() => { value: unknown } | undefined) | undefined {
+  private netlinkFor(commands: readonly object[]): (() => { value: unknown } | undefined) | undefined {
+    const batch = elementBatch(commands);
     if (batch !== undefined) return () => (this.tryNetlink(batch) ? { value: null } : undefined);
     const read = readQuery(commands);
     if (read !== undefined) return () => this.tryRead(read);
@@ -241,46 +216,21 @@ export class Nftables {
     const send = this.ctx.netlink?.bind(this.ctx);
     if (send === undefined || this.closed) return false;
     try {
-      if (!this.knowsPlain(batch, send)) return this.declined();
+      const unknown = batch.sets.filter((s) => !this.plainSets.has(setKey(s)));
+      if (unknown.length > 0) {
+        const seq = this.nextSeq(unknown.length);
+        const replies = decodeReplies(send(encodeSetQueries(unknown, seq, this.writer.reset())));
+        if (replies === undefined || !setsArePlain(unknown, replies, seq)) return this.declined();
+        for (const s of unknown) this.plainSets.add(setKey(s));
+      }
       const seq = this.nextSeq(batch.messages.length + 2);
-      return this.committed(batch, send(encodeBatch(batch, seq, this.writer.reset())), seq);
+      const replies = decodeReplies(send(encodeBatch(batch, seq, this.writer.reset())));
+      if (replies === undefined || !batchDone(batch, replies, seq)) return this.declined();
+      this.fastPath.committed++;
+      return true;
     } catch {
       return this.declined();
     }
-  }
-
-  /** tryNetlink with the exchange on a worker thread. */
-  private async tryNetlinkAsync(batch: ElementBatch): Promise<boolean> {
-    const send = this.ctx.netlink?.bind(this.ctx);
-    const sendAsync = this.ctx.netlinkAsync?.bind(this.ctx);
-    if (send === undefined || sendAsync === undefined || this.closed) return false;
-    try {
-      if (!this.knowsPlain(batch, send)) return this.declined();
-      const seq = this.nextSeq(batch.messages.length + 2);
-      const done = this.committed(batch, await sendAsync(encodeBatch(batch, seq, this.writer.reset())), seq);
-      if (done) this.committedAsync++;
-      return done;
-    } catch {
-      return this.declined();
-    }
-  }
-
-  /** Whether every set of the batch holds plain addresses (asked of the kernel once per set). */
-  private knowsPlain(batch: ElementBatch, send: (request: Buffer) => Buffer): boolean {
-    const unknown = batch.sets.filter((s) => !this.plainSets.has(setKey(s)));
-    if (unknown.length === 0) return true;
-    const seq = this.nextSeq(unknown.length);
-    const replies = decodeReplies(send(encodeSetQueries(unknown, seq, this.writer.reset())));
-    if (replies === undefined || !setsArePlain(unknown, replies, seq)) return false;
-    for (const s of unknown) this.plainSets.add(setKey(s));
-    return true;
-  }
-
-  private committed(batch: ElementBatch, answer: Buffer, seq: number): boolean {
-    const replies = decodeReplies(answer);
-    if (replies === undefined || !batchDone(batch, replies, seq)) return this.declined();
-    this.fastPath.committed++;
-    return true;
   }
 
   private declined(): false {
