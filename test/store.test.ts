@@ -371,6 +371,8 @@ describe('BanStore: what explain and trust need', () => {
     await store.close();
     const again = await BanStore.open(d, { historyKeepMs: 24 * H, now: () => 1000 });
     expect((await again.historyOf('198.51.100.1'))[0]?.details).toEqual(details);
+    // The bans in force read at start leave them out (a ban in force does not keep them).
+    expect(await again.activeBans(1000)).toMatchObject([{ ip: '198.51.100.1', failures: 3, details: [] }]);
     // expired at 1000: 192.0.2.2's pair is not given back
     expect((await again.trustedPairs(1000))).toEqual([{ ip: '192.0.2.1', account: '1001', until: 9000 }]);
     await again.close();
