@@ -315,7 +315,6 @@ parentPort.on('message', ({ seq, calls, read, args, close, backup }) => {
 });
 `;
 
-/** An `active` row as an array, in READS.active's column order. */
 /** A row of the `active` read, in its columns' order (no details). */
 type RawRow = [string, 'ipv4' | 'ipv6', Enforcer, number, number | null, string, number, string, number, string | null, number];
 
