@@ -65,23 +65,25 @@ function options(url: string, hostId: string, extra: Partial<RedisBusOptions> = 
 }
 
 describe('the Redis bus opened ahead of its start (prepare)', () => {
-  it('connects and reads nothing before start(); start() takes the connection over; a bus prepared and never started closes it', async () => {
+  it('connects and reads the snapshot ahead but hands nothing over before start(); start() takes the connection over; a bus prepared and never started closes it', async () => {
     const redis = await RedisServer.start();
     const url = `redis://127.0.0.1:${String(redis.port)}`;
-    const clients = (): number => redis.cli('CLIENT', 'LIST').split('\n').filter((l) => l.includes('cmd=')).length;
+    const clients = (): string[] => redis.cli('CLIENT', 'LIST').split('\n').filter((l) => l.includes('cmd='));
     try {
-      const base = clients();
+      const base = clients().length;
       redis.cli('SET', 'ami2ban:ban:192.0.2.9', JSON.stringify({ v: 1, op: 'ban', ip: '192.0.2.9', until: Date.now() + 60_000, at: Date.now(), origin: 'pbx-a', reason: 'threshold' }), 'PX', '60000');
       redis.cli('ZADD', 'ami2ban:bans', String(Date.now() + 60_000), '192.0.2.9');
       const bus = new RedisDecisionBus(options(url, 'pbx-b'));
       const parts: string[][] = [];
       bus.on('snapshot', (bans) => parts.push(bans.map((b) => b.ip)));
       bus.prepare();
-      // Its two connections (commands and the blocking reader) are open…
+      // Its two connections (commands and the blocking reader) are open, and the snapshot's first
+      // part was read…
       await vi.waitFor(() => {
-        expect(clients()).toBe(base + 2);
+        expect(clients().length).toBe(base + 2);
+        expect(clients().some((l) => l.includes('cmd=mget'))).toBe(true);
       });
-      // …and nothing was read or handed over meanwhile.
+      // …but nothing was handed over meanwhile.
       await new Promise((r) => setTimeout(r, 100));
       expect(parts).toEqual([]);
       expect(bus.status().state).toBe('connecting');
@@ -91,24 +93,68 @@ describe('the Redis bus opened ahead of its start (prepare)', () => {
       });
       expect(parts).toEqual([['192.0.2.9']]);
       // The prepared connection was taken over, not doubled.
-      expect(clients()).toBe(base + 2);
+      expect(clients().length).toBe(base + 2);
       await bus.stop();
       await vi.waitFor(() => {
-        expect(clients()).toBe(base);
+        expect(clients().length).toBe(base);
       });
 
       // Prepared, then stopped without a start (the daemon's own start failed): nothing stays open.
       const unstarted = new RedisDecisionBus(options(url, 'pbx-c'));
       unstarted.prepare();
       await vi.waitFor(() => {
-        expect(clients()).toBe(base + 2);
+        expect(clients().length).toBe(base + 2);
       });
       await unstarted.stop();
       await vi.waitFor(() => {
-        expect(clients()).toBe(base);
+        expect(clients().length).toBe(base);
       });
       expect(unstarted.status().state).toBe('stopped');
     } finally {
+      await redis.kill();
+    }
+  });
+
+  it('started long after its read-ahead, with the stream trimmed past that point meanwhile: takes the snapshot again, and misses no ban', async () => {
+    const redis = await RedisServer.start();
+    const url = `redis://127.0.0.1:${String(redis.port)}`;
+    const origin = new RedisDecisionBus(options(url, 'pbx-a', { outboxMax: 10_000 }));
+    const late = new RedisDecisionBus(options(url, 'pbx-b'));
+    try {
+      origin.start();
+      await vi.waitFor(() => {
+        expect(origin.status().state).toBe('connected');
+      });
+      origin.publish({ op: 'ban', ip: '192.0.2.1', until: Date.now() + 600_000, at: Date.now(), origin: 'pbx-a', reason: 'threshold' });
+      await vi.waitFor(() => {
+        expect(origin.status().published.ban).toBe(1);
+      });
+      late.prepare();
+      await vi.waitFor(() => {
+        expect(redis.cli('CLIENT', 'LIST').includes('cmd=mget')).toBe(true);
+      });
+      // While the late host waits (its database, say): 3 000 bans, three times the stream's MAXLEN.
+      const ips = Array.from({ length: 3000 }, (_, i) => `198.51.${String(100 + (i >> 8))}.${String(i & 255)}`);
+      for (const ip of ips) origin.publish({ op: 'ban', ip, until: Date.now() + 600_000, at: Date.now(), origin: 'pbx-a', reason: 'threshold' });
+      await vi.waitFor(() => {
+        expect(origin.status().published.ban).toBe(3001);
+      });
+      expect(redis.cli('XRANGE', 'ami2ban:stream', '-', '+', 'COUNT', '1')).not.toContain(ips[0]);
+      const got = new Set<string>();
+      late.on('snapshot', (bans) => {
+        for (const b of bans) got.add(b.ip);
+      });
+      late.on('decisions', (ds) => {
+        for (const d of ds) got.add(d.ip);
+      });
+      late.start();
+      await vi.waitFor(() => {
+        expect(got.size).toBe(3001);
+      });
+      expect(late.status().snapshots).toBe(2);
+    } finally {
+      await late.stop();
+      await origin.stop();
       await redis.kill();
     }
   });

@@ -48,6 +48,8 @@ export interface RedisBusOptions {
 
 const READ_COUNT = 1000;
 const CHUNK = 1000;
+/** Reads in flight for one part of a snapshot (PART_READS × CHUNK bans). */
+const PART_READS = 10;
 // Decisions per publishing script: a burst reaches the readers in replies of this many.
 const PUBLISH_BATCH = 250;
 const BLOCK_MS = 1000;
@@ -142,6 +144,13 @@ async function newClient(options: { url?: string; password?: string; disableOffl
   return new RedisClient({ ...options, RESP: 2 }) as Client;
 }
 
+/** What prepare() reads before start(): where the stream was, then the bans in force. */
+interface ReadAhead {
+  readonly ends: { readonly first: string | null; readonly last: string };
+  readonly members: readonly string[];
+  readonly firstPart: Promise<(string | null)[]>;
+}
+
 interface Connection {
   readonly cmd: Client;
   readonly reader: Client;
@@ -174,6 +183,8 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   private running: Promise<void> | undefined;
   /** A connection opened by prepare(), for run() to take over. */
   private early: Promise<Connection> | undefined;
+  /** The start's snapshot, begun on that connection by prepare(). */
+  private ahead: Promise<ReadAhead> | undefined;
   private cursor: string | null = null;
   /** The bus's data generation the cursor belongs to (a key Redis loses with its data). */
   private epoch: string | null = null;
@@ -215,6 +226,9 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     if (this.stopped || this.running !== undefined || this.early !== undefined) return;
     this.early = this.connect();
     this.early.catch(() => undefined);
+    // The start always takes a snapshot: Redis reads its first part meanwhile too.
+    this.ahead = this.early.then((conn) => this.readAhead(conn));
+    this.ahead.catch(() => undefined);
   }
 
   start(): void {
@@ -249,6 +263,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     // Prepared, never started (the daemon's start failed): its connection is closed once open.
     const early = this.early;
     this.early = undefined;
+    this.ahead = undefined;
     void early?.then(
       (c) => {
         c.cmd.destroy();
@@ -332,10 +347,12 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     while (!this.stopped) {
       try {
         const early = this.early;
+        const ahead = this.ahead;
         this.early = undefined;
+        this.ahead = undefined;
         const conn = await (early ?? this.connect());
         this.conn = conn;
-        await this.catchUp(conn, first);
+        await this.catchUp(conn, first, ahead);
         first = false;
         this.connectedSince = this.now();
         this.setState('connected', null);
@@ -447,43 +464,67 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
    * At start, and when entries this host had not read were trimmed: a snapshot. A stream behind
    * our position is another one (Redis lost its data): its snapshot is not the whole truth.
    */
-  private async catchUp(conn: Connection, always: boolean): Promise<void> {
-    const ends = await this.streamEnds(conn);
+  private async catchUp(conn: Connection, always: boolean, ahead?: Promise<ReadAhead>): Promise<void> {
+    const read = await ahead;
+    const ends = read?.ends ?? (await this.streamEnds(conn));
     const c = this.cursor;
     // Another generation of the data (Redis restarted empty): our position means nothing there.
     const foreign = c !== null && (this.epoch !== conn.epoch || compareIds(c, ends.last) > 0);
     const trimmed = c !== null && ends.first !== null && compareIds(c, ends.first) < 0;
     this.epoch = conn.epoch;
-    if (always || c === null || trimmed || foreign) await this.snapshot(conn, ends.last, !foreign);
+    if (always || c === null || trimmed || foreign) await this.snapshot(conn, ends.last, !foreign, read);
   }
 
-  /** Every ban in force, then the stream from an id taken before it was read. */
-  private async snapshot(conn: Connection, from: string, complete: boolean): Promise<void> {
-    const members = await conn.cmd.sendCommand<string[]>(['ZRANGE', this.keys.bans, String(this.now()), '+inf', 'BYSCORE']);
-    const chunks: string[][] = [];
-    for (let i = 0; i < members.length; i += CHUNK) chunks.push(members.slice(i, i + CHUNK));
-    // Ten reads in flight at a time, handed over as one part: the host applies a part while the
-    // next is read.
-    const pending = chunks.map((c) => () => conn.cmd.sendCommand<(string | null)[]>(['MGET', ...c.map((ip) => this.banKey(ip))]));
-    let i = 0;
-    do {
-      const replies = await Promise.all(pending.slice(i, i + 10).map((read) => read()));
+  /** The stream's ends, then the bans in force and the snapshot's first part, read ahead of start(). */
+  private async readAhead(conn: Connection): Promise<ReadAhead> {
+    const ends = await this.streamEnds(conn);
+    const members = await this.inForce(conn);
+    const firstPart = this.part(conn, members, 0);
+    firstPart.catch(() => undefined);
+    return { ends, members, firstPart };
+  }
+
+  private inForce(conn: Connection): Promise<string[]> {
+    return conn.cmd.sendCommand<string[]>(['ZRANGE', this.keys.bans, String(this.now()), '+inf', 'BYSCORE']);
+  }
+
+  /** The values of a part's bans: PART_READS reads of CHUNK keys in flight (null: ended since). */
+  private async part(conn: Connection, members: readonly string[], start: number): Promise<(string | null)[]> {
+    const reads: Promise<(string | null)[]>[] = [];
+    for (let i = start; i < Math.min(members.length, start + PART_READS * CHUNK); i += CHUNK) {
+      reads.push(conn.cmd.sendCommand<(string | null)[]>(['MGET', ...members.slice(i, i + CHUNK).map((ip) => this.banKey(ip))]));
+    }
+    return (await Promise.all(reads)).flat();
+  }
+
+  /**
+   * Every ban in force, then the stream from an id taken before it was read. A part is handed over
+   * as soon as it is read, and the host applies it while the next is read.
+   */
+  private async snapshot(conn: Connection, from: string, complete: boolean, read?: ReadAhead): Promise<void> {
+    const members = read?.members ?? (await this.inForce(conn));
+    const size = PART_READS * CHUNK;
+    let next = read?.firstPart ?? this.part(conn, members, 0);
+    for (let i = 0; ; i += size) {
+      const values = await next;
+      const last = i + size >= members.length;
+      // Redis reads the next part while this one is decoded and applied.
+      if (!last) next = this.part(conn, members, i + size);
       const bans: FleetBan[] = [];
-      for (const v of replies.flat()) {
+      for (const v of values) {
         if (v === null) continue; // ended since the range was read
         const d = decode(v);
         if (typeof d === 'string') this.refuse(d);
         else if (d.op === 'ban' && d.origin !== this.o.hostId) bans.push(d);
       }
-      const last = i + 10 >= pending.length;
       if (last) {
         this.snapshots++;
         this.setCursor(from);
         this.lagMs = 0;
       }
       this.emit('snapshot', bans, complete, i === 0, last);
-      i += 10;
-    } while (i < pending.length);
+      if (last) return;
+    }
   }
 
   private refuse(reason: DecodeError): void {
@@ -496,7 +537,9 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
   }
 
   private async readLoop(conn: Connection): Promise<void> {
-    let full = false;
+    // Checked first as when behind: the stream may have been trimmed past our position since it
+    // was taken (a snapshot read ahead of a start that waited for its database).
+    let full = true;
     while (!this.stopped && this.conn === conn) {
       if (full) {
         // Behind: entries not yet read may have been trimmed meanwhile.
