@@ -43,6 +43,37 @@ describe('fleet decisions on the bus', () => {
     expect(decode(JSON.stringify({ ...ok, ip: '192.0.2.0/33' }))).toBe('invalid-address');
   });
 
+  it("a ban in encode()'s own form reads as the same content in any other form: the same ban, or the same refusal", () => {
+    const ok = { v: 1, op: 'ban', ip: '192.0.2.1', until: 1_800_000_000_000, at: 1_790_000_000_000, origin: 'pbx-a', reason: 'threshold' };
+    const variants: Record<string, unknown>[] = [
+      ok,
+      { ...ok, until: null },
+      { ...ok, ip: '2001:DB8:0::1' },
+      { ...ok, ip: '198.51.100.7/24' },
+      { ...ok, ip: '::ffff:192.0.2.1' },
+      { ...ok, ip: '300.1.1.1' },
+      { ...ok, ip: '192.0.2.0/33' },
+      { ...ok, ip: 'fe80::1%eth0' },
+      { ...ok, at: 2 ** 53 },
+      { ...ok, until: 2 ** 53 },
+      { ...ok, until: 0 },
+      { ...ok, at: 0 },
+      { ...ok, origin: 'x'.repeat(64) },
+      { ...ok, origin: 'x'.repeat(65) },
+      { ...ok, origin: '-a' },
+      { ...ok, reason: 'Threshold' },
+    ];
+    for (const v of variants) {
+      const encoded = JSON.stringify(v);
+      // The same fields in another order, spaced out: never the fast path.
+      const other = JSON.stringify(Object.fromEntries(Object.entries(v).reverse()), null, 1);
+      expect(decode(encoded), encoded).toEqual(decode(other));
+    }
+    expect(decode(JSON.stringify(ok))).toEqual({ op: 'ban', ip: '192.0.2.1', until: 1_800_000_000_000, at: 1_790_000_000_000, origin: 'pbx-a', reason: 'threshold' });
+    expect(decode(JSON.stringify({ ...ok, ip: '300.1.1.1' }))).toBe('invalid-address');
+    expect(decode(JSON.stringify({ ...ok, at: 2 ** 53 }))).toBe('malformed');
+  });
+
   it('stream ids compare as (ms, seq), not as text', () => {
     expect(compareIds('9-1', '10-0')).toBeLessThan(0);
     expect(compareIds('10-2', '10-10')).toBeLessThan(0);

@@ -42,9 +42,29 @@ function time(v: unknown): number | null {
   return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : null;
 }
 
+/**
+ * A ban exactly as encode() writes it, read without JSON.parse (twice as fast: a snapshot is 100 000
+ * of them). Its fields hold no character JSON would escape; any other text takes the general path.
+ */
+const ENCODED_BAN = /^\{"v":1,"op":"ban","ip":"([0-9A-Fa-f.:/]{1,64})","until":(null|[1-9][0-9]{0,15}),"at":([1-9][0-9]{0,15}),"origin":"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})","reason":"([a-z][a-z-]{0,31})"\}$/;
+
+/** The same checks as the general path, in its order (the same refusal for the same content). */
+function encodedBan(m: RegExpExecArray): FleetBan | DecodeError {
+  // (By index: destructuring walks the match through its iterator, which costs as much as the regex.)
+  const at = time(Number(m[3]));
+  if (at === null) return 'malformed';
+  const target = parseBanTarget(m[1] as string);
+  if (target === null) return 'invalid-address';
+  const until = m[2] === 'null' ? Number.POSITIVE_INFINITY : time(Number(m[2]));
+  if (until === null) return 'malformed';
+  return { op: 'ban', ip: target.ip, until, at, origin: m[4] as string, reason: m[5] as string };
+}
+
 /** The decision an entry holds, or why it is refused. Addresses come back in canonical text. */
 export function decode(text: unknown): FleetDecision | DecodeError {
   if (typeof text !== 'string' || text.length > MAX_ENTRY) return 'malformed';
+  const encoded = ENCODED_BAN.exec(text);
+  if (encoded !== null) return encodedBan(encoded);
   let v: unknown;
   try {
     v = JSON.parse(text);
