@@ -1,6 +1,6 @@
 // A decision shared with the fleet, and its text on the bus: one JSON object per stream entry and
 // per ban key. Everything read from the bus is checked here; nothing unchecked reaches the service.
-import { parseBanTarget } from '../common/ip.js';
+import { detach, parseBanTarget } from '../common/ip.js';
 
 export interface FleetBan {
   readonly op: 'ban';
@@ -57,7 +57,8 @@ function encodedBan(m: RegExpExecArray): FleetBan | DecodeError {
   if (target === null) return 'invalid-address';
   const until = m[2] === 'null' ? Number.POSITIVE_INFINITY : time(Number(m[2]));
   if (until === null) return 'malformed';
-  return { op: 'ban', ip: target.ip, until, at, origin: m[4] as string, reason: m[5] as string };
+  // Copies: a capture of 13 characters or more is a slice that keeps the whole entry alive.
+  return { op: 'ban', ip: detach(target.ip), until, at, origin: detach(m[4] as string), reason: detach(m[5] as string) };
 }
 
 /** The decision an entry holds, or why it is refused. Addresses come back in canonical text. */
