@@ -213,7 +213,8 @@ async function main(): Promise<void> {
   // BENCH_AMI_NODELAY=1 (then what is measured is the daemon alone, without the sender's TCP
   // holding small writes).
   const noDelay = process.env.BENCH_AMI_NODELAY === '1';
-  const sender = fork(fileURLToPath(import.meta.url), ['--driver'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // (The other processes run without node options given to this one: they measure the daemon's process.)
+  const sender = fork(fileURLToPath(import.meta.url), ['--driver'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
   const inbox: FromDriver[] = [];
   const waiters: (() => void)[] = [];
   sender.on('message', (m: FromDriver) => {
@@ -317,7 +318,7 @@ async function main(): Promise<void> {
   console.log(`AMI sender (another process): ${noDelay ? 'TCP_NODELAY (BENCH_AMI_NODELAY=1)' : "Nagle's algorithm on, as Asterisk's AMI sessions"}\n`);
 
   // A. the burst
-  const pollerA = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const pollerA = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
   await new Promise((r) => setTimeout(r, 300));
   maxStall = 0;
   last = performance.now();
@@ -337,7 +338,7 @@ async function main(): Promise<void> {
     const settle = Number(process.env.BENCH_SETTLE ?? 0);
     await new Promise((r) => setTimeout(r, settle * 1000));
     // B. latency with the bans active, a background flood and scrapes
-    const pollerB = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const pollerB = fork(fileURLToPath(import.meta.url), ['--poll', socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
     maxStall = 0;
     last = performance.now();
     const schedB = schedstat();
