@@ -43,8 +43,9 @@ function time(v: unknown): number | null {
 }
 
 /**
- * A ban exactly as encode() writes it, read without JSON.parse (twice as fast: a snapshot is 100 000
- * of them). Its fields hold no character JSON would escape; any other text takes the general path.
+ * A ban exactly as encode() writes it, read without JSON.parse (110 000 in 60–130 ms against
+ * 110–200 ms: a snapshot is that many). Its fields hold no character JSON would escape; any other
+ * text takes the general path.
  */
 const ENCODED_BAN = /^\{"v":1,"op":"ban","ip":"([0-9A-Fa-f.:/]{1,64})","until":(null|[1-9][0-9]{0,15}),"at":([1-9][0-9]{0,15}),"origin":"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})","reason":"([a-z][a-z-]{0,31})"\}$/;
 
