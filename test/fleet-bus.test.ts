@@ -115,6 +115,35 @@ describe('the Redis bus opened ahead of its start (prepare)', () => {
     }
   });
 
+  it("a read-ahead that fails: the start is degraded with Redis' own error, retries without it, and connects once Redis answers", async () => {
+    const redis = await RedisServer.start();
+    const url = `redis://127.0.0.1:${String(redis.port)}`;
+    const bus = new RedisDecisionBus(options(url, 'pbx-b'));
+    try {
+      // Not a sorted set: the read-ahead's ZRANGE is refused.
+      redis.cli('SET', 'ami2ban:bans', 'not a sorted set');
+      const parts: number[] = [];
+      bus.on('snapshot', (bans) => parts.push(bans.length));
+      bus.prepare();
+      await new Promise((r) => setTimeout(r, 200));
+      bus.start();
+      await vi.waitFor(() => {
+        expect(bus.status().state).toBe('degraded');
+      });
+      expect(bus.status().lastError).toMatch(/WRONGTYPE/);
+      expect(parts).toEqual([]);
+      redis.cli('DEL', 'ami2ban:bans');
+      await vi.waitFor(() => {
+        expect(bus.status().state).toBe('connected');
+      });
+      expect(bus.status().reconnects).toBeGreaterThan(0);
+      expect(parts).toEqual([0]);
+    } finally {
+      await bus.stop();
+      await redis.kill();
+    }
+  });
+
   it('started long after its read-ahead, with the stream trimmed past that point meanwhile: takes the snapshot again, and misses no ban', async () => {
     const redis = await RedisServer.start();
     const url = `redis://127.0.0.1:${String(redis.port)}`;

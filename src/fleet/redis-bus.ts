@@ -144,9 +144,15 @@ async function newClient(options: { url?: string; password?: string; disableOffl
   return new RedisClient({ ...options, RESP: 2 }) as Client;
 }
 
+/** The stream's first and newest ids ('0-0' and null when it does not exist). */
+interface StreamEnds {
+  readonly first: string | null;
+  readonly last: string;
+}
+
 /** What prepare() reads before start(): where the stream was, then the bans in force. */
 interface ReadAhead {
-  readonly ends: { readonly first: string | null; readonly last: string };
+  readonly ends: StreamEnds;
   readonly members: readonly string[];
   readonly firstPart: Promise<(string | null)[]>;
 }
@@ -360,7 +366,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
         void this.flushOutbox();
         void this.reassert();
         void this.beat((this.o.heartbeatMs ?? 1000) * 2);
-        await this.readLoop(conn);
+        await this.readLoop(conn, ahead !== undefined);
       } catch (err) {
         if (!this.isStopped()) this.setState('degraded', errorMessage(err));
       }
@@ -451,8 +457,7 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     }
   }
 
-  /** The stream's first and newest ids ('0-0' and null when it does not exist). */
-  private async streamEnds(conn: Connection): Promise<{ first: string | null; last: string }> {
+  private async streamEnds(conn: Connection): Promise<StreamEnds> {
     const [first, last] = await Promise.all([
       conn.cmd.sendCommand<[string, unknown][]>(['XRANGE', this.keys.stream, '-', '+', 'COUNT', '1']),
       conn.cmd.sendCommand<[string, unknown][]>(['XREVRANGE', this.keys.stream, '+', '-', 'COUNT', '1']),
@@ -536,10 +541,11 @@ export class RedisDecisionBus extends EventEmitter<BusEvents> implements Decisio
     this.o.cursor.save(`${this.epoch ?? ''}/${id}`);
   }
 
-  private async readLoop(conn: Connection): Promise<void> {
-    // Checked first as when behind: the stream may have been trimmed past our position since it
-    // was taken (a snapshot read ahead of a start that waited for its database).
-    let full = true;
+  /** `readAhead`: the position came from a snapshot read ahead of a start, maybe long before it. */
+  private async readLoop(conn: Connection, readAhead: boolean): Promise<void> {
+    // Then checked first as when behind: the stream may have been trimmed past that position
+    // while the start waited (for its database, say).
+    let full = readAhead;
     while (!this.stopped && this.conn === conn) {
       if (full) {
         // Behind: entries not yet read may have been trimmed meanwhile.
