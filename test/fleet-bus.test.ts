@@ -4,6 +4,9 @@ import type { FleetBan } from '../src/fleet/decision.js';
 import { RedisDecisionBus, type RedisBusOptions } from '../src/fleet/redis-bus.js';
 import { MemoryLogger } from './helpers/memory-logger.js';
 
+/** Connecting and loading the client can take seconds while the whole suite runs. */
+const WAIT = { timeout: 10_000 };
+
 afterEach(() => {
   vi.doUnmock('@redis/client/dist/lib/client/index.js');
   vi.resetModules();
@@ -23,7 +26,7 @@ describe('the Redis bus when its client module cannot be loaded', () => {
     bus.start();
     await vi.waitFor(() => {
       expect(bus.status().state).toBe('degraded');
-    });
+    }, WAIT);
     // The fleet's error is the import's own (vitest words it its way).
     const importError = await import('@redis/client/dist/lib/client/index.js').then(
       () => 'loaded',
@@ -38,7 +41,7 @@ describe('the Redis bus when its client module cannot be loaded', () => {
     // It keeps trying, never throws.
     await vi.waitFor(() => {
       expect(bus.status().reconnects).toBeGreaterThan(0);
-    });
+    }, WAIT);
     // A reconnection backoff (up to 5 s) does not hold the shutdown.
     const t0 = performance.now();
     await bus.stop();
@@ -82,7 +85,7 @@ describe('the Redis bus opened ahead of its start (prepare)', () => {
       await vi.waitFor(() => {
         expect(clients().length).toBe(base + 2);
         expect(clients().some((l) => l.includes('cmd=mget'))).toBe(true);
-      });
+      }, WAIT);
       // …but nothing was handed over meanwhile.
       await new Promise((r) => setTimeout(r, 100));
       expect(parts).toEqual([]);
@@ -90,25 +93,25 @@ describe('the Redis bus opened ahead of its start (prepare)', () => {
       bus.start();
       await vi.waitFor(() => {
         expect(bus.status().state).toBe('connected');
-      });
+      }, WAIT);
       expect(parts).toEqual([['192.0.2.9']]);
       // The prepared connection was taken over, not doubled.
       expect(clients().length).toBe(base + 2);
       await bus.stop();
       await vi.waitFor(() => {
         expect(clients().length).toBe(base);
-      });
+      }, WAIT);
 
       // Prepared, then stopped without a start (the daemon's own start failed): nothing stays open.
       const unstarted = new RedisDecisionBus(options(url, 'pbx-c'));
       unstarted.prepare();
       await vi.waitFor(() => {
         expect(clients().length).toBe(base + 2);
-      });
+      }, WAIT);
       await unstarted.stop();
       await vi.waitFor(() => {
         expect(clients().length).toBe(base);
-      });
+      }, WAIT);
       expect(unstarted.status().state).toBe('stopped');
     } finally {
       await redis.kill();
@@ -129,13 +132,13 @@ describe('the Redis bus opened ahead of its start (prepare)', () => {
       bus.start();
       await vi.waitFor(() => {
         expect(bus.status().state).toBe('degraded');
-      });
+      }, WAIT);
       expect(bus.status().lastError).toMatch(/WRONGTYPE/);
       expect(parts).toEqual([]);
       redis.cli('DEL', 'ami2ban:bans');
       await vi.waitFor(() => {
         expect(bus.status().state).toBe('connected');
-      });
+      }, WAIT);
       expect(bus.status().reconnects).toBeGreaterThan(0);
       expect(parts).toEqual([0]);
     } finally {
@@ -153,21 +156,21 @@ describe('the Redis bus opened ahead of its start (prepare)', () => {
       origin.start();
       await vi.waitFor(() => {
         expect(origin.status().state).toBe('connected');
-      });
+      }, WAIT);
       origin.publish({ op: 'ban', ip: '192.0.2.1', until: Date.now() + 600_000, at: Date.now(), origin: 'pbx-a', reason: 'threshold' });
       await vi.waitFor(() => {
         expect(origin.status().published.ban).toBe(1);
-      });
+      }, WAIT);
       late.prepare();
       await vi.waitFor(() => {
         expect(redis.cli('CLIENT', 'LIST').includes('cmd=mget')).toBe(true);
-      });
+      }, WAIT);
       // While the late host waits (its database, say): 3 000 bans, three times the stream's MAXLEN.
       const ips = Array.from({ length: 3000 }, (_, i) => `198.51.${String(100 + (i >> 8))}.${String(i & 255)}`);
       for (const ip of ips) origin.publish({ op: 'ban', ip, until: Date.now() + 600_000, at: Date.now(), origin: 'pbx-a', reason: 'threshold' });
       await vi.waitFor(() => {
         expect(origin.status().published.ban).toBe(3001);
-      });
+      }, WAIT);
       expect(redis.cli('XRANGE', 'ami2ban:stream', '-', '+', 'COUNT', '1')).not.toContain(ips[0]);
       const got = new Set<string>();
       late.on('snapshot', (bans) => {
@@ -179,7 +182,7 @@ describe('the Redis bus opened ahead of its start (prepare)', () => {
       late.start();
       await vi.waitFor(() => {
         expect(got.size).toBe(3001);
-      });
+      }, WAIT);
       expect(late.status().snapshots).toBe(2);
     } finally {
       await late.stop();
@@ -202,14 +205,14 @@ describe('the Redis bus publishing', () => {
       b.start();
       await vi.waitFor(() => {
         expect([a.status().state, b.status().state]).toEqual(['connected', 'connected']);
-      });
+      }, WAIT);
       const now = Date.now();
       const ban = (ip: string, until: number, at = now): FleetBan => ({ op: 'ban', ip, until, at, origin: 'pbx-a', reason: 'threshold' });
       a.publish(ban('192.0.2.1', now + 7_200_000));
       a.publish(ban('192.0.2.4', now + 3_600_000, now + 10));
       await vi.waitFor(() => {
         expect(replies.flat()).toEqual(['ban 192.0.2.1', 'ban 192.0.2.4']);
-      });
+      }, WAIT);
       replies.length = 0;
 
       a.publish(ban('192.0.2.1', now + 3_600_000)); // shorter than the one in force: kept as it is
@@ -220,7 +223,7 @@ describe('the Redis bus publishing', () => {
       await vi.waitFor(() => {
         expect(a.status().published).toEqual({ ban: 5, unban: 2 });
         expect(replies.length).toBeGreaterThan(0);
-      });
+      }, WAIT);
       expect(replies).toEqual([['ban 192.0.2.2', 'ban 192.0.2.3', 'unban 192.0.2.3']]);
       expect(JSON.parse(redis.cli('GET', 'ami2ban:ban:192.0.2.1')) as FleetBan).toMatchObject({ until: now + 7_200_000 });
       expect(redis.cli('ZRANGE', 'ami2ban:bans', '0', '-1', 'WITHSCORES').split('\n')).toEqual(['192.0.2.4', String(now + 3_600_000), '192.0.2.1', String(now + 7_200_000), '192.0.2.2', 'inf']);
