@@ -51,6 +51,66 @@ describe('FailureTable', () => {
     expect(table.size).toBe(0);
   });
 
+  it('counts as a model does through adds, windows, takes, deletes, prunes and evictions, reusing the lone failures\' slots', () => {
+    const max = 250;
+    const window = 300;
+    const table = new FailureTable(max);
+    // The model: address → its failures kept (times, oldest first), and whether it ever held two.
+    const model = new Map<string, { fails: number[]; several: boolean }>();
+    const random = lcg(11);
+    const pool = Array.from({ length: 400 }, (_, i) => (i % 5 === 0 ? `2001:db8::${i.toString(16)}` : i % 5 === 1 ? `${200 + (i % 50)}.1.2.${i % 256}` : `10.9.${i >> 8}.${i & 255}`));
+    for (let t = 1; t <= 60_000; t++) {
+      const ip = pool[Math.floor(random() * pool.length)] ?? '';
+      const start = t - window;
+      const r = random();
+      if (r < 0.03) {
+        const m = model.get(ip);
+        expect(table.take(ip).map(timeOf)).toEqual(m?.fails ?? []);
+        model.delete(ip);
+        continue;
+      }
+      if (r < 0.04) {
+        table.delete(ip);
+        model.delete(ip);
+        continue;
+      }
+      if (r < 0.045) {
+        table.prune(start);
+        for (const [k, m] of model) if ((m.fails.at(-1) ?? 0) < start) model.delete(k);
+        continue;
+      }
+      let m = model.get(ip);
+      if (m === undefined) {
+        if (model.size >= max) {
+          let oldest = '';
+          let at = Infinity;
+          for (const [k, v] of model) {
+            const last = v.fails.at(-1) ?? 0;
+            if (last < at) {
+              at = last;
+              oldest = k;
+            }
+          }
+          model.delete(oldest);
+        }
+        m = { fails: [t], several: false };
+        model.set(ip, m);
+      } else if (!m.several && (m.fails[0] ?? 0) < start) {
+        m.fails = [t];
+      } else {
+        m.fails = [...m.fails.filter((f) => f >= start), t];
+        m.several = true;
+      }
+      expect(table.add(ip, pack(t, 0), start)).toBe(m.fails.length);
+      if (t % 5_000 === 0) {
+        expect(new Set(table.keys())).toEqual(new Set(model.keys()));
+        expect(table.loneSlots).toBe([...model.values()].filter((v) => !v.several).length);
+      }
+    }
+    expect(table.size).toBe(model.size);
+    expect(table.evicted).toBeGreaterThan(100);
+  });
+
   it('keeps IPv4 addresses as numbers and gives every address back as the same text', () => {
     const table = new FailureTable(100);
     const ips = ['1.2.3.4', '255.255.255.254', '128.0.0.1', '0.0.0.1', '2001:db8::1', '::ffff:1.2.3.4', '10.0.0.10'];

@@ -189,12 +189,15 @@ export class Engine {
   private self: ReadonlySet<string> = new Set();
   private readonly trackers: FailureTable;
   /**
-   * `ip LF SessionID` of SIP requests counted and not yet answered by an outcome → when. Two
-   * generations, swapped every collapse window: forgetting old ones costs O(1), never a scan.
+   * `ip LF SessionID` of SIP requests counted and not yet answered by an outcome → when, in ms
+   * after its generation began (a small integer, not a number boxed per request that every young
+   * collection copies under a scan). Two generations, swapped every collapse window: forgetting
+   * old ones costs O(1), never a scan.
    */
   private openRequests = new Map<string, number>();
   private olderRequests = new Map<string, number>();
   private requestsSwappedAt = Number.NEGATIVE_INFINITY;
+  private olderSwappedAt = Number.NEGATIVE_INFINITY;
   /** `ip LF SessionID` of challenges sent and not answered yet → when sent. */
   private readonly challenges = new Map<string, number>();
   /** The same in the order sent, which is the order they time out in (one timeout for all). */
@@ -330,7 +333,7 @@ export class Engine {
       // count the first, skip the rest until the outcome. A new request on the same Call-ID (every
       // password guess) counts again. collapseWindow only bounds how long an unanswered one is kept.
       const key = `${ip}\n${event.sessionId}`;
-      const openedAt = this.openRequests.get(key) ?? this.olderRequests.get(key);
+      const openedAt = this.requestOpenedAt(key);
       const open = openedAt !== undefined && now - openedAt < this.collapseMs;
       if (endsRequest) this.forgetRequest(key);
       if (open) return ignored('same-request');
@@ -770,7 +773,14 @@ export class Engine {
 
   private openRequest(key: string, now: number): void {
     this.swapRequests(now);
-    this.openRequests.set(detach(key), now);
+    this.openRequests.set(detach(key), now - this.requestsSwappedAt);
+  }
+
+  private requestOpenedAt(key: string): number | undefined {
+    const open = this.openRequests.get(key);
+    if (open !== undefined) return this.requestsSwappedAt + open;
+    const older = this.olderRequests.get(key);
+    return older === undefined ? undefined : this.olderSwappedAt + older;
   }
 
   /**
@@ -780,6 +790,7 @@ export class Engine {
   private swapRequests(now: number): void {
     if (now - this.requestsSwappedAt < this.collapseMs && this.openRequests.size < Math.min(MAX_OPEN_REQUESTS, this.policy.maxTracked)) return;
     this.olderRequests = this.openRequests;
+    this.olderSwappedAt = this.requestsSwappedAt;
     this.openRequests = new Map();
     this.requestsSwappedAt = now;
   }

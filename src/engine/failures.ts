@@ -1,6 +1,6 @@
 // Failures per address within the window, bounded, with O(1) eviction of the address whose last
 // failure is oldest. A distributed scan puts a million addresses here with one failure each, so
-// the common case is kept small: a lone failure is a bare number, not an object with arrays.
+// the common case is kept small: a lone failure is a slot in a typed array, not an object with arrays.
 import { detach } from '../common/ip.js';
 import { ShardedMap } from '../common/sharded-map.js';
 
@@ -19,7 +19,8 @@ interface Several {
   head: number;
 }
 
-type Entry = Packed | Several;
+/** A lone failure is its slot in the table's LoneFailures. */
+type Entry = number | Several;
 
 export function pack(time: number, event: number, transport = 0): Packed {
   return (Math.floor(time) * TRANSPORT_SLOTS + transport) * EVENT_SLOTS + event;
@@ -37,8 +38,49 @@ export function transportOf(p: Packed): number {
   return Math.floor(p / EVENT_SLOTS) % TRANSPORT_SLOTS;
 }
 
-function lastOf(e: Entry): Packed {
-  return typeof e === 'number' ? e : (e.fails[e.fails.length - 1] ?? 0);
+/** Slots per chunk of LoneFailures (128 KiB). */
+const CHUNK_BITS = 14;
+const CHUNK_MASK = (1 << CHUNK_BITS) - 1;
+
+/**
+ * The lone failures' packed values, in typed arrays that the garbage collector never scans: the
+ * table holds a small integer per address (its slot), where a packed value in it would be a
+ * number boxed on the young heap per failure, copied by the next young collections under a scan.
+ * Freed slots are reused; chunks are never moved or grown.
+ */
+class LoneFailures {
+  private readonly chunks: Float64Array[] = [];
+  private readonly freed: number[] = [];
+  private next = 0;
+
+  put(p: Packed): number {
+    const slot = this.freed.pop() ?? this.next++;
+    let chunk = this.chunks[slot >> CHUNK_BITS];
+    if (chunk === undefined) {
+      chunk = new Float64Array(CHUNK_MASK + 1);
+      this.chunks.push(chunk);
+    }
+    chunk[slot & CHUNK_MASK] = p;
+    return slot;
+  }
+
+  get(slot: number): Packed {
+    return this.chunks[slot >> CHUNK_BITS]?.[slot & CHUNK_MASK] ?? 0;
+  }
+
+  set(slot: number, p: Packed): void {
+    const chunk = this.chunks[slot >> CHUNK_BITS];
+    if (chunk !== undefined) chunk[slot & CHUNK_MASK] = p;
+  }
+
+  free(slot: number): void {
+    this.freed.push(slot);
+  }
+
+  /** Slots in use. */
+  get used(): number {
+    return this.next - this.freed.length;
+  }
 }
 
 export const MAX_EVENT_NAMES = EVENT_SLOTS;
@@ -90,6 +132,7 @@ interface Segment {
 
 export class FailureTable {
   private readonly entries = new ShardedMap<Key, Entry>();
+  private readonly lone = new LoneFailures();
   /**
    * Addresses in the order of their failures, each with the failure's time: the front is the
    * oldest. An address failing again is pushed again; its older places are skipped as stale.
@@ -109,8 +152,15 @@ export class FailureTable {
     return this.entries.size;
   }
 
+  /** Lone failures' slots in use: one per address with a single failure (for tests). */
+  get loneSlots(): number {
+    return this.lone.used;
+  }
+
   delete(ip: string): void {
-    this.entries.delete(keyOf(ip));
+    const key = keyOf(ip);
+    const e = this.entries.get(key);
+    if (e !== undefined) this.drop(key, e);
   }
 
   /**
@@ -123,14 +173,16 @@ export class FailureTable {
     let count: number;
     if (e === undefined) {
       if (this.entries.size >= this.maxTracked) this.evictOldest();
-      this.entries.set(ip, p);
+      this.entries.set(ip, this.lone.put(p));
       count = 1;
     } else if (typeof e === 'number') {
-      if (timeOf(e) < windowStart) {
-        this.entries.set(ip, p);
+      const first = this.lone.get(e);
+      if (timeOf(first) < windowStart) {
+        this.lone.set(e, p);
         count = 1;
       } else {
-        this.entries.set(ip, { fails: [e, p], head: 0 });
+        this.lone.free(e);
+        this.entries.set(ip, { fails: [first, p], head: 0 });
         count = 2;
       }
     } else {
@@ -148,7 +200,7 @@ export class FailureTable {
   count(text: string, windowStart: number): number {
     const e = this.entries.get(keyOf(text));
     if (e === undefined) return 0;
-    if (typeof e === 'number') return timeOf(e) >= windowStart ? 1 : 0;
+    if (typeof e === 'number') return timeOf(this.lone.get(e)) >= windowStart ? 1 : 0;
     let n = 0;
     for (let i = e.fails.length - 1; i >= e.head && timeOf(e.fails[i] ?? 0) >= windowStart; i--) n++;
     return n;
@@ -158,10 +210,10 @@ export class FailureTable {
   take(text: string): Packed[] {
     const ip = keyOf(text);
     const e = this.entries.get(ip);
-    this.entries.delete(ip);
     if (e === undefined) return [];
-    if (typeof e === 'number') return [e];
-    return e.fails.slice(e.head);
+    const fails = typeof e === 'number' ? [this.lone.get(e)] : e.fails.slice(e.head);
+    this.drop(ip, e);
+    return fails;
   }
 
   /** Forgets addresses whose failures have all left the window (before windowStart). */
@@ -174,7 +226,7 @@ export class FailureTable {
       const ip = seg.ips[seg.head] ?? '';
       this.consume(seg);
       const e = this.entries.get(ip);
-      if (e !== undefined && lastOf(e) === t) this.entries.delete(ip);
+      if (e !== undefined && this.lastOf(e) === t) this.drop(ip, e);
     }
   }
 
@@ -192,12 +244,21 @@ export class FailureTable {
       this.consume(seg);
       const e = this.entries.get(ip);
       // Stale places (the address failed again later, or is gone) are skipped.
-      if (e !== undefined && lastOf(e) === t) {
-        this.entries.delete(ip);
+      if (e !== undefined && this.lastOf(e) === t) {
+        this.drop(ip, e);
         this.evicted++;
         return;
       }
     }
+  }
+
+  private lastOf(e: Entry): Packed {
+    return typeof e === 'number' ? this.lone.get(e) : (e.fails[e.fails.length - 1] ?? 0);
+  }
+
+  private drop(ip: Key, e: Entry): void {
+    if (typeof e === 'number') this.lone.free(e);
+    this.entries.delete(ip);
   }
 
   private push(ip: Key, p: Packed): void {
@@ -242,7 +303,7 @@ export class FailureTable {
       const ip = seg.ips[i] ?? '';
       const t = seg.times[i] ?? 0;
       const e = this.entries.get(ip);
-      if (e !== undefined && lastOf(e) === t) {
+      if (e !== undefined && this.lastOf(e) === t) {
         seg.ips[kept] = ip;
         seg.times[kept] = t;
         kept++;
