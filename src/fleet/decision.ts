@@ -38,6 +38,20 @@ export function encode(d: FleetDecision): string {
   return JSON.stringify({ v: 1, op: 'ban', ip: d.ip, until: d.until === Number.POSITIVE_INFINITY ? null : d.until, at: d.at, origin: d.origin, reason: d.reason });
 }
 
+/**
+ * Host ids and reasons recur in every entry: one copy of each is kept (the first 1 024 seen), not
+ * one per ban in force (110 000 of them after a snapshot).
+ */
+const known = new Map<string, string>();
+
+function intern(s: string): string {
+  const k = known.get(s);
+  if (k !== undefined) return k;
+  const copy = detach(s);
+  if (known.size < 1024) known.set(copy, copy);
+  return copy;
+}
+
 function time(v: unknown): number | null {
   return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : null;
 }
@@ -59,7 +73,7 @@ function encodedBan(m: RegExpExecArray): FleetBan | DecodeError {
   const until = m[2] === 'null' ? Number.POSITIVE_INFINITY : time(Number(m[2]));
   if (until === null) return 'malformed';
   // Copies: a capture of 13 characters or more is a slice that keeps the whole entry alive.
-  return { op: 'ban', ip: detach(target.ip), until, at, origin: detach(m[4] as string), reason: detach(m[5] as string) };
+  return { op: 'ban', ip: detach(target.ip), until, at, origin: intern(m[4] as string), reason: intern(m[5] as string) };
 }
 
 /** The decision an entry holds, or why it is refused. Addresses come back in canonical text. */
@@ -79,9 +93,9 @@ export function decode(text: unknown): FleetDecision | DecodeError {
   if (o.v !== 1 || at === null || typeof o.origin !== 'string' || !NAME.test(o.origin) || typeof o.ip !== 'string') return 'malformed';
   const target = parseBanTarget(o.ip);
   if (target === null) return 'invalid-address';
-  if (o.op === 'unban') return { op: 'unban', ip: target.ip, at, origin: o.origin };
+  if (o.op === 'unban') return { op: 'unban', ip: target.ip, at, origin: intern(o.origin) };
   if (o.op !== 'ban' || typeof o.reason !== 'string' || !REASON.test(o.reason)) return 'malformed';
   const until = o.until === null ? Number.POSITIVE_INFINITY : time(o.until);
   if (until === null) return 'malformed';
-  return { op: 'ban', ip: target.ip, until, at, origin: o.origin, reason: o.reason };
+  return { op: 'ban', ip: target.ip, until, at, origin: intern(o.origin), reason: intern(o.reason) };
 }
