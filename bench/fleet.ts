@@ -33,7 +33,7 @@ function summary(samples: readonly number[]): string {
 
 /** Every address added to the host's address set, as `nft monitor` reports it, with when. */
 class Monitor {
-  private readonly child: ChildProcess;
+  readonly child: ChildProcess;
   readonly waiters = new Map<string, (at: number) => void>();
   count = 0;
 
@@ -167,11 +167,14 @@ async function main(): Promise<void> {
   for (const m of monitors) await m.ready();
   console.log(`bench:fleet — node ${process.version}, ${String(HOSTS)} ami2ban daemons, each in its own network namespace (libnftables, SQLite), one redis-server ${redis.cli('INFO', 'server').match(/redis_version:(\S+)/)?.[1] ?? '?'}\n`);
 
+  let monitorsRunning = true;
   const cpu = (): Map<string, { main: number; others: number }> =>
     new Map([
       ['the origin', cpuSeconds(origin.daemonPid)],
       ...others.map((h, k) => [`the other daemons#${String(k)}`, cpuSeconds(h.daemonPid)] as const),
       ['redis-server', cpuSeconds(redis.pid)],
+      // While they run (A): the observers' share of the two cores.
+      ...(monitorsRunning ? monitors.map((m, k) => [`the nft monitors#${String(k)}`, cpuSeconds(m.child.pid)] as const) : []),
     ]);
 
   // Warm-up (WARMUP addresses at once, not measured): a fleet runs for weeks, its code optimized by
@@ -209,6 +212,7 @@ async function main(): Promise<void> {
   // Their output is for A only: under a burst, ten of them print 10 000 lines each, and the kernel
   // copies every element added to each listener, all on the two cores being measured.
   for (const m of monitors) m.stop();
+  monitorsRunning = false;
 
   // B. a burst. Bans reach every host in the origin's order (one stream): the last address of the
   // burst in a kernel means the burst is there (each set listed and checked in full after). A
