@@ -232,7 +232,13 @@ export class FleetLink implements FleetPort {
   }
 
   private applyBans(daemon: Daemon, bans: readonly FleetBan[]): void {
-    if (bans.length > 0) this.counted(bans, daemon.applyRemoteBans(bans));
+    if (bans.length === 0) return;
+    const r = daemon.applyRemoteBans(bans);
+    // The cap bounds the bans applied: one not applied here (ignored, our own, in force already)
+    // gives its token back, so that refused entries cannot use up the room of real ones.
+    const notApplied = r.outcomes.reduce((n, o) => (o === 'applied' ? n : n + 1), 0);
+    this.tokens = Math.min(this.o.burst, this.tokens + notApplied);
+    this.counted(bans, r);
   }
 
   /** Counts and logs what became of a slice of remote bans; their propagation time once acknowledged. */
