@@ -82,7 +82,8 @@ describe('scripts/install.sh in a scratch root', () => {
     const r = install(root, '--no-build');
     out = r.out;
     expect(r.code, out).toBe(0);
-  });
+    // It copies node_modules and prunes it: 2 s alone, over 10 s once beside a busy test file.
+  }, 60_000);
 
   afterAll(() => {
     netns.close();
