@@ -6,6 +6,7 @@ import type { BanItem, ExistingBan, Firewall } from './firewall.js';
 import {
   COUNTER_NAME,
   type CounterValues,
+  type ListedElement,
   type NftCommand,
   PROBE_SET,
   type RulesetOptions,
@@ -100,6 +101,21 @@ export interface BatchStats {
 }
 
 const FAMILIES: readonly IpFamily[] = ['ipv4', 'ipv6'];
+/**
+ * Elements that surely fit in one part of a set's dump. A dump in several parts skips, in each
+ * part, as many elements as it gave before; while the kernel resizes the set's hash table (just
+ * after a large insert) that skips others than it gave, and a listing misses some (seen on Linux
+ * 6.18: 30 069 of 33 000 listed, every one there when looked up). Larger sets are listed twice.
+ */
+const ONE_DUMP_PART = 256;
+
+/** Both listings' elements, each address once (the later listing's remaining time). */
+function unionByIp(a: readonly ListedElement[], b: readonly ListedElement[]): ListedElement[] {
+  const byIp = new Map<string, ListedElement>();
+  for (const e of a) byIp.set(e.ip, e);
+  for (const e of b) byIp.set(e.ip, e);
+  return [...byIp.values()];
+}
 const RULES_CHECK_EVERY = 10;
 /** How stale the dropped-packet counters shown in /metrics may be. */
 const COUNTERS_MAX_AGE_MS = 30_000;
@@ -466,9 +482,11 @@ export class NftablesFirewall implements Firewall {
     const now = this.now();
     const out: ExistingBan[] = [];
     for (const f of FAMILIES) {
-      const addresses = f === 'ipv4' && listedV4 !== undefined ? listedV4 : await this.o.runner.run({ nftables: [{ list: { set: { ...t, name: SET_NAME[f] } } }] });
+      const list = (): Promise<unknown> => this.o.runner.run({ nftables: [{ list: { set: { ...t, name: SET_NAME[f] } } }] });
+      let addresses = listedElements(f === 'ipv4' && listedV4 !== undefined ? listedV4 : await list());
+      if (addresses.length > ONE_DUMP_PART) addresses = unionByIp(addresses, listedElements(await list()));
       const networks = await this.o.runner.run({ nftables: [{ list: { set: { ...t, name: NET_SET_NAME[f] } } }] });
-      for (const e of [...listedElements(addresses), ...listedElements(networks)]) {
+      for (const e of [...addresses, ...listedElements(networks)]) {
         out.push({ ip: e.ip, family: f, expiresAt: e.expiresIn === Number.POSITIVE_INFINITY ? e.expiresIn : now + e.expiresIn * 1000 });
       }
     }
