@@ -294,21 +294,31 @@ export class FleetHost {
 
   /** The elements of one of the host's sets (`ipv4_addr`, `ipv6_addr`, `ipv4_net`…), sorted. */
   elements(set = 'ipv4_addr'): string[] {
-    let listed: { nftables: { set?: { elem?: unknown[] } }[] };
-    try {
-      const text = execFileSync('nsenter', ['-t', String(this.holder?.pid), '-n', '--', 'nft', '-j', 'list', 'set', 'inet', 'ami2ban', set], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 512 << 20 });
-      listed = JSON.parse(text) as typeof listed;
-    } catch {
-      return [];
-    }
-    const out: string[] = [];
-    for (const item of listed.nftables) {
-      for (const e of item.set?.elem ?? []) {
-        const v = (e as { elem?: { val: unknown } }).elem?.val ?? e;
-        out.push(typeof v === 'string' ? v : JSON.stringify(v));
+    // A listing that gives an element twice raced the kernel resizing the set and missed as many
+    // (see the firewall's wholeListing): listed again, all joined.
+    const all = new Set<string>();
+    for (let n = 0; n < 4; n++) {
+      let listed: { nftables: { set?: { elem?: unknown[] } }[] };
+      try {
+        const text = execFileSync('nsenter', ['-t', String(this.holder?.pid), '-n', '--', 'nft', '-j', 'list', 'set', 'inet', 'ami2ban', set], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 512 << 20 });
+        listed = JSON.parse(text) as typeof listed;
+      } catch {
+        return [];
       }
+      const mine = new Set<string>();
+      let count = 0;
+      for (const item of listed.nftables) {
+        for (const e of item.set?.elem ?? []) {
+          const v = (e as { elem?: { val: unknown } }).elem?.val ?? e;
+          const text = typeof v === 'string' ? v : JSON.stringify(v);
+          mine.add(text);
+          all.add(text);
+          count++;
+        }
+      }
+      if (mine.size === count) break;
     }
-    return out.sort();
+    return [...all].sort();
   }
 
   /** Failed SIP requests from an address, as Asterisk reports them. */

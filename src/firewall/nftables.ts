@@ -101,21 +101,8 @@ export interface BatchStats {
 }
 
 const FAMILIES: readonly IpFamily[] = ['ipv4', 'ipv6'];
-/**
- * Elements that surely fit in one part of a set's dump. A dump in several parts skips, in each
- * part, as many elements as it gave before; while the kernel resizes the set's hash table (just
- * after a large insert) that skips others than it gave, and a listing misses some (seen on Linux
- * 6.18: 30 069 of 33 000 listed, every one there when looked up). Larger sets are listed twice.
- */
-const ONE_DUMP_PART = 256;
-
-/** Both listings' elements, each address once (the later listing's remaining time). */
-function unionByIp(a: readonly ListedElement[], b: readonly ListedElement[]): ListedElement[] {
-  const byIp = new Map<string, ListedElement>();
-  for (const e of a) byIp.set(e.ip, e);
-  for (const e of b) byIp.set(e.ip, e);
-  return [...byIp.values()];
-}
+/** Listings of an address set at most, while each gives some element twice. */
+const MAX_LISTINGS = 4;
 const RULES_CHECK_EVERY = 10;
 /** How stale the dropped-packet counters shown in /metrics may be. */
 const COUNTERS_MAX_AGE_MS = 30_000;
@@ -483,14 +470,45 @@ export class NftablesFirewall implements Firewall {
     const out: ExistingBan[] = [];
     for (const f of FAMILIES) {
       const list = (): Promise<unknown> => this.o.runner.run({ nftables: [{ list: { set: { ...t, name: SET_NAME[f] } } }] });
-      let addresses = listedElements(f === 'ipv4' && listedV4 !== undefined ? listedV4 : await list());
-      if (addresses.length > ONE_DUMP_PART) addresses = unionByIp(addresses, listedElements(await list()));
+      const addresses = await this.wholeListing(f === 'ipv4' && listedV4 !== undefined ? listedV4 : await list(), list);
       const networks = await this.o.runner.run({ nftables: [{ list: { set: { ...t, name: NET_SET_NAME[f] } } }] });
       for (const e of [...addresses, ...listedElements(networks)]) {
         out.push({ ip: e.ip, family: f, expiresAt: e.expiresIn === Number.POSITIVE_INFINITY ? e.expiresIn : now + e.expiresIn * 1000 });
       }
     }
     return out;
+  }
+
+  /**
+   * Every element of an address set. A set's dump comes in parts, each skipping as many elements
+   * as were given before it; while the kernel resizes the set's hash table (after a large insert,
+   * or when many elements expire) the order changes between parts, and the dump gives some
+   * elements twice and misses as many (seen on Linux 6.18: 33 000 listed, 31 394 different, every
+   * one there when looked up). A listing that gives one twice is taken again; all are joined.
+   */
+  private async wholeListing(first: unknown, list: () => Promise<unknown>): Promise<ListedElement[]> {
+    const all = new Map<string, ListedElement>();
+    let listed = first;
+    for (let n = 1; ; n++) {
+      const elements = listedElements(listed);
+      let distinct: number;
+      if (n === 1) {
+        for (const e of elements) all.set(e.ip, e);
+        distinct = all.size;
+      } else {
+        const ips = new Set<string>();
+        for (const e of elements) {
+          ips.add(e.ip);
+          all.set(e.ip, e);
+        }
+        distinct = ips.size;
+      }
+      if (distinct === elements.length || n === MAX_LISTINGS) {
+        if (n > 1) this.log.info('nftables set listed again: a listing gave elements twice (the kernel was resizing the set)', { listings: n, elements: all.size });
+        return [...all.values()];
+      }
+      listed = await list();
+    }
   }
 
   private async reapplyActive(): Promise<void> {

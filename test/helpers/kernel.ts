@@ -40,13 +40,22 @@ const text = (v: Val): string => (typeof v === 'string' ? v : `${v.prefix.addr}/
 /** Elements of one of our sets (in the test's namespace, or in `netns`), as `ip → seconds left` (Infinity when permanent); networks as `addr/len`. */
 export function setElements(table: string, set: string, netns?: OwnNetns): Map<string, number> {
   const out = new Map<string, number>();
-  const listed = nftJsonIn(netns, ['list', 'set', 'inet', table, set]) as { nftables: { set?: { elem?: unknown[] } }[] };
-  for (const item of listed.nftables) {
-    for (const e of item.set?.elem ?? []) {
-      const el = (e as { elem?: { val: Val; expires?: number } }).elem;
-      if (el === undefined) out.set(text(e as Val), Infinity);
-      else out.set(text(el.val), el.expires ?? Infinity);
+  // A listing that gives an element twice raced the kernel resizing the set and missed as many
+  // (see the firewall's wholeListing): listed again, all joined.
+  for (let n = 0; n < 4; n++) {
+    const listed = nftJsonIn(netns, ['list', 'set', 'inet', table, set]) as { nftables: { set?: { elem?: unknown[] } }[] };
+    const mine = new Set<string>();
+    let count = 0;
+    for (const item of listed.nftables) {
+      for (const e of item.set?.elem ?? []) {
+        const el = (e as { elem?: { val: Val; expires?: number } }).elem;
+        const key = text(el === undefined ? (e as Val) : el.val);
+        out.set(key, el === undefined ? Infinity : (el.expires ?? Infinity));
+        mine.add(key);
+        count++;
+      }
     }
+    if (mine.size === count) break;
   }
   return out;
 }
