@@ -46,7 +46,8 @@ const CHUNK_MASK = (1 << CHUNK_BITS) - 1;
  * The lone failures' packed values, in typed arrays that the garbage collector never scans: the
  * table holds a small integer per address (its slot), where a packed value in it would be a
  * number boxed on the young heap per failure, copied by the next young collections under a scan.
- * Freed slots are reused; chunks are never moved or grown.
+ * Freed slots are reused; chunks are never moved, grown or released (at most BAN_MAX_TRACKED
+ * slots of 8 bytes).
  */
 class LoneFailures {
   private readonly chunks: Float64Array[] = [];
