@@ -14,7 +14,9 @@ for (const address of waiting) {
     process.exit(2);
   }
 }
-console.log('watching');
+// Its CPU so far (node's start), so that what the watching costs can be told apart.
+const started = process.cpuUsage();
+console.log(`watching cpu ${String((started.user + started.system) / 1000)}`);
 const timer = setInterval(() => {
   for (const address of waiting) {
     if (nft.hasElement('inet', table, set, address) !== true) continue;
