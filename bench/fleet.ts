@@ -8,8 +8,9 @@
 // BENCH_FLEET_LOG_LEVEL (the daemons' LOG_LEVEL, warn by default), BENCH_FLEET_NODE_ARGS (options
 // for node in every daemon, e.g. `--single-threaded-gc`), BENCH_FLEET_WARMUP=<n> (n addresses
 // banned at once before A, unmeasured), PROF=<k> (--cpu-prof for host k), BENCH_FLEET_DEBUG=1
-// (C's late host's log lines with their times).
-import type { ChildProcess } from 'node:child_process';
+// (C's late host's log lines with their times), BENCH_FLEET_RT=0 (A's observers at the daemons'
+// priority), BENCH_FLEET_FLOOR=1 (A only, the other hosts running bench/floor-receiver.ts).
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -165,15 +166,41 @@ async function main(): Promise<void> {
   for (const h of hosts) await h.connected();
   const [origin, ...others] = hosts;
   if (origin === undefined || others.length === 0) throw new Error('BENCH_FLEET_HOSTS must be at least 2');
+  // BENCH_FLEET_FLOOR=1: the other hosts' daemons replaced by the least a receiver can do
+  // (bench/floor-receiver.ts), for A: what the two cores allow any receiver written for Node.
+  const floor = process.env.BENCH_FLEET_FLOOR === '1';
+  const floors: ChildProcess[] = [];
+  if (floor) {
+    for (const h of others) {
+      await h.stopDaemon();
+      const child = h.spawnInside([process.execPath, fileURLToPath(new URL('./floor-receiver.js', import.meta.url)), h.hostAddress, String(redis.port)]);
+      floors.push(child);
+      await new Promise((r) => child.stdout?.once('data', r));
+    }
+  }
+  // The observers of A (this process and the nft monitors, started from it) at a real-time
+  // priority: an element is seen when it is added, not when its observer next gets one of the two
+  // cores the daemons keep busy (at the daemons' priority, that wait added ~2 ms to A's p50).
+  // Only for A: the daemons started later (C's) must not inherit it. BENCH_FLEET_RT=0: off.
+  let rt = process.env.BENCH_FLEET_RT !== '0';
+  let observers = rt ? 'observers at real-time priority' : 'observers at the daemons\' priority (BENCH_FLEET_RT=0)';
+  if (rt) {
+    try {
+      execFileSync('chrt', ['-f', '-p', '50', String(process.pid)], { stdio: 'pipe' });
+    } catch (err) {
+      rt = false;
+      observers = `observers at the daemons' priority (chrt failed: ${String((err as { stderr?: unknown }).stderr ?? err).trim()})`;
+    }
+  }
   const monitors = hosts.map((h) => new Monitor(h));
   for (const m of monitors) await m.ready();
-  console.log(`bench:fleet — node ${process.version}, ${String(HOSTS)} ami2ban daemons, each in its own network namespace (libnftables, SQLite), one redis-server ${redis.cli('INFO', 'server').match(/redis_version:(\S+)/)?.[1] ?? '?'}\n`);
+  console.log(`bench:fleet — node ${process.version}, ${String(HOSTS)} ami2ban daemons, each in its own network namespace (libnftables, SQLite), one redis-server ${redis.cli('INFO', 'server').match(/redis_version:(\S+)/)?.[1] ?? '?'}; A's ${observers}${floor ? '; the other hosts: floor receivers (BENCH_FLEET_FLOOR=1)' : ''}\n`);
 
   let monitorsRunning = true;
   const cpu = (): Map<string, { main: number; others: number }> =>
     new Map([
       ['the origin', cpuSeconds(origin.daemonPid)],
-      ...others.map((h, k) => [`the other daemons#${String(k)}`, cpuSeconds(h.daemonPid)] as const),
+      ...(floor ? floors.map((c, k) => [`the floor receivers#${String(k)}`, cpuSeconds(c.pid)] as const) : others.map((h, k) => [`the other daemons#${String(k)}`, cpuSeconds(h.daemonPid)] as const)),
       ['redis-server', cpuSeconds(redis.pid)],
       // While they run (A): the observers' share of the two cores.
       ...(monitorsRunning ? monitors.map((m, k) => [`the nft monitors#${String(k)}`, cpuSeconds(m.child.pid)] as const) : []),
@@ -195,6 +222,7 @@ async function main(): Promise<void> {
   const cpuBeforeA = cpu();
   const remote: number[] = [];
   const local: number[] = [];
+  const fromOrigin: number[] = [];
   for (let s = 0; s < SAMPLES; s++) {
     const ip = addr(198, 0x120000 + s);
     const seen = monitors.map((m) => m.seen(ip));
@@ -203,13 +231,27 @@ async function main(): Promise<void> {
     origin.ami.broadcast(text);
     const times = await Promise.all(seen);
     local.push((times[0] ?? t0) - t0);
-    for (const t of times.slice(1)) remote.push(t - t0);
+    for (const t of times.slice(1)) {
+      remote.push(t - t0);
+      fromOrigin.push(t - (times[0] ?? t0));
+    }
     await new Promise((r) => setTimeout(r, 10));
   }
   console.log(`A. propagation, one ban at a time (third failure written to the origin's AMI → element in the kernel):`);
   console.log(`   origin's own kernel:          ${summary(local)}`);
   console.log(`   each of the ${String(others.length)} other hosts:   ${summary(remote)}`);
+  console.log(`   the same from the origin's own kernel (its decision there, a little after it was taken): ${summary(fromOrigin)}`);
   console.log(`   CPU used for the ${String(SAMPLES)} bans (and the 10 ms pauses between them): ${cpuDuring(cpuBeforeA, cpu())}`);
+  if (rt) execFileSync('chrt', ['-o', '-p', '0', String(process.pid)]);
+  // The floor (BENCH_FLEET_FLOOR=1) is for A only.
+  if (floor) {
+    for (const c of floors) c.kill();
+    for (const m of monitors) m.stop();
+    await Promise.all(hosts.map((h) => h.stopDaemon()));
+    await Promise.all(hosts.map((h) => h.close()));
+    await redis.kill();
+    process.exit(0);
+  }
 
   // Their output is for A only: under a burst, ten of them print 10 000 lines each, and the kernel
   // copies every element added to each listener, all on the two cores being measured.
