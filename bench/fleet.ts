@@ -9,7 +9,7 @@
 // for node in every daemon, e.g. `--single-threaded-gc`), BENCH_FLEET_WARMUP=<n> (n addresses
 // banned at once before A, unmeasured), PROF=<k> (--cpu-prof for host k), BENCH_FLEET_DEBUG=1
 // (C's late host's log lines with their times), BENCH_FLEET_RT=0 (A's observers at the daemons'
-// priority), BENCH_FLEET_FLOOR=1 (A only, the other hosts running bench/floor-receiver.ts).
+// priority), BENCH_FLEET_FLOOR=1 (A and B, the other hosts running bench/floor-receiver.ts).
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -167,7 +167,7 @@ async function main(): Promise<void> {
   const [origin, ...others] = hosts;
   if (origin === undefined || others.length === 0) throw new Error('BENCH_FLEET_HOSTS must be at least 2');
   // BENCH_FLEET_FLOOR=1: the other hosts' daemons replaced by the least a receiver can do
-  // (bench/floor-receiver.ts), for A: what the two cores allow any receiver written for Node.
+  // (bench/floor-receiver.ts), for A and B: what the two cores allow any receiver written for Node.
   const floor = process.env.BENCH_FLEET_FLOOR === '1';
   const floors: ChildProcess[] = [];
   if (floor) {
@@ -243,15 +243,6 @@ async function main(): Promise<void> {
   console.log(`   the same from the origin's own kernel (its decision there, a little after it was taken): ${summary(fromOrigin)}`);
   console.log(`   CPU used for the ${String(SAMPLES)} bans (and the 10 ms pauses between them): ${cpuDuring(cpuBeforeA, cpu())}`);
   if (rt) execFileSync('chrt', ['-o', '-p', '0', String(process.pid)]);
-  // The floor (BENCH_FLEET_FLOOR=1) is for A only.
-  if (floor) {
-    for (const c of floors) c.kill();
-    for (const m of monitors) m.stop();
-    await Promise.all(hosts.map((h) => h.stopDaemon()));
-    await Promise.all(hosts.map((h) => h.close()));
-    await redis.kill();
-    process.exit(0);
-  }
 
   // Their output is for A only: under a burst, ten of them print 10 000 lines each, and the kernel
   // copies every element added to each listener, all on the two cores being measured.
@@ -285,6 +276,14 @@ async function main(): Promise<void> {
   console.log(`\nB. ${BURST.toLocaleString('en')} addresses × 3 failures on the origin at once:`);
   console.log(`   in every other host's kernel after ${((spans[spans.length - 1] ?? 0) / 1000).toFixed(2)} s (fastest host ${((spans[0] ?? 0) / 1000).toFixed(2)} s; the origin's own kernel ${(((times[0] ?? tB) - tB) / 1000).toFixed(2)} s); all ${BURST.toLocaleString('en')} checked present on ${String(complete)} of ${String(others.length)} hosts`);
   console.log(`   CPU used meanwhile: ${cpuB}; the ${String(watchers.length)} watchers ${(watchers.reduce((sum, w) => sum + w.watchingCpuMs(), 0) / 1000).toFixed(2)} s in all (their start before B not counted)`);
+  // The floor (BENCH_FLEET_FLOOR=1) is for A and B.
+  if (floor) {
+    for (const c of floors) c.kill();
+    await Promise.all(hosts.map((h) => h.stopDaemon()));
+    await Promise.all(hosts.map((h) => h.close()));
+    await redis.kill();
+    process.exit(0);
+  }
 
   // C. catch-up: one host stopped while the origin bans MISSED addresses (the others stopped
   // too, to leave the two cores to the origin and Redis), then started again.
