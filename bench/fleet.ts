@@ -11,7 +11,7 @@
 // (C's late host's log lines with their times), BENCH_FLEET_RT=0 (A's observers at the daemons'
 // priority), BENCH_FLEET_FLOOR=1 (A and B, the other hosts running bench/floor-receiver.ts).
 import { type ChildProcess, execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { FleetHost, type LogLine, RedisServer } from '../src/demo/fleet-lab.js';
@@ -22,6 +22,7 @@ const SAMPLES = Number(process.env.BENCH_FLEET_SAMPLES ?? 200);
 const BURST = 10_000;
 const MISSED = Number(process.env.BENCH_FLEET_MISSED ?? 100_000);
 const WARMUP = Number(process.env.BENCH_FLEET_WARMUP ?? 0);
+const DECISIONS = `/tmp/ami2ban-bench-fleet-decisions-${String(process.pid)}`;
 
 function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? Number.NaN;
@@ -158,7 +159,13 @@ async function main(): Promise<void> {
     const h = new FleetHost(`pbx-${String(i)}`, { NFT_CHECK_INTERVAL: '10s', LOG_LEVEL: process.env.BENCH_FLEET_LOG_LEVEL ?? 'warn'}, true);
     const nodeArgs = process.env.BENCH_FLEET_NODE_ARGS ?? '';
     if (nodeArgs !== '') h.nodeArgs = nodeArgs.split(' ');
-    if (String(i) === process.env.PROF) h.nodeArgs = ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'];
+    if (String(i) === process.env.PROF) h.nodeArgs = [...h.nodeArgs, '--cpu-prof', '--cpu-prof-dir=/tmp/prof'];
+    if (i === 0) {
+      // The origin tells when it hands each of A's bans to its kernel (right after deciding it).
+      rmSync(DECISIONS, { force: true });
+      h.nodeArgs = [...h.nodeArgs, '--import', fileURLToPath(new URL('./decision-hook.js', import.meta.url))];
+      h.env.BENCH_FLEET_DECISIONS = DECISIONS;
+    }
     h.env.FLEET_REDIS_URL = `redis://${h.hostAddress}:${String(redis.port)}`;
     await h.start();
     hosts.push(h);
@@ -223,6 +230,8 @@ async function main(): Promise<void> {
   const remote: number[] = [];
   const local: number[] = [];
   const fromOrigin: number[] = [];
+  /** Each sample's address, and when each other host's kernel had it (epoch ms). */
+  const seenAt: [string, number[]][] = [];
   for (let s = 0; s < SAMPLES; s++) {
     const ip = addr(198, 0x120000 + s);
     const seen = monitors.map((m) => m.seen(ip));
@@ -235,12 +244,25 @@ async function main(): Promise<void> {
       remote.push(t - t0);
       fromOrigin.push(t - (times[0] ?? t0));
     }
+    seenAt.push([ip, times.slice(1).map((t) => performance.timeOrigin + t)]);
     await new Promise((r) => setTimeout(r, 10));
   }
   console.log(`A. propagation, one ban at a time (third failure written to the origin's AMI → element in the kernel):`);
   console.log(`   origin's own kernel:          ${summary(local)}`);
   console.log(`   each of the ${String(others.length)} other hosts:   ${summary(remote)}`);
-  console.log(`   the same from the origin's own kernel (its decision there, a little after it was taken): ${summary(fromOrigin)}`);
+  // The origin's hook writes its lines every 100 ms.
+  await new Promise((r) => setTimeout(r, 300));
+  const handed = new Map<string, number>();
+  for (const l of readFileSync(DECISIONS, { encoding: 'utf8', flag: 'a+' }).split('\n')) {
+    const [ip, t] = l.split(' ');
+    if (ip !== undefined && t !== undefined) handed.set(ip, Number(t));
+  }
+  const fromDecision = seenAt.flatMap(([ip, ts]) => {
+    const d = handed.get(ip);
+    return d === undefined ? [] : ts.map((t) => t - d);
+  });
+  console.log(`   the same from the origin's decision (its kernel transaction handed to the binding, right after): ${summary(fromDecision)}`);
+  console.log(`   the same from the origin's own kernel (its transaction committed there): ${summary(fromOrigin)}`);
   console.log(`   CPU used for the ${String(SAMPLES)} bans (and the 10 ms pauses between them): ${cpuDuring(cpuBeforeA, cpu())}`);
   if (rt) execFileSync('chrt', ['-o', '-p', '0', String(process.pid)]);
 
