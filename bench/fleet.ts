@@ -11,7 +11,7 @@
 // (C's late host's log lines with their times), BENCH_FLEET_RT=0 (A's observers at the daemons'
 // priority), BENCH_FLEET_FLOOR=1 (A and B, the other hosts running bench/floor-receiver.ts).
 import { type ChildProcess, execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { FleetHost, type LogLine, RedisServer } from '../src/demo/fleet-lab.js';
@@ -253,7 +253,7 @@ async function main(): Promise<void> {
   // The origin's hook writes its lines every 100 ms.
   await new Promise((r) => setTimeout(r, 300));
   const handed = new Map<string, number>();
-  for (const l of readFileSync(DECISIONS, { encoding: 'utf8', flag: 'a+' }).split('\n')) {
+  for (const l of (existsSync(DECISIONS) ? readFileSync(DECISIONS, 'utf8') : '').split('\n')) {
     const [ip, t] = l.split(' ');
     if (ip !== undefined && t !== undefined) handed.set(ip, Number(t));
   }
@@ -301,6 +301,7 @@ async function main(): Promise<void> {
   // The floor (BENCH_FLEET_FLOOR=1) is for A and B.
   if (floor) {
     for (const c of floors) c.kill();
+    rmSync(DECISIONS, { force: true });
     await Promise.all(hosts.map((h) => h.stopDaemon()));
     await Promise.all(hosts.map((h) => h.close()));
     await redis.kill();
@@ -373,6 +374,7 @@ async function main(): Promise<void> {
   console.log(`   Redis memory with ${redis.cli('ZCARD', 'ami2ban:bans')} bans and ${redis.cli('XLEN', 'ami2ban:stream')} stream entries: ${redis.cli('INFO', 'memory').match(/used_memory_human:(\S+)/)?.[1] ?? '?'}`);
 
   for (const m of monitors) m.stop();
+  rmSync(DECISIONS, { force: true });
   await Promise.all(hosts.map((h) => h.stopDaemon()));
   await Promise.all(hosts.map((h) => h.close()));
   await redis.kill();

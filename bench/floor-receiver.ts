@@ -1,6 +1,6 @@
-// The least a Node receiver can do for a remote ban, for bench:fleet-floor: XREAD on a raw socket,
-// the address taken from the entry by a regular expression, one element added by netlink. No
-// checks, no records, no database: a floor for what a ban costs a receiver, not a receiver.
+// The least a Node receiver can do for a remote ban, for bench:fleet (BENCH_FLEET_FLOOR=1): XREAD
+// on a raw socket, the address taken from the entry by a regular expression, one element added by
+// netlink. No checks, no records, no database: a floor for what a ban costs a receiver, not one.
 //   node dist/bench/floor-receiver.js HOST PORT STREAM
 import { createConnection } from 'node:net';
 import { Nftables } from '@ami2ban/nftables-napi';
@@ -16,7 +16,8 @@ const read = (): void => {
 let pending = '';
 sock.on('data', (d: Buffer) => {
   pending += d.toString('latin1');
-  // A whole reply ends with an entry's JSON (`}`) and its CRLF.
+  // A whole reply ends with an entry's JSON (`}`) and its CRLF. One cut right after an entry is
+  // taken as two; the entries of its second part are read again, and adding them again changes nothing.
   if (!pending.endsWith('}\r\n')) return;
   const ips = [...pending.matchAll(/"op":"ban","ip":"([^"]+)"/g)].map((m) => m[1] ?? '');
   const ids = [...pending.matchAll(/\$\d+\r\n(\d+-\d+)\r\n/g)];
