@@ -203,6 +203,16 @@ async function main(): Promise<void> {
   for (const m of monitors) await m.ready();
   console.log(`bench:fleet — node ${process.version}, ${String(HOSTS)} ami2ban daemons, each in its own network namespace (libnftables, SQLite), one redis-server ${redis.cli('INFO', 'server').match(/redis_version:(\S+)/)?.[1] ?? '?'}; A's ${observers}${floor ? '; the other hosts: floor receivers (BENCH_FLEET_FLOOR=1)' : ''}\n`);
 
+  const end = async (): Promise<never> => {
+    for (const c of floors) c.kill();
+    for (const m of monitors) m.stop();
+    rmSync(DECISIONS, { force: true });
+    await Promise.all(hosts.map((h) => h.stopDaemon()));
+    await Promise.all(hosts.map((h) => h.close()));
+    await redis.kill();
+    process.exit(0);
+  };
+
   let monitorsRunning = true;
   const cpu = (): Map<string, { main: number; others: number }> =>
     new Map([
@@ -299,14 +309,7 @@ async function main(): Promise<void> {
   console.log(`   in every other host's kernel after ${((spans[spans.length - 1] ?? 0) / 1000).toFixed(2)} s (fastest host ${((spans[0] ?? 0) / 1000).toFixed(2)} s; the origin's own kernel ${(((times[0] ?? tB) - tB) / 1000).toFixed(2)} s); all ${BURST.toLocaleString('en')} checked present on ${String(complete)} of ${String(others.length)} hosts`);
   console.log(`   CPU used meanwhile: ${cpuB}; the ${String(watchers.length)} watchers ${(watchers.reduce((sum, w) => sum + w.watchingCpuMs(), 0) / 1000).toFixed(2)} s in all (their start before B not counted)`);
   // The floor (BENCH_FLEET_FLOOR=1) is for A and B.
-  if (floor) {
-    for (const c of floors) c.kill();
-    rmSync(DECISIONS, { force: true });
-    await Promise.all(hosts.map((h) => h.stopDaemon()));
-    await Promise.all(hosts.map((h) => h.close()));
-    await redis.kill();
-    process.exit(0);
-  }
+  if (floor) await end();
 
   // C. catch-up: one host stopped while the origin bans MISSED addresses (the others stopped
   // too, to leave the two cores to the origin and Redis), then started again.
@@ -373,12 +376,7 @@ async function main(): Promise<void> {
   if (connected !== undefined) console.log(`   its time line: daemon started ${since(late.lines.find((l) => l.message === 'ami2ban started'))} s, the whole snapshot read (bus connected) ${since(connected)} s; its parts go to the kernel as they are read`);
   console.log(`   Redis memory with ${redis.cli('ZCARD', 'ami2ban:bans')} bans and ${redis.cli('XLEN', 'ami2ban:stream')} stream entries: ${redis.cli('INFO', 'memory').match(/used_memory_human:(\S+)/)?.[1] ?? '?'}`);
 
-  for (const m of monitors) m.stop();
-  rmSync(DECISIONS, { force: true });
-  await Promise.all(hosts.map((h) => h.stopDaemon()));
-  await Promise.all(hosts.map((h) => h.close()));
-  await redis.kill();
-  process.exit(0);
+  await end();
 }
 
 await main();
